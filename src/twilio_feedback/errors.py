@@ -1,0 +1,60 @@
+"""The library's exceptions, in one hierarchy callers can catch at the level they need."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "FeedbackError",
+    "MissingDependencyError",
+    "TwilioFeedbackError",
+]
+
+
+class TwilioFeedbackError(Exception):
+    """Base class of every error this library raises."""
+
+
+class ConfigurationError(TwilioFeedbackError, ValueError):
+    """Settings that cannot work; the message says what to change."""
+
+
+class MissingDependencyError(TwilioFeedbackError, ImportError):
+    """An optional package is not installed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, feature: str) -> None:
+        super().__init__(
+            f"{feature} needs the {package!r} package: pip install 'twilio-feedback[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class FeedbackError(TwilioFeedbackError):
+    """Twilio did not accept a request (message create or feedback post).
+
+    ``retryable`` says whether trying again later can succeed (network errors, 5xx, 408,
+    429); ``retry_after`` is Twilio's Retry-After in seconds when it sent one. ``code`` and
+    ``status`` are Twilio's error code and HTTP status when there was a response.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return (
+            f"FeedbackError({self.message!r}, retryable={self.retryable}, "
+            f"status={self.status}, code={self.code})"
+        )

@@ -1,0 +1,108 @@
+"""Records kept per tracked message, their states, and the result of a confirmation."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["ConfirmResult", "ConfirmStatus", "Record", "State"]
+
+
+class State(str, enum.Enum):
+    """Where a tracked message stands.
+
+    ``pending`` -> ``confirmed`` (the user acted; the outbox) -> ``reported`` (Twilio
+    accepted the feedback) or ``failed`` (Twilio refused it for good, or the retry window
+    ended).
+    """
+
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    REPORTED = "reported"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One tracked message, as a store keeps it.
+
+    Times are Unix timestamps (seconds, float). ``message_sid`` is ``None`` between the
+    moment :meth:`FeedbackTracker.send` writes the record and the moment Twilio returns
+    the SID; a confirmation in that window is kept and reported once the SID is known.
+    ``lease_until`` is set while one reporter owns the record, so that processes sharing a
+    store do not all post the same feedback.
+    """
+
+    tracking_id: str
+    expires_at: float
+    state: State = State.PENDING
+    message_sid: str | None = None
+    account_sid: str | None = None
+    created_at: float = 0.0
+    confirmed_at: float | None = None
+    lease_until: float = 0.0
+    attempts: int = 0
+    error_code: int | None = None
+    error_message: str | None = None
+
+    def replace(self, **changes: Any) -> Record:
+        """Return a copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (``state`` as its string value), for serialising stores."""
+        data = dataclasses.asdict(self)
+        data["state"] = self.state.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        values["state"] = State(values.get("state", State.PENDING))
+        return cls(**values)
+
+
+ConfirmStatus = Literal[
+    "confirmed", "duplicate", "ignored", "invalid", "expired", "unknown", "error"
+]
+"""Every outcome of a confirmation attempt.
+
+- ``confirmed``: this request performed the confirmation; feedback will be reported.
+- ``duplicate``: the message was confirmed before; nothing more is reported.
+- ``ignored``: not a real visit (HEAD/OPTIONS, a link-preview bot, not a confirm path).
+- ``invalid``: no token, or a forged, tampered or malformed one.
+- ``expired``: a genuine token (or record) past its maximum age.
+- ``unknown``: a genuine token or key with no record in the store.
+- ``error``: the store could not be reached; nothing was confirmed.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmResult:
+    """What happened to one confirmation attempt.
+
+    The middleware hands this to the wrapped app; :meth:`FeedbackTracker.confirm` and
+    :meth:`FeedbackTracker.confirm_token` return it. It never carries the token itself.
+    """
+
+    status: ConfirmStatus
+    tracking_id: str | None = None
+    message_sid: str | None = None
+    reason: str | None = None
+
+    @property
+    def confirmed(self) -> bool:
+        """``True`` only for the one request that performed the confirmation."""
+        return self.status == "confirmed"
+
+    @property
+    def ok(self) -> bool:
+        """``True`` when the message is confirmed, by this request or an earlier one."""
+        return self.status in ("confirmed", "duplicate")

@@ -1,0 +1,29 @@
+"""Stores: where tracked messages live between send, confirm and report.
+
+Pick one by URL with :func:`store_from_url`, or pass any object implementing
+:class:`Store`.
+"""
+
+from __future__ import annotations
+
+from .base import (
+    AsyncStore,
+    Store,
+    StoreFactory,
+    ThreadedAsyncStore,
+    as_async_store,
+    register_store,
+    registered_schemes,
+    store_from_url,
+)
+
+__all__ = [
+    "AsyncStore",
+    "Store",
+    "StoreFactory",
+    "ThreadedAsyncStore",
+    "as_async_store",
+    "register_store",
+    "registered_schemes",
+    "store_from_url",
+]

@@ -1,0 +1,258 @@
+"""The Store protocol every backend implements, and the URL registry that picks one.
+
+A store maps a tracking id to a :class:`~twilio_feedback.records.Record`. Two operations
+must be atomic across every process sharing the store: :meth:`Store.confirm` (pending ->
+confirmed, exactly once) and :meth:`Store.claim` (take unreported confirmations under a
+lease). Times are passed in by the caller as Unix timestamps, so a backend never reads a
+clock of its own and tests can drive time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError
+from ..records import Record
+
+__all__ = [
+    "AsyncStore",
+    "Store",
+    "StoreFactory",
+    "ThreadedAsyncStore",
+    "as_async_store",
+    "register_store",
+    "registered_schemes",
+    "store_from_url",
+]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the tracker and the reporter need from a backend.
+
+    Implement these methods (synchronously, thread-safe) to plug in your own storage; run
+    :mod:`twilio_feedback.testing.conformance` against it to check the contract. A store
+    may also offer ``as_async() -> AsyncStore`` for native async I/O; without it, async
+    callers run the sync methods in a worker thread.
+    """
+
+    def add(self, record: Record) -> None:
+        """Insert ``record``, replacing any record with the same tracking id."""
+
+    def get(self, tracking_id: str) -> Record | None:
+        """Return the record, or ``None`` when there is none (purged records included)."""
+
+    def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
+        """Set the message and account SIDs of a record; return it, or ``None`` if gone."""
+
+    def delete(self, tracking_id: str) -> None:
+        """Remove a record if present."""
+
+    def confirm(
+        self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
+    ) -> tuple[bool, Record | None]:
+        """Atomically move a live ``pending`` record to ``confirmed``.
+
+        Only a record whose ``expires_at`` is after ``now`` can be confirmed. On success
+        set ``confirmed_at=now``, ``lease_until`` (the confirming process owns the report
+        for that long) and ``expires_at=max(expires_at, keep_until)`` (so the outbox
+        outlives the retry window), and return ``(True, new_record)``. Otherwise change
+        nothing and return ``(False, record_or_None)``: exactly one caller across every
+        process sharing the store may ever get ``True`` for one tracking id.
+        """
+
+    def claim(self, *, now: float, lease_until: float, limit: int) -> list[Record]:
+        """Atomically take up to ``limit`` confirmed records that have a message SID and
+        whose lease ended before ``now``, setting their ``lease_until``; return them."""
+
+    def mark_reported(self, tracking_id: str) -> None:
+        """Twilio accepted the feedback: state ``reported``, lease cleared."""
+
+    def mark_failed(self, tracking_id: str, *, code: int | None, message: str | None) -> None:
+        """Twilio refused the feedback for good: state ``failed`` with its error."""
+
+    def defer(
+        self,
+        tracking_id: str,
+        *,
+        lease_until: float,
+        attempts: int,
+        code: int | None,
+        message: str | None,
+    ) -> None:
+        """A transient failure: keep ``confirmed``, retry no earlier than ``lease_until``."""
+
+    def purge(self, *, now: float) -> int:
+        """Delete records whose ``expires_at`` is not after ``now``; return how many."""
+
+    def counts(self) -> dict[str, int]:
+        """Live records by state name (``pending``, ``confirmed``, ``reported``, ``failed``)."""
+
+    def close(self) -> None:
+        """Release connections. Called once by :meth:`FeedbackTracker.close`."""
+
+
+class AsyncStore(Protocol):
+    """The async twin of :class:`Store`, used by the tracker's ``*_async`` methods."""
+
+    async def add(self, record: Record) -> None:
+        """See :meth:`Store.add`."""
+
+    async def get(self, tracking_id: str) -> Record | None:
+        """See :meth:`Store.get`."""
+
+    async def attach_sid(
+        self, tracking_id: str, message_sid: str, account_sid: str
+    ) -> Record | None:
+        """See :meth:`Store.attach_sid`."""
+
+    async def delete(self, tracking_id: str) -> None:
+        """See :meth:`Store.delete`."""
+
+    async def confirm(
+        self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
+    ) -> tuple[bool, Record | None]:
+        """See :meth:`Store.confirm`."""
+
+    async def aclose(self) -> None:
+        """Release async connections."""
+
+
+class ThreadedAsyncStore:
+    """Runs a sync :class:`Store` in a worker thread so the event loop never blocks."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+
+    async def add(self, record: Record) -> None:
+        """See :meth:`Store.add`."""
+        await self._run(self.store.add, record)
+
+    async def get(self, tracking_id: str) -> Record | None:
+        """See :meth:`Store.get`."""
+        result: Record | None = await self._run(self.store.get, tracking_id)
+        return result
+
+    async def attach_sid(
+        self, tracking_id: str, message_sid: str, account_sid: str
+    ) -> Record | None:
+        """See :meth:`Store.attach_sid`."""
+        result: Record | None = await self._run(
+            self.store.attach_sid, tracking_id, message_sid, account_sid
+        )
+        return result
+
+    async def delete(self, tracking_id: str) -> None:
+        """See :meth:`Store.delete`."""
+        await self._run(self.store.delete, tracking_id)
+
+    async def confirm(
+        self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
+    ) -> tuple[bool, Record | None]:
+        """See :meth:`Store.confirm`."""
+        result: tuple[bool, Record | None] = await self._run(
+            self.store.confirm,
+            tracking_id,
+            now=now,
+            lease_until=lease_until,
+            keep_until=keep_until,
+        )
+        return result
+
+    async def aclose(self) -> None:
+        """Nothing to release: the sync store is closed by the tracker."""
+
+
+def as_async_store(store: Store) -> AsyncStore:
+    """The store's own async twin when it offers one (``as_async()``), else a thread offload."""
+    native = getattr(store, "as_async", None)
+    if callable(native):
+        result: AsyncStore = native()
+        return result
+    return ThreadedAsyncStore(store)
+
+
+StoreFactory = Callable[..., Store]
+"""A callable taking ``(url, **options)`` and returning a :class:`Store`."""
+
+_REGISTRY: dict[str, StoreFactory | str] = {
+    "memory": "twilio_feedback.stores.memory:MemoryStore.from_url",
+    "sqlite": "twilio_feedback.stores.sql:SQLStore.from_url",
+    "postgresql": "twilio_feedback.stores.sql:SQLStore.from_url",
+    "postgres": "twilio_feedback.stores.sql:SQLStore.from_url",
+    "redis": "twilio_feedback.stores.redis:RedisStore.from_url",
+    "rediss": "twilio_feedback.stores.redis:RedisStore.from_url",
+    "unix": "twilio_feedback.stores.redis:RedisStore.from_url",
+}
+_ENTRY_POINT_GROUP = "twilio_feedback.stores"
+
+
+def register_store(scheme: str, factory: StoreFactory | str) -> None:
+    """Make ``store_from_url`` build ``factory(url, **options)`` for URLs of ``scheme``.
+
+    ``factory`` may be a callable or a ``"module:attr"`` string imported on first use.
+    Packages can register without being imported by declaring an entry point in the
+    ``twilio_feedback.stores`` group named after the scheme.
+    """
+    if not scheme or not scheme.replace("-", "").replace(".", "").isalnum():
+        raise ValueError(f"invalid store scheme {scheme!r}")
+    _REGISTRY[scheme.lower()] = factory
+
+
+def registered_schemes() -> list[str]:
+    """Every scheme ``store_from_url`` understands, entry points included."""
+    names = set(_REGISTRY)
+    names.update(ep.name for ep in entry_points(group=_ENTRY_POINT_GROUP))
+    return sorted(names)
+
+
+def _scheme(url: str) -> str:
+    scheme = urlsplit(url).scheme.lower()
+    # SQLAlchemy spells drivers as "postgresql+psycopg"; the dialect picks the backend.
+    return scheme.split("+", 1)[0]
+
+
+def is_known_scheme(url: str) -> bool:
+    """Whether ``store_from_url`` has a backend for this URL's scheme."""
+    return _scheme(url) in registered_schemes()
+
+
+def _resolve(target: StoreFactory | str) -> StoreFactory:
+    if not isinstance(target, str):
+        return target
+    module_name, _, attr = target.partition(":")
+    import importlib
+
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    factory: StoreFactory = obj
+    return factory
+
+
+def store_from_url(url: str, **options: Any) -> Store:
+    """Build a store from a URL: ``memory://``, ``sqlite:///path.db``,
+    ``postgresql+psycopg://user@host/db``, ``redis://host:6379/0``, or any scheme added
+    with :func:`register_store` or an entry point. Options go to the backend."""
+    scheme = _scheme(url)
+    target: StoreFactory | str | None = _REGISTRY.get(scheme)
+    if target is None:
+        for ep in entry_points(group=_ENTRY_POINT_GROUP):
+            if ep.name == scheme:
+                target = ep.load()
+                break
+    if target is None:
+        known = ", ".join(f"{s}://" for s in registered_schemes())
+        raise ConfigurationError(
+            f"unknown store scheme {scheme + '://' if scheme else repr(url)}; "
+            f"use one of {known}, or register_store() your own"
+        )
+    return _resolve(target)(url, **options)

@@ -1,0 +1,242 @@
+"""The in-process store: a cachetools TLRU cache behind one lock.
+
+Each record expires at its own ``expires_at``. Fast and dependency-free, but neither
+durable (a restart forgets every confirmation not yet reported) nor shared between
+processes (a confirm in one gunicorn worker is unknown to another): it says so once, in a
+warning, when created from the default settings.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from cachetools import TLRUCache
+
+from ..records import Record, State
+
+__all__ = ["MemoryStore", "MemoryStoreWarning"]
+
+
+class MemoryStoreWarning(UserWarning):
+    """The memory store is in use: not durable, not shared between processes."""
+
+
+_warned = False
+_warn_lock = threading.Lock()
+
+
+def _warn_once() -> None:
+    global _warned
+    with _warn_lock:
+        if _warned:
+            return
+        _warned = True
+    warnings.warn(
+        "twilio-feedback is using the in-memory store: confirmations not yet reported are "
+        "lost on restart and are not shared between processes. Set store= to a sqlite://, "
+        "postgresql:// or redis:// URL for production.",
+        MemoryStoreWarning,
+        stacklevel=4,
+    )
+
+
+def _ttu(_key: str, record: Record, _now: float) -> float:
+    return record.expires_at
+
+
+class MemoryStore:
+    """A thread-safe :class:`~twilio_feedback.stores.Store` in this process's memory.
+
+    ``maxsize`` bounds the number of records; past it the least recently used go first.
+    ``warn=True`` emits :class:`MemoryStoreWarning` once per process.
+    """
+
+    def __init__(self, maxsize: int = 1_000_000, *, warn: bool = False, timer: Any = None) -> None:
+        self._lock = threading.Lock()
+        self._cache: TLRUCache[str, Record] = TLRUCache(
+            maxsize=maxsize, ttu=_ttu, timer=timer or time.time
+        )
+        # The outbox: ids of confirmed records, so claim() never scans the whole cache.
+        self._outbox: dict[str, None] = {}
+        if warn:
+            _warn_once()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MemoryStore:
+        """``memory://`` or ``memory://?maxsize=100000``."""
+        query = parse_qs(urlsplit(url).query)
+        if "maxsize" in query:
+            options.setdefault("maxsize", int(query["maxsize"][0]))
+        options.setdefault("warn", True)
+        return cls(**options)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._cache)
+
+    def _get(self, tracking_id: str) -> Record | None:
+        return self._cache.get(tracking_id)
+
+    def _put(self, record: Record) -> None:
+        self._cache[record.tracking_id] = record
+        if record.state is State.CONFIRMED:
+            self._outbox[record.tracking_id] = None
+        else:
+            self._outbox.pop(record.tracking_id, None)
+
+    def add(self, record: Record) -> None:
+        """See :meth:`Store.add`."""
+        with self._lock:
+            self._put(record)
+
+    def get(self, tracking_id: str) -> Record | None:
+        """See :meth:`Store.get`."""
+        with self._lock:
+            return self._get(tracking_id)
+
+    def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
+        """See :meth:`Store.attach_sid`."""
+        with self._lock:
+            record = self._get(tracking_id)
+            if record is None:
+                return None
+            record = record.replace(message_sid=message_sid, account_sid=account_sid)
+            self._put(record)
+            return record
+
+    def delete(self, tracking_id: str) -> None:
+        """See :meth:`Store.delete`."""
+        with self._lock:
+            self._cache.pop(tracking_id, None)
+            self._outbox.pop(tracking_id, None)
+
+    def confirm(
+        self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
+    ) -> tuple[bool, Record | None]:
+        """See :meth:`Store.confirm`."""
+        with self._lock:
+            record = self._get(tracking_id)
+            if record is None or record.state is not State.PENDING or record.expires_at <= now:
+                return False, record
+            record = record.replace(
+                state=State.CONFIRMED,
+                confirmed_at=now,
+                lease_until=lease_until,
+                expires_at=max(record.expires_at, keep_until),
+            )
+            self._put(record)
+            return True, record
+
+    def claim(self, *, now: float, lease_until: float, limit: int) -> list[Record]:
+        """See :meth:`Store.claim`."""
+        claimed: list[Record] = []
+        with self._lock:
+            for tracking_id in list(self._outbox):
+                if len(claimed) >= limit:
+                    break
+                record = self._get(tracking_id)
+                if record is None or record.state is not State.CONFIRMED:
+                    self._outbox.pop(tracking_id, None)
+                    continue
+                if record.message_sid is None or record.lease_until > now:
+                    continue
+                record = record.replace(lease_until=lease_until)
+                self._put(record)
+                claimed.append(record)
+        return claimed
+
+    def mark_reported(self, tracking_id: str) -> None:
+        """See :meth:`Store.mark_reported`."""
+        self._update(tracking_id, state=State.REPORTED, lease_until=0.0)
+
+    def mark_failed(self, tracking_id: str, *, code: int | None, message: str | None) -> None:
+        """See :meth:`Store.mark_failed`."""
+        self._update(
+            tracking_id,
+            state=State.FAILED,
+            lease_until=0.0,
+            error_code=code,
+            error_message=message,
+        )
+
+    def defer(
+        self,
+        tracking_id: str,
+        *,
+        lease_until: float,
+        attempts: int,
+        code: int | None,
+        message: str | None,
+    ) -> None:
+        """See :meth:`Store.defer`."""
+        self._update(
+            tracking_id,
+            lease_until=lease_until,
+            attempts=attempts,
+            error_code=code,
+            error_message=message,
+        )
+
+    def _update(self, tracking_id: str, **changes: Any) -> None:
+        with self._lock:
+            record = self._get(tracking_id)
+            if record is not None:
+                self._put(record.replace(**changes))
+
+    def purge(self, *, now: float) -> int:
+        """See :meth:`Store.purge`."""
+        with self._lock:
+            doomed = [k for k, r in self._cache.items() if r.expires_at <= now]
+            for key in doomed:
+                del self._cache[key]
+                self._outbox.pop(key, None)
+            self._cache.expire()
+            return len(doomed)
+
+    def counts(self) -> dict[str, int]:
+        """See :meth:`Store.counts`."""
+        result = {state.value: 0 for state in State}
+        with self._lock:
+            for record in self._cache.values():
+                result[record.state.value] += 1
+        return result
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def as_async(self) -> _InlineAsyncMemoryStore:
+        """An async view that calls straight through: nothing here waits on I/O."""
+        return _InlineAsyncMemoryStore(self)
+
+
+class _InlineAsyncMemoryStore:
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+
+    async def add(self, record: Record) -> None:
+        self.store.add(record)
+
+    async def get(self, tracking_id: str) -> Record | None:
+        return self.store.get(tracking_id)
+
+    async def attach_sid(
+        self, tracking_id: str, message_sid: str, account_sid: str
+    ) -> Record | None:
+        return self.store.attach_sid(tracking_id, message_sid, account_sid)
+
+    async def delete(self, tracking_id: str) -> None:
+        self.store.delete(tracking_id)
+
+    async def confirm(
+        self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
+    ) -> tuple[bool, Record | None]:
+        return self.store.confirm(
+            tracking_id, now=now, lease_until=lease_until, keep_until=keep_until
+        )
+
+    async def aclose(self) -> None:
+        return None

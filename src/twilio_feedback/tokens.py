@@ -1,0 +1,159 @@
+"""Compact signed tokens: the tracking id that rides in an outgoing link.
+
+Layout (django-sesame style, one base64url pass, no padding)::
+
+    version (1 byte) | tracking id (9 bytes) | issued at (4 bytes, Unix seconds) | MAC (10 bytes)
+
+24 bytes -> exactly 32 URL-safe characters, where itsdangerous's
+``URLSafeTimedSerializer`` needs 51 for a 10-character id. The 72-bit random id is the
+store key; the 80-bit truncated HMAC-SHA256 makes a forgery cost 2**80 guesses, and every
+guess needs a request, so it is out of reach. Keys come from itsdangerous's ``Signer``
+key derivation (HMAC of the secret and a salt), so another use of the same secret with
+another salt can never mint a valid token here.
+
+Rejections raise itsdangerous's own exceptions, so callers can catch at the level they
+care about: :class:`InvalidToken` (a ``BadSignature``) or :class:`ExpiredToken` (a
+``SignatureExpired``, still carrying the tracking id and issue time).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import struct
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+
+from itsdangerous import BadSignature, SignatureExpired, Signer
+
+__all__ = [
+    "TOKEN_LENGTH",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenSigner",
+    "VerifiedToken",
+]
+
+_VERSION = 1
+_ID_BYTES = 9
+_MAC_BYTES = 10
+_HEADER = struct.Struct(">B9sI")  # version, tracking id, issued-at seconds
+_RAW_LENGTH = _HEADER.size + _MAC_BYTES
+TOKEN_LENGTH = 32
+"""Characters in every token this version issues."""
+_B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+class InvalidToken(BadSignature):
+    """Not a token this secret issued: malformed, oversized, tampered or forged."""
+
+
+class ExpiredToken(SignatureExpired):
+    """A genuine token older than the maximum age. ``payload`` is the tracking id."""
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def encode_id(raw: bytes) -> str:
+    """The printable form of a raw tracking id (12 base64url characters)."""
+    return _b64encode(raw)
+
+
+class VerifiedToken:
+    """A token that passed signature and age checks."""
+
+    __slots__ = ("issued_at", "tracking_id")
+
+    def __init__(self, tracking_id: str, issued_at: int) -> None:
+        self.tracking_id = tracking_id
+        self.issued_at = issued_at
+
+    def __repr__(self) -> str:
+        return f"VerifiedToken(tracking_id={self.tracking_id!r}, issued_at={self.issued_at})"
+
+
+class TokenSigner:
+    """Issues and verifies compact tokens.
+
+    ``secret_keys`` is one key or a list ordered oldest to newest: the newest signs, every
+    one verifies, so keys rotate without breaking links already sent. ``max_skew`` is how
+    far in the future an issue time may lie (clock skew between hosts) before the token is
+    refused.
+    """
+
+    def __init__(
+        self,
+        secret_keys: str | bytes | Sequence[str | bytes],
+        *,
+        salt: str | bytes = "twilio-feedback.token",
+        max_skew: float = 60.0,
+        timer: Callable[[], float] = time.time,
+    ) -> None:
+        signer = Signer(
+            secret_keys,  # type: ignore[arg-type]
+            salt=salt,
+            key_derivation="hmac",
+            digest_method=hashlib.sha256,
+        )
+        if not signer.secret_keys:
+            raise ValueError("at least one secret key is required")
+        # Newest first: most tokens in flight were signed by it.
+        self._macs = [
+            hmac.new(signer.derive_key(key), digestmod=hashlib.sha256)
+            for key in reversed(signer.secret_keys)
+        ]
+        self.max_skew = max_skew
+        self._timer = timer
+
+    def _mac(self, index: int, message: bytes) -> bytes:
+        mac = self._macs[index].copy()
+        mac.update(message)
+        return mac.digest()[:_MAC_BYTES]
+
+    def issue(self) -> tuple[str, str]:
+        """A new ``(tracking_id, token)`` pair signed with the newest key."""
+        raw_id = secrets.token_bytes(_ID_BYTES)
+        header = _HEADER.pack(_VERSION, raw_id, int(self._timer()))
+        return _b64encode(raw_id), _b64encode(header + self._mac(0, header))
+
+    def verify(self, token: str | bytes, max_age: float) -> VerifiedToken:
+        """Check signature, then age; return the tracking id and issue time.
+
+        Raises :class:`InvalidToken` or :class:`ExpiredToken`. Never touches a store: a
+        forgery costs one HMAC, nothing more.
+        """
+        raw_token = token.encode("ascii", "replace") if isinstance(token, str) else token
+        # Length and alphabet first: an oversized or odd input never reaches the decoder.
+        if len(raw_token) != TOKEN_LENGTH or not _B64_ALPHABET.issuperset(raw_token):
+            raise InvalidToken("malformed token")
+        try:
+            raw = base64.urlsafe_b64decode(raw_token)
+        except (binascii.Error, ValueError):  # pragma: no cover - alphabet checked above
+            raise InvalidToken("malformed token") from None
+        header, mac = raw[: _HEADER.size], raw[_HEADER.size :]
+        version, raw_id, issued_at = _HEADER.unpack(header)
+        if version != _VERSION:
+            raise InvalidToken("unknown token version")
+        # compare_digest for every key, so timing does not tell which key (if any) matched.
+        matched = False
+        for index in range(len(self._macs)):
+            matched |= hmac.compare_digest(self._mac(index, header), mac)
+        if not matched:
+            raise InvalidToken("bad signature")
+        tracking_id = _b64encode(raw_id)
+        now = self._timer()
+        if issued_at > now + self.max_skew:
+            raise InvalidToken("issued in the future")
+        if now - issued_at > max_age:
+            raise ExpiredToken(
+                "token expired",
+                payload=tracking_id,
+                date_signed=datetime.fromtimestamp(issued_at, tz=timezone.utc),
+            )
+        return VerifiedToken(tracking_id, issued_at)

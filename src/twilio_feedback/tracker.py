@@ -1,0 +1,441 @@
+"""FeedbackTracker: the facade that ties tokens, store, Twilio and the reporter together."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
+
+from itsdangerous import BadSignature
+
+from .records import ConfirmResult, Record, State
+from .reporter import OnFailed, OnReported, Reporter
+from .settings import Settings
+from .stores.base import AsyncStore, Store, as_async_store, store_from_url
+from .tokens import ExpiredToken, TokenSigner
+from .twilio_api import TwilioAPI
+
+if TYPE_CHECKING:
+    from twilio.rest.api.v2010.account.message import MessageInstance
+
+__all__ = ["FeedbackTracker", "Ticket"]
+
+logger = logging.getLogger("twilio_feedback")
+
+MESSAGE_SID_RE = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
+MAX_KEY_LENGTH = 512
+LINK_PLACEHOLDER = "{link}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A fresh tracking id and its signed token, before the message is sent.
+
+    Put :meth:`link` in the message, then :meth:`FeedbackTracker.bind` the ticket to the
+    SID Twilio returns. ``repr()`` hides the token: it is a credential for one confirm.
+    """
+
+    tracking_id: str
+    token: str
+    param: str = "id"
+    issued_at: float = 0.0
+
+    def __repr__(self) -> str:
+        return f"Ticket(tracking_id={self.tracking_id!r}, token='***', param={self.param!r})"
+
+    def link(self, url: str) -> str:
+        """``url`` with the token as its ``param`` query parameter.
+
+        Adds the parameter or replaces an existing one; every other query parameter (byte
+        for byte, in order) and the fragment are kept.
+        """
+        parts = urlsplit(url)
+        kept = [
+            piece
+            for piece in parts.query.split("&")
+            if piece and unquote_plus(piece.split("=", 1)[0]) != self.param
+        ]
+        kept.append(f"{quote(self.param)}={self.token}")
+        return urlunsplit(parts._replace(query="&".join(kept)))
+
+
+def key_tracking_id(key: str) -> str:
+    """The tracking id of an app-chosen key (``"login:42"``): a hash, so keys that hold
+    personal data (phone numbers, emails) are not written to the store as they are."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("key must be a non-empty string")
+    if len(key) > MAX_KEY_LENGTH:
+        raise ValueError(f"key is longer than {MAX_KEY_LENGTH} characters")
+    digest = hashlib.sha256(b"twilio-feedback.key\x00" + key.encode("utf-8")).digest()
+    return "k" + base64.urlsafe_b64encode(digest[:15]).decode("ascii")
+
+
+def _check_sid(message_sid: str) -> str:
+    if not isinstance(message_sid, str) or not MESSAGE_SID_RE.match(message_sid):
+        raise ValueError(
+            f"message_sid {str(message_sid)[:40]!r} is not a Twilio message SID "
+            "('SM' or 'MM' followed by 32 hex digits)"
+        )
+    return message_sid
+
+
+class FeedbackTracker:
+    """Issues tracking links, binds them to message SIDs, confirms, and reports to Twilio.
+
+    Thread-safe; create one per process and share it. Without ``settings`` it reads
+    :meth:`Settings.from_env`. Keyword ``overrides`` replace settings fields.
+    ``on_reported(record)`` and ``on_failed(record, error)`` are called from the
+    reporter's thread; an exception in them is logged and cannot stop delivery.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        on_reported: OnReported | None = None,
+        on_failed: OnFailed | None = None,
+        **overrides: Any,
+    ) -> None:
+        if settings is None:
+            settings = Settings.from_env(**overrides)
+        elif overrides:
+            settings = settings.replace(**overrides)
+        self.settings = settings
+        self.signer = TokenSigner(
+            settings.secret_keys, salt=settings.salt, max_skew=settings.clock_skew
+        )
+        self.store: Store = (
+            store_from_url(settings.store) if isinstance(settings.store, str) else settings.store
+        )
+        self._astore: AsyncStore | None = None
+        self.api = TwilioAPI(settings)
+        self.reporter = Reporter(
+            settings, self.store, self.api, on_reported=on_reported, on_failed=on_failed
+        )
+        self._lock = threading.Lock()
+        self._counts = {
+            "confirmed": 0,
+            "duplicate": 0,
+            "invalid": 0,
+            "expired": 0,
+            "unknown": 0,
+            "error": 0,
+        }
+        self._closed = False
+        self.reporter.start()
+
+    def __repr__(self) -> str:
+        return f"FeedbackTracker(account_sid={self.settings.account_sid!r})"
+
+    @property
+    def astore(self) -> AsyncStore:
+        """The async view of the store (native where the backend has one)."""
+        if self._astore is None:
+            self._astore = as_async_store(self.store)
+        return self._astore
+
+    # -- outgoing ------------------------------------------------------------------
+
+    def ticket(self) -> Ticket:
+        """A new tracking id and signed token (no I/O)."""
+        tracking_id, token = self.signer.issue()
+        return Ticket(tracking_id, token, self.settings.token_param, time.time())
+
+    def _new_record(
+        self,
+        ticket: Ticket | None,
+        key: str | None,
+        message_sid: str | None,
+        account_sid: str | None,
+    ) -> Record:
+        if (ticket is None) == (key is None):
+            raise ValueError("pass either a ticket or key=, not both and not neither")
+        now = time.time()
+        s = self.settings
+        if ticket is not None:
+            tracking_id = ticket.tracking_id
+            expires_at = (ticket.issued_at or now) + s.token_max_age + s.clock_skew
+        else:
+            assert key is not None
+            tracking_id = key_tracking_id(key)
+            expires_at = now + s.token_max_age
+        return Record(
+            tracking_id,
+            expires_at=expires_at,
+            message_sid=_check_sid(message_sid) if message_sid is not None else None,
+            account_sid=account_sid or s.account_sid,
+            created_at=now,
+        )
+
+    def bind(
+        self,
+        ticket: Ticket | None = None,
+        message_sid: str | None = None,
+        *,
+        key: str | None = None,
+        account_sid: str | None = None,
+    ) -> Record:
+        """Remember that ``ticket`` (or ``key``) belongs to ``message_sid``.
+
+        Binding a key again replaces the earlier mapping (an OTP resent under the same
+        key); use one key per code where that matters. ``account_sid`` is the (sub)account
+        that sent the message, when it is not the settings' own.
+        """
+        if message_sid is None:
+            raise ValueError("message_sid is required")
+        record = self._new_record(ticket, key, message_sid, account_sid)
+        self.store.add(record)
+        return record
+
+    async def bind_async(
+        self,
+        ticket: Ticket | None = None,
+        message_sid: str | None = None,
+        *,
+        key: str | None = None,
+        account_sid: str | None = None,
+    ) -> Record:
+        """Async twin of :meth:`bind`."""
+        if message_sid is None:
+            raise ValueError("message_sid is required")
+        record = self._new_record(ticket, key, message_sid, account_sid)
+        await self.astore.add(record)
+        return record
+
+    def _prepare_send(
+        self, body: str, link: str | None, key: str | None, account_sid: str | None
+    ) -> tuple[Record, str]:
+        if link is not None and key is not None:
+            raise ValueError("pass link= (a confirm URL) or key= (a code typed back), not both")
+        if link is None and key is None:
+            raise ValueError("pass link= (the confirm URL to track) or key= (for a typed code)")
+        ticket = None
+        if link is not None:
+            if LINK_PLACEHOLDER not in body:
+                raise ValueError(
+                    "body has no {link} placeholder: write where the tracking link goes, "
+                    "e.g. body='Confirm your sign-in: {link}'"
+                )
+            ticket = self.ticket()
+            body = body.replace(LINK_PLACEHOLDER, ticket.link(link))
+        return self._new_record(ticket, key, None, account_sid), body
+
+    def _sent(self, record: Record, message: Any) -> Record | None:
+        sid = str(message.sid)
+        account = str(message.account_sid or record.account_sid)
+        return self.store.attach_sid(record.tracking_id, sid, account)
+
+    def _after_attach(self, bound: Record | None) -> None:
+        # A click that raced the send was kept; now that the SID is known, report it.
+        if bound is not None and bound.state is State.CONFIRMED:
+            self.reporter.submit(bound)
+
+    def send(
+        self,
+        *,
+        to: str,
+        body: str,
+        from_: str | None = None,
+        link: str | None = None,
+        key: str | None = None,
+        account_sid: str | None = None,
+        **params: Any,
+    ) -> MessageInstance:
+        """Send a tracked message and bind it; return Twilio's ``MessageInstance``.
+
+        With ``link=``, ``{link}`` in ``body`` becomes the confirm URL with a fresh token;
+        with ``key=``, the message is tracked under that key for :meth:`confirm`. Always
+        sent with ``provide_feedback=True``. ``params`` go to ``messages.create``
+        (``messaging_service_sid``, ``status_callback``, ...). Twilio's exceptions pass
+        through unchanged, and a refused message leaves no record behind.
+        """
+        record, text = self._prepare_send(body, link, key, account_sid)
+        if from_ is not None:
+            params["from_"] = from_
+        # The record exists before Twilio answers, so a click racing the send is kept.
+        self.store.add(record)
+        try:
+            message = self.api.send_message(to=to, body=text, account_sid=account_sid, **params)
+        except BaseException:
+            self._forget(record.tracking_id)
+            raise
+        self._after_attach(self._sent(record, message))
+        return message
+
+    async def send_async(
+        self,
+        *,
+        to: str,
+        body: str,
+        from_: str | None = None,
+        link: str | None = None,
+        key: str | None = None,
+        account_sid: str | None = None,
+        **params: Any,
+    ) -> MessageInstance:
+        """Async twin of :meth:`send`; Twilio is called in a worker thread."""
+        record, text = self._prepare_send(body, link, key, account_sid)
+        if from_ is not None:
+            params["from_"] = from_
+        await self.astore.add(record)
+        try:
+            message = await asyncio.to_thread(
+                lambda: self.api.send_message(to=to, body=text, account_sid=account_sid, **params)
+            )
+        except BaseException:
+            await asyncio.to_thread(self._forget, record.tracking_id)
+            raise
+        sid = str(message.sid)
+        account = str(message.account_sid or record.account_sid)
+        self._after_attach(await self.astore.attach_sid(record.tracking_id, sid, account))
+        return message
+
+    def _forget(self, tracking_id: str) -> None:
+        try:
+            self.store.delete(tracking_id)
+        except Exception:
+            logger.warning("could not remove record %s after a failed send", tracking_id)
+
+    # -- incoming ------------------------------------------------------------------
+
+    def _count(self, result: ConfirmResult) -> ConfirmResult:
+        with self._lock:
+            if result.status in self._counts:
+                self._counts[result.status] += 1
+        return result
+
+    def _verify(self, token: str) -> ConfirmResult | str:
+        try:
+            return self.signer.verify(token, self.settings.token_max_age).tracking_id
+        except ExpiredToken as exc:
+            logger.debug("confirm refused: expired token for %s", exc.payload)
+            return self._count(ConfirmResult("expired", tracking_id=str(exc.payload)))
+        except BadSignature as exc:
+            logger.debug("confirm refused: invalid token (%s)", exc.message)
+            return self._count(ConfirmResult("invalid", reason=exc.message))
+
+    def _confirm_args(self) -> tuple[float, dict[str, float]]:
+        now = time.time()
+        s = self.settings
+        return now, {
+            "now": now,
+            "lease_until": now + s.lease_seconds,
+            "keep_until": now + s.retry_window + s.lease_seconds + s.clock_skew,
+        }
+
+    def _decide(
+        self, tracking_id: str, won: bool, record: Record | None, now: float
+    ) -> ConfirmResult:
+        if won:
+            assert record is not None
+            if record.message_sid is not None:
+                self.reporter.submit(record)
+            return self._count(ConfirmResult("confirmed", tracking_id, record.message_sid))
+        if record is None:
+            logger.debug("confirm refused: no record for %s", tracking_id)
+            return self._count(ConfirmResult("unknown", tracking_id, reason="no such record"))
+        if record.state is State.PENDING and record.expires_at <= now:
+            return self._count(ConfirmResult("expired", tracking_id, record.message_sid))
+        return self._count(ConfirmResult("duplicate", tracking_id, record.message_sid))
+
+    def _store_error(self, tracking_id: str, exc: Exception) -> ConfirmResult:
+        logger.warning("store unavailable while confirming %s: %s", tracking_id, type(exc).__name__)
+        return self._count(ConfirmResult("error", tracking_id, reason="store unavailable"))
+
+    def confirm_tracking_id(self, tracking_id: str) -> ConfirmResult:
+        """Confirm by tracking id (already verified); one atomic store operation."""
+        now, args = self._confirm_args()
+        try:
+            won, record = self.store.confirm(tracking_id, **args)
+        except Exception as exc:
+            return self._store_error(tracking_id, exc)
+        return self._decide(tracking_id, won, record, now)
+
+    async def confirm_tracking_id_async(self, tracking_id: str) -> ConfirmResult:
+        """Async twin of :meth:`confirm_tracking_id`."""
+        now, args = self._confirm_args()
+        try:
+            won, record = await self.astore.confirm(tracking_id, **args)
+        except Exception as exc:
+            return self._store_error(tracking_id, exc)
+        return self._decide(tracking_id, won, record, now)
+
+    def confirm_token(self, token: str | None) -> ConfirmResult:
+        """Confirm the message behind a link's token. Never raises for bad input:
+        forged, tampered, malformed and expired tokens are refused before any store I/O."""
+        if not token:
+            return self._count(ConfirmResult("invalid", reason="no token"))
+        verified = self._verify(token)
+        if isinstance(verified, ConfirmResult):
+            return verified
+        return self.confirm_tracking_id(verified)
+
+    async def confirm_token_async(self, token: str | None) -> ConfirmResult:
+        """Async twin of :meth:`confirm_token`."""
+        if not token:
+            return self._count(ConfirmResult("invalid", reason="no token"))
+        verified = self._verify(token)
+        if isinstance(verified, ConfirmResult):
+            return verified
+        return await self.confirm_tracking_id_async(verified)
+
+    def confirm(self, *, key: str) -> ConfirmResult:
+        """Confirm the message tracked under ``key`` (the code the user typed checked out)."""
+        return self.confirm_tracking_id(key_tracking_id(key))
+
+    async def confirm_async(self, *, key: str) -> ConfirmResult:
+        """Async twin of :meth:`confirm`."""
+        return await self.confirm_tracking_id_async(key_tracking_id(key))
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Counters: confirm outcomes in this process, plus the reporter's."""
+        with self._lock:
+            counts = dict(self._counts)
+        counts.update(self.reporter.stats())
+        return counts
+
+    def flush(self, timeout: float | None = 5.0) -> int:
+        """Wait up to ``timeout`` seconds for pending reports; return how many remain."""
+        return self.reporter.flush(timeout)
+
+    async def flush_async(self, timeout: float | None = 5.0) -> int:
+        """Async twin of :meth:`flush` (waits in a worker thread)."""
+        return await asyncio.to_thread(self.flush, timeout)
+
+    def close(self, timeout: float | None = 5.0) -> int:
+        """Flush up to ``timeout``, stop the reporter and close the store. Idempotent.
+        Returns how many reports were left pending (they stay ``confirmed`` in the store)."""
+        with self._lock:
+            if self._closed:
+                return 0
+            self._closed = True
+        pending = self.reporter.close(timeout)
+        self.store.close()
+        return pending
+
+    async def aclose(self, timeout: float | None = 5.0) -> int:
+        """Async twin of :meth:`close`."""
+        if self._astore is not None:
+            await self._astore.aclose()
+        return await asyncio.to_thread(self.close, timeout)
+
+    def __enter__(self) -> FeedbackTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> FeedbackTracker:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
