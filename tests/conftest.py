@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from twilio_feedback.testing import FakeTwilio
+
+from twilio_feedback import FeedbackTracker, Settings
+from twilio_feedback.stores.memory import MemoryStore
+
+SECRET_KEY = "test-secret-key-0123456789-abcdefghij"
+
+
+@pytest.fixture
+def settings(fake_twilio: FakeTwilio) -> Settings:
+    """Settings pointing at the emulator, with a fresh memory store."""
+    return Settings(
+        account_sid=fake_twilio.account_sid,
+        auth_token=fake_twilio.auth_token,
+        secret_key=SECRET_KEY,
+        store=MemoryStore(),
+        api_base_url=fake_twilio.base_url,
+        request_timeout=5.0,
+    )
+
+
+@pytest.fixture
+def tracker(settings: Settings) -> Iterator[FeedbackTracker]:
+    """A tracker on the emulator; closed after the test."""
+    tracker = FeedbackTracker(settings)
+    yield tracker
+    tracker.close(timeout=2.0)
