@@ -188,14 +188,13 @@ class MemoryStore:
                 self._put(record.replace(**changes))
 
     def purge(self, *, now: float) -> int:
-        """See :meth:`Store.purge`."""
+        """See :meth:`Store.purge`. The cache keeps records in expiry order, so this
+        touches only the expired ones."""
         with self._lock:
-            doomed = [k for k, r in self._cache.items() if r.expires_at <= now]
-            for key in doomed:
-                del self._cache[key]
+            expired = self._cache.expire(now)
+            for key, _ in expired:
                 self._outbox.pop(key, None)
-            self._cache.expire()
-            return len(doomed)
+            return len(expired)
 
     def counts(self) -> dict[str, int]:
         """See :meth:`Store.counts`."""

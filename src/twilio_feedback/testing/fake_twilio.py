@@ -174,6 +174,8 @@ class FakeTwilio:
         self.latency: float = 0.0
         """Seconds every request waits before it is answered."""
         self.requests: list[RecordedRequest] = []
+        self.in_flight = 0
+        """Requests received and not yet answered (a hanging one counts)."""
         self.messages: list[Message] = []
         self.feedback: list[FeedbackPost] = []
         self._faults: dict[str, deque[Fault]] = {"feedback": deque(), "messages": deque()}
@@ -562,10 +564,16 @@ def _make_handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(length) if length else b""
             form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
             headers = {k.lower(): v for k, v in self.headers.items()}
+            with fake._lock:
+                fake.in_flight += 1
+                fake._lock.notify_all()
             try:
                 status, body, extra = fake.handle(self.command, self.path, form, headers)
             except _Stopped:
                 status, body, extra = 0, None, {}
+            finally:
+                with fake._lock:
+                    fake.in_flight -= 1
             kept = {k: v for k, v in headers.items() if k != "authorization"}
             fake._record(
                 RecordedRequest(self.command, self.path, form, kept, status or None, time.time())
@@ -576,14 +584,15 @@ def _make_handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
                     self.connection.shutdown(socket.SHUT_RDWR)
                 return
             payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.send_header("Twilio-Request-Id", _hex_sid("RQ"))
-            for name, value in extra.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
+            with contextlib.suppress(OSError):  # the client gave up (timeout, stop)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Twilio-Request-Id", _hex_sid("RQ"))
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
 
         do_POST = do_GET = do_PUT = do_DELETE = _serve
 
