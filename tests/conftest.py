@@ -3,12 +3,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from twilio_feedback.testing import FakeTwilio
 
 from twilio_feedback import FeedbackTracker, Settings
 from twilio_feedback.stores.memory import MemoryStore
+from twilio_feedback.testing import FakeTwilio
 
 SECRET_KEY = "test-secret-key-0123456789-abcdefghij"
+CHROME = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0 Safari/537.36"
+)
 
 
 @pytest.fixture

@@ -419,7 +419,10 @@ class FeedbackTracker:
                 return 0
             self._closed = True
         pending = self.reporter.close(timeout)
-        self.store.close()
+        try:
+            self.store.close()
+        except Exception as exc:
+            logger.warning("closing the store failed: %s", type(exc).__name__)
         return pending
 
     async def aclose(self, timeout: float | None = 5.0) -> int:
