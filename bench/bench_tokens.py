@@ -29,9 +29,7 @@ def run(quick: bool = False) -> Section:
             lambda: stock.loads(stock_token, max_age=3600), n
         ),
         "TimestampSigner sign": lambda: timeit(lambda: ts.sign(tracking_id), n),
-        "TimestampSigner verify": lambda: timeit(
-            lambda: ts.unsign(ts_token, max_age=3600), n
-        ),
+        "TimestampSigner verify": lambda: timeit(lambda: ts.unsign(ts_token, max_age=3600), n),
     }
     samples = interleaved(cases, repeats)
     section = Section("Tokens")

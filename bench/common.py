@@ -37,9 +37,7 @@ def timeit(fn: Callable[[], object], number: int) -> float:
     return (time.perf_counter() - start) / number
 
 
-def interleaved(
-    cases: dict[str, Callable[[], float]], repeats: int
-) -> dict[str, list[float]]:
+def interleaved(cases: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
     """Run every case once per round, ``repeats`` rounds, rotating the order each round so
     that drift (thermal, noisy neighbours) hits every case alike."""
     names = list(cases)

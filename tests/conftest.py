@@ -8,6 +8,10 @@ from twilio_feedback import FeedbackTracker, Settings
 from twilio_feedback.stores.memory import MemoryStore
 from twilio_feedback.testing import FakeTwilio
 
+from .servers import postgres_server, postgres_url, redis_server, redis_url
+
+__all__ = ["postgres_server", "postgres_url", "redis_server", "redis_url"]
+
 SECRET_KEY = "test-secret-key-0123456789-abcdefghij"
 CHROME = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "

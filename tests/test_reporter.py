@@ -1,28 +1,35 @@
-"""Background delivery over real HTTP to FakeTwilio: retries, failures, flush, the sweep."""
+"""Background delivery over real HTTP to FakeTwilio: latency, retries, failures, leases,
+flush, the outbox sweep, stuck workers, hooks and logs."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import socketserver
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from twilio_feedback import FeedbackError, FeedbackTracker, Record, Settings, State
-from twilio_feedback.reporter import backoff
+from twilio_feedback.reporter import COUNTERS, backoff
 from twilio_feedback.stores.memory import MemoryStore
 from twilio_feedback.testing import FakeTwilio, Hang, Status
 from twilio_feedback.tracker import key_tracking_id
 
 PHONE, SENDER = "+15558675310", "+15017122661"
+MakeTracker = Callable[..., FeedbackTracker]
 
 
 @pytest.fixture
-def make_tracker(settings: Settings) -> Iterator[object]:
+def make_tracker(settings: Settings) -> Iterator[MakeTracker]:
+    """Trackers on the emulator with settings overrides; all closed after the test."""
     made: list[FeedbackTracker] = []
 
-    def make(**overrides: object) -> FeedbackTracker:
+    def make(**overrides: Any) -> FeedbackTracker:
         tracker = FeedbackTracker(settings.replace(**overrides))
         made.append(tracker)
         return tracker
@@ -32,49 +39,75 @@ def make_tracker(settings: Settings) -> Iterator[object]:
         tracker.close(timeout=0.5)
 
 
-def _sent(tracker: FeedbackTracker, key: str) -> str:
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes (a condition, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def sent(tracker: FeedbackTracker, key: str) -> str:
     return str(tracker.send(to=PHONE, from_=SENDER, body="code", key=key).sid)
+
+
+def feedback_requests(fake: FakeTwilio) -> list[Any]:
+    return [r for r in fake.requests if r.path.endswith("/Feedback.json")]
+
+
+def record_of(tracker: FeedbackTracker, key: str) -> Record:
+    record = tracker.store.get(key_tracking_id(key))
+    assert record is not None
+    return record
 
 
 def test_confirm_does_not_wait_for_a_slow_twilio(
     tracker: FeedbackTracker, fake_twilio: FakeTwilio
 ) -> None:
-    sid = _sent(tracker, "slow")
+    sids = [sent(tracker, f"slow{n}") for n in range(5)]
     fake_twilio.latency = 2.0
-    started = time.perf_counter()
-    result = tracker.confirm(key="slow")
-    elapsed = time.perf_counter() - started
-    assert result.confirmed
-    assert elapsed < 0.05
+    timings = []
+    for n in range(5):
+        started = time.perf_counter()
+        result = tracker.confirm(key=f"slow{n}")
+        timings.append(time.perf_counter() - started)
+        assert result.confirmed
+    assert max(timings) < 0.05  # Twilio takes 2 s per post
     assert fake_twilio.feedback == []
-    assert fake_twilio.wait_for_feedback(1, timeout=10)[0].message_sid == sid
+    posts = fake_twilio.wait_for_feedback(5, timeout=15)
+    assert sorted(p.message_sid for p in posts) == sorted(sids)
 
 
 def test_503_twice_then_200_is_reported_once(
     tracker: FeedbackTracker, fake_twilio: FakeTwilio
 ) -> None:
-    _sent(tracker, "k")
+    sent(tracker, "k")
     fake_twilio.fail_next(503, 503)
     assert tracker.confirm(key="k").confirmed
     assert tracker.flush(timeout=15) == 0
+    assert [r.status for r in feedback_requests(fake_twilio)] == [503, 503, 200]
     assert len(fake_twilio.feedback) == 1
-    feedback_requests = [r for r in fake_twilio.requests if r.path.endswith("Feedback.json")]
-    assert [r.status for r in feedback_requests] == [503, 503, 200]
-    record = tracker.store.get(key_tracking_id("k"))
-    assert record is not None
-    assert record.state is State.REPORTED
-    assert tracker.stats()["retried"] == 2
-    assert tracker.stats()["reported"] == 1
+    assert record_of(tracker, "k").state is State.REPORTED
+    stats = tracker.stats()
+    assert (stats["retried"], stats["reported"], stats["failed"]) == (2, 1, 0)
 
 
-def test_429_retry_after_is_honoured(tracker: FeedbackTracker, fake_twilio: FakeTwilio) -> None:
-    _sent(tracker, "k")
-    fake_twilio.fail_next(Status(429, retry_after=1))
+@pytest.mark.parametrize("retry_after", [1, 2])
+def test_429_retry_after_is_honoured(
+    tracker: FeedbackTracker, fake_twilio: FakeTwilio, retry_after: int
+) -> None:
+    sent(tracker, "k")
+    fake_twilio.fail_next(Status(429, retry_after=retry_after))
     tracker.confirm(key="k")
     fake_twilio.wait_for_feedback(1, timeout=10)
-    first, second = (r for r in fake_twilio.requests if r.path.endswith("Feedback.json"))
+    first, second = feedback_requests(fake_twilio)
     assert first.status == 429
-    assert second.time - first.time >= 1.0
+    # Backoff alone would retry within 1 s; the gap is Twilio's Retry-After.
+    assert second.time - first.time >= retry_after
+    assert tracker.flush(timeout=5) == 0
+    assert record_of(tracker, "k").state is State.REPORTED
 
 
 def test_404_fails_after_one_attempt_with_the_code(
@@ -85,106 +118,268 @@ def test_404_fails_after_one_attempt_with_the_code(
         tracker.bind(key="ghost", message_sid="SM" + "0" * 32)
         assert tracker.confirm(key="ghost").confirmed
         assert tracker.flush(timeout=5) == 0
-        record = tracker.store.get(key_tracking_id("ghost"))
-        assert record is not None
+        record = record_of(tracker, "ghost")
         assert (record.state, record.error_code) == (State.FAILED, 20404)
-        assert tracker.stats()["failed"] == 1
-    assert len([r for r in fake_twilio.requests if r.path.endswith("Feedback.json")]) == 1
-    assert failures[0][1].code == 20404
+        assert record.error_message is not None
+        assert "not found" in record.error_message
+        assert (tracker.stats()["failed"], tracker.stats()["retried"]) == (1, 0)
+    assert len(feedback_requests(fake_twilio)) == 1
+    hooked, error = failures[0]
+    assert (hooked.state, hooked.error_code, error.code, error.status) == (
+        State.FAILED,
+        20404,
+        20404,
+        404,
+    )
 
 
-def test_transient_failures_end_as_failed_after_the_retry_window(
-    make_tracker: object, fake_twilio: FakeTwilio
+def test_transient_failures_end_as_failed_when_the_retry_window_ends(
+    make_tracker: MakeTracker, fake_twilio: FakeTwilio
 ) -> None:
-    tracker = make_tracker(retry_window=0.5)  # type: ignore[operator]
-    _sent(tracker, "k")
+    tracker = make_tracker(retry_window=1.0)
+    sent(tracker, "k")
     fake_twilio.fail_always(503)
     tracker.confirm(key="k")
     assert tracker.flush(timeout=10) == 0
-    record = tracker.store.get(key_tracking_id("k"))
-    assert record is not None
-    assert record.state is State.FAILED
-    assert record.error_code == 20503
+    record = record_of(tracker, "k")
+    assert (record.state, record.error_code) == (State.FAILED, 20503)
     assert record.attempts >= 1
+    # The last attempt happens no later than the window's end.
+    assert feedback_requests(fake_twilio)[-1].time <= (record.confirmed_at or 0) + 1.0 + 0.5
+    assert tracker.stats()["failed"] == 1
+
+
+def test_a_retry_keeps_the_lease_so_other_processes_do_not_post_it(
+    settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    store = MemoryStore()
+    shared = settings.replace(store=store, lease_seconds=5.0)
+    # Another process sweeping the same store as often as it can.
+    with FeedbackTracker(shared.replace(sweep_interval=0.02)) as other:
+        with FeedbackTracker(shared) as tracker:
+            sent(tracker, "k")
+            fake_twilio.fail_next(503)
+            tracker.confirm(key="k")
+            assert wait_until(lambda: record_of(tracker, "k").attempts == 1, 5)
+            failed_at = feedback_requests(fake_twilio)[0].time
+            # Deferred to the retry time + lease_seconds, past the confirm's own lease.
+            assert record_of(tracker, "k").lease_until >= failed_at + 5.0
+            assert tracker.flush(timeout=5) == 0
+        assert other.flush(timeout=1) == 0
+        assert other.stats()["swept"] == 0
+    assert len(fake_twilio.feedback) == 1
+
+
+def test_a_far_retry_after_is_left_to_the_sweep(
+    make_tracker: MakeTracker, fake_twilio: FakeTwilio
+) -> None:
+    tracker = make_tracker(lease_seconds=0.5, sweep_interval=0.05)
+    sent(tracker, "k")
+    fake_twilio.fail_next(Status(429, retry_after=1.5))
+    tracker.confirm(key="k")
+    assert fake_twilio.wait_for(lambda: len(feedback_requests(fake_twilio)) >= 1, 5)
+    # Not held in memory: nothing pending, the record waits in the store under its lease.
+    assert wait_until(lambda: tracker.stats()["pending"] == 0, 5)
+    assert record_of(tracker, "k").state is State.CONFIRMED
+    fake_twilio.wait_for_feedback(1, timeout=10)
+    first, second = feedback_requests(fake_twilio)
+    assert second.time - first.time >= 1.5
+    assert tracker.stats()["swept"] == 1
+
+
+@pytest.mark.timeout(30)
+def test_request_timeout_bounds_a_hanging_twilio(
+    make_tracker: MakeTracker, fake_twilio: FakeTwilio
+) -> None:
+    tracker = make_tracker(request_timeout=0.5)
+    sid = sent(tracker, "k")
+    fake_twilio.fail_next(Hang())
+    started = time.monotonic()
+    tracker.confirm(key="k")
+    # The hung post times out after 0.5 s and the retry (backoff <= 1 s) goes through,
+    # while the emulator still holds the first request.
+    assert fake_twilio.wait_for_feedback(1, timeout=10)[0].message_sid == sid
+    assert time.monotonic() - started < 3.0
+    assert fake_twilio.in_flight == 1
+    assert tracker.stats()["retried"] == 1
+    fake_twilio.release()
 
 
 @pytest.mark.timeout(30)
 def test_flush_returns_on_time_while_twilio_hangs(
-    make_tracker: object, fake_twilio: FakeTwilio
+    make_tracker: MakeTracker, fake_twilio: FakeTwilio
 ) -> None:
-    tracker = make_tracker(request_timeout=20)  # type: ignore[operator]
-    _sent(tracker, "k")
+    tracker = make_tracker(request_timeout=20)
+    sent(tracker, "k")
     fake_twilio.fail_next(Hang())
     tracker.confirm(key="k")
     started = time.monotonic()
     pending = tracker.flush(timeout=0.5)
     elapsed = time.monotonic() - started
     assert pending == 1
-    assert 0.45 <= elapsed < 1.0
+    assert 0.45 <= elapsed < 0.7
+    started = time.monotonic()
+    assert tracker.close(timeout=0.3) == 1  # and close too: the record stays confirmed
+    assert time.monotonic() - started < 0.6
+    assert record_of(tracker, "k").state is State.CONFIRMED
     fake_twilio.release()
+
+
+class TrickleServer(socketserver.ThreadingTCPServer):
+    """Answers its first connection one byte every 0.1 s, forever: no single read ever
+    times out, so only a watchdog frees the worker. Later connections get a 200."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _TrickleHandler)
+        self.stopped = threading.Event()
+        self.connections = 0
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.shutdown()
+        self.server_close()
+
+
+class _TrickleHandler(socketserver.StreamRequestHandler):
+    server: TrickleServer
+
+    def handle(self) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.request.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        self.server.connections += 1
+        if self.server.connections == 1:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not self.server.stopped.wait(0.1):
+                self.wfile.write(b"a")
+            return
+        path = urlsplit(head.split(b" ")[1].decode()).path.split("/")
+        body = (
+            f'{{"account_sid": "{path[3]}", "message_sid": "{path[5]}", "outcome": "confirmed"}}'
+        ).encode()
+        self.wfile.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_stuck_past_its_timeout_is_replaced(settings: Settings) -> None:
+    server = TrickleServer()
+    stuck_sid, next_sid = "SM" + "1" * 32, "SM" + "2" * 32
+    tracker = FeedbackTracker(
+        settings.replace(api_base_url=server.url, request_timeout=0.3, reporter_concurrency=1)
+    )
+    try:
+        tracker.bind(key="stuck", message_sid=stuck_sid)
+        tracker.bind(key="next", message_sid=next_sid)
+        tracker.confirm(key="stuck")
+        # 3 x 0.3 s + 1 s without a timeout firing: the watchdog gives up on the worker.
+        assert wait_until(lambda: tracker.stats()["stuck"] == 1, 10)
+        assert tracker.flush(timeout=1) == 0
+        assert record_of(tracker, "stuck").state is State.CONFIRMED  # left for the sweep
+        tracker.confirm(key="next")
+        assert tracker.flush(timeout=5) == 0
+        assert record_of(tracker, "next").state is State.REPORTED
+        assert tracker.stats()["reported"] == 1
+    finally:
+        server.stop()
+        tracker.close(timeout=1)
 
 
 def test_hooks_that_raise_do_not_kill_workers(
     settings: Settings, fake_twilio: FakeTwilio, caplog: pytest.LogCaptureFixture
 ) -> None:
+    reported: list[Record] = []
+
     def explode(record: Record) -> None:
+        reported.append(record)
         raise RuntimeError("hook bug")
 
-    with FeedbackTracker(settings.replace(reporter_concurrency=1), on_reported=explode) as tracker:
+    def explode_too(record: Record, error: FeedbackError) -> None:
+        raise RuntimeError("failure hook bug")
+
+    with FeedbackTracker(
+        settings.replace(reporter_concurrency=1), on_reported=explode, on_failed=explode_too
+    ) as tracker:
+        tracker.bind(key="ghost", message_sid="SM" + "0" * 32)
+        tracker.confirm(key="ghost")  # 404: on_failed raises
         for n in range(3):
-            _sent(tracker, f"k{n}")
-            tracker.confirm(key=f"k{n}")
+            sent(tracker, f"k{n}")
+            tracker.confirm(key=f"k{n}")  # on_reported raises every time
         assert tracker.flush(timeout=5) == 0
+        assert (tracker.stats()["reported"], tracker.stats()["failed"]) == (3, 1)
     assert len(fake_twilio.feedback) == 3
-    assert "hook" in caplog.text
+    assert all(r.state is State.REPORTED for r in reported)
+    assert "hook bug" in caplog.text
+    assert "failure hook bug" in caplog.text
 
 
 def test_full_queue_drops_are_counted_and_swept_later(
-    make_tracker: object, fake_twilio: FakeTwilio
+    make_tracker: MakeTracker, fake_twilio: FakeTwilio, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tracker = make_tracker(  # type: ignore[operator]
-        reporter_concurrency=1, queue_size=1, lease_seconds=0.3, sweep_interval=0.1
+    tracker = make_tracker(
+        reporter_concurrency=1, queue_size=1, lease_seconds=0.3, sweep_interval=0.05
     )
     for n in range(3):
-        _sent(tracker, f"k{n}")
+        sent(tracker, f"k{n}")
     fake_twilio.fail_next(Hang())
     tracker.confirm(key="k0")  # taken by the only worker, which hangs
     assert fake_twilio.wait_for(lambda: fake_twilio.in_flight == 1, 5)
     tracker.confirm(key="k1")  # fills the queue
-    tracker.confirm(key="k2")  # dropped: stays confirmed in the store
-    assert tracker.stats()["dropped"] >= 1
+    started = time.perf_counter()
+    assert tracker.confirm(key="k2").confirmed  # cannot be queued
+    assert time.perf_counter() - started < 0.05
+    assert tracker.stats()["dropped"] == 1
+    assert "left in the store" in caplog.text
+    assert record_of(tracker, "k2").state is State.CONFIRMED
     fake_twilio.release()
-    assert len(fake_twilio.wait_for_feedback(3, timeout=10)) >= 3
-    assert {p.message_sid for p in fake_twilio.feedback} == {m.sid for m in fake_twilio.messages}
+    posts = fake_twilio.wait_for_feedback(3, timeout=10)
+    assert {p.message_sid for p in posts} == {m.sid for m in fake_twilio.messages}
+    assert tracker.stats()["swept"] >= 1
 
 
 def test_sweep_redrives_confirmations_left_by_a_dead_reporter(
     settings: Settings, fake_twilio: FakeTwilio
 ) -> None:
+    # Stands in for a restart with a durable store (see test_delivery_e2e for SQLite and
+    # a real SIGKILL): the store outlives the first tracker's reporter.
     store = MemoryStore()
-    shared = settings.replace(store=store, lease_seconds=0.2, sweep_interval=0.1)
+    shared = settings.replace(store=store, lease_seconds=0.2, sweep_interval=0.05)
     first = FeedbackTracker(shared)
     fake_twilio.fail_always(503)
     for n in range(5):
-        _sent(first, f"k{n}")
+        sent(first, f"k{n}")
         assert first.confirm(key=f"k{n}").confirmed
-    # The first process goes away with its reports undone (as a crash would leave them).
-    first.reporter.close(timeout=0)
+    first.reporter.close(timeout=0)  # gone with its reports undone, as a crash leaves them
     fake_twilio.clear_faults()
     assert store.counts()["confirmed"] == 5
-    with FeedbackTracker(shared) as second:
+    with FeedbackTracker(shared) as second:  # no request needed: the sweep starts at once
         posts = fake_twilio.wait_for_feedback(5, timeout=10)
         assert {p.message_sid for p in posts} == {m.sid for m in fake_twilio.messages}
         assert second.flush(5) == 0
-        assert second.stats()["swept"] >= 5
+        assert second.stats()["swept"] == 5
     assert store.counts()["reported"] == 5
 
 
-def test_concurrent_submissions_are_each_reported_once(
+def test_concurrent_confirmations_are_each_reported_once(
     tracker: FeedbackTracker, fake_twilio: FakeTwilio
 ) -> None:
     for n in range(20):
-        _sent(tracker, f"k{n}")
+        sent(tracker, f"k{n}")
     threads = [
         threading.Thread(target=tracker.confirm, kwargs={"key": f"k{n % 20}"}) for n in range(60)
     ]
@@ -194,17 +389,58 @@ def test_concurrent_submissions_are_each_reported_once(
         thread.join(5)
     assert tracker.flush(10) == 0
     assert len(fake_twilio.feedback) == 20
-    assert tracker.stats()["confirmed"] == 20
-    assert tracker.stats()["duplicate"] == 40
+    stats = tracker.stats()
+    assert (stats["confirmed"], stats["duplicate"], stats["reported"]) == (20, 40, 20)
+
+
+def test_stats_has_every_counter(tracker: FeedbackTracker) -> None:
+    stats = tracker.stats()
+    for name in (*COUNTERS, "confirmed", "pending"):
+        assert stats[name] == 0
+
+
+def test_secrets_are_never_logged(
+    tracker: FeedbackTracker, fake_twilio: FakeTwilio, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    tracker.send(to=PHONE, from_=SENDER, body="Open {link}", link="https://app.example/c")
+    token = parse_qs(urlsplit(fake_twilio.messages[0].body.split()[-1]).query)["id"][0]
+    fake_twilio.fail_next(503, Status(429, retry_after=0))
+    assert tracker.confirm_token(token).confirmed
+    tracker.bind(key="ghost", message_sid="SM" + "0" * 32)
+    tracker.confirm(key="ghost")
+    assert tracker.flush(timeout=10) == 0
+    assert "failed for good" in caplog.text
+    assert "retry 1" in caplog.text
+    settings = tracker.settings
+    for secret in (settings.auth_token, token, *settings.secret_keys):
+        assert secret
+        assert secret not in caplog.text
+
+
+def test_an_unreferenced_tracker_stops_its_threads(settings: Settings) -> None:
+    tracker = FeedbackTracker(settings)
+    threads = [*tracker.reporter._workers, tracker.reporter._scheduler]
+    assert all(t is not None and t.is_alive() for t in threads)
+    del tracker
+    gc.collect()
+    assert wait_until(lambda: not any(t is not None and t.is_alive() for t in threads), 5)
+
+
+def test_close_is_idempotent_and_later_confirmations_wait_in_the_store(
+    tracker: FeedbackTracker, fake_twilio: FakeTwilio
+) -> None:
+    sent(tracker, "k")
+    assert tracker.close() == 0
+    assert tracker.close() == 0
+    assert tracker.confirm(key="k").confirmed
+    assert tracker.stats()["dropped"] == 1
+    assert record_of(tracker, "k").state is State.CONFIRMED
+    assert fake_twilio.feedback == []
 
 
 def test_backoff_is_bounded_full_jitter() -> None:
     for attempt in range(1, 60):
         assert 0 <= backoff(attempt) <= 60.0
     assert max(backoff(1) for _ in range(200)) <= 1.0
-
-
-def test_close_is_idempotent(tracker: FeedbackTracker, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
-    assert tracker.close() == 0
-    assert tracker.close() == 0
+    assert max(backoff(3) for _ in range(500)) > 1.0

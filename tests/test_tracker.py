@@ -7,9 +7,9 @@ import threading
 import time
 
 import pytest
-from twilio_feedback.testing import FakeTwilio
 
 from twilio_feedback import FeedbackTracker, Settings, State, Ticket
+from twilio_feedback.testing import FakeTwilio
 from twilio_feedback.tokens import TokenSigner
 from twilio_feedback.tracker import key_tracking_id
 

@@ -414,7 +414,7 @@ class Reporter:
             self._workers = {t for t in self._workers if t.is_alive()}
             # At most `concurrency` abandoned threads at once, so a dead network cannot
             # make the thread count grow without bound.
-            while len(self._workers) < concurrency and len(self._abandoned) < concurrency:
+            while len(self._workers) < concurrency and len(self._abandoned) <= concurrency:
                 self._spawn_worker()
             if stuck:
                 self._idle.notify_all()

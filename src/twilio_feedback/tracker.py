@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import hashlib
 import logging
+import os
 import re
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
@@ -32,6 +35,8 @@ logger = logging.getLogger("twilio_feedback")
 MESSAGE_SID_RE = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
 MAX_KEY_LENGTH = 512
 LINK_PLACEHOLDER = "{link}"
+EXIT_FLUSH_TIMEOUT = 5.0
+"""Seconds the interpreter's exit waits, at most, for pending reports of open trackers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,11 @@ class FeedbackTracker:
             "error": 0,
         }
         self._closed = False
+        self._pid = os.getpid()
+        # Registered weakly: an unreferenced tracker is collected and its threads stop.
+        self._finalizer = weakref.finalize(self, self.reporter.close, 0.0)
+        self._finalizer.atexit = False
+        _open_trackers.add(self)
         self.reporter.start()
 
     def __repr__(self) -> str:
@@ -418,12 +428,22 @@ class FeedbackTracker:
             if self._closed:
                 return 0
             self._closed = True
+        self._finalizer.detach()
+        _open_trackers.discard(self)
         pending = self.reporter.close(timeout)
         try:
             self.store.close()
         except Exception as exc:
             logger.warning("closing the store failed: %s", type(exc).__name__)
         return pending
+
+    def _close_at_exit(self, timeout: float) -> None:
+        if os.getpid() == self._pid:
+            self.close(timeout)
+        else:
+            # A forked child: flush its reports, but leave the store (whose connections
+            # it may share with the parent) to the parent.
+            self.reporter.close(timeout)
 
     async def aclose(self, timeout: float | None = 5.0) -> int:
         """Async twin of :meth:`close`."""
@@ -442,3 +462,16 @@ class FeedbackTracker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+_open_trackers: weakref.WeakSet[FeedbackTracker] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_trackers() -> None:
+    deadline = time.monotonic() + EXIT_FLUSH_TIMEOUT
+    for tracker in list(_open_trackers):
+        try:
+            tracker._close_at_exit(max(0.0, deadline - time.monotonic()))
+        except Exception:
+            logger.exception("closing %r at exit failed", tracker)
