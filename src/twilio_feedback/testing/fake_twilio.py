@@ -193,7 +193,7 @@ class FakeTwilio:
         if self._server is not None:
             return self
         handler = _make_handler(self)
-        self._server = ThreadingHTTPServer(self._address, handler)
+        self._server = _Server(self._address, handler)
         self._server.daemon_threads = True
         self._stopped.clear()
         self._thread = threading.Thread(
@@ -549,6 +549,13 @@ def _error(
         },
         {},
     )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that vanish (killed processes, timeouts) are part of the tests."""
 
 
 def _make_handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:

@@ -1,0 +1,52 @@
+"""Subprocess helpers for the multi-process tests (run with ``python -m tests.stores.child``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+
+def confirm_race(url: str, ids: list[str], threads: int) -> None:
+    from twilio_feedback.stores import store_from_url
+
+    store = store_from_url(url)
+    wins = []
+    barrier = threading.Barrier(threads)
+
+    def run() -> None:
+        barrier.wait()
+        mine = 0
+        for tracking_id in ids:
+            now = time.time()
+            won, _ = store.confirm(tracking_id, now=now, lease_until=now + 60, keep_until=now + 60)
+            mine += won
+        wins.append(mine)
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    store.close()
+    print(json.dumps({"wins": sum(wins)}), flush=True)
+
+
+def reporter(settings: dict[str, object], confirm: list[tuple[str, str]]) -> None:
+    from twilio_feedback import FeedbackTracker, Settings
+
+    tracker = FeedbackTracker(Settings(**settings))  # type: ignore[arg-type]
+    for key, sid in confirm:
+        tracker.bind(key=key, message_sid=sid)
+        assert tracker.confirm(key=key).confirmed
+    print("ready", flush=True)
+    threading.Event().wait()  # until killed
+
+
+if __name__ == "__main__":
+    args = json.loads(sys.argv[2])
+    if sys.argv[1] == "race":
+        confirm_race(**args)
+    else:
+        reporter(**args)
