@@ -42,14 +42,16 @@ class FeedbackMiddleware:
         self.tracker = tracker
         self.gate = ConfirmGate(tracker)
         self.flush_timeout = flush_timeout
+        self._paths = self.gate.paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.gate.matches(scope["path"]):
-            await self._confirm(scope, receive, send)
+        if scope["type"] == "http":
+            if scope["path"] in self._paths:
+                await self._confirm(scope, receive, send)
+                return
         elif scope["type"] == "lifespan":
-            await self.app(scope, self._flushing(receive), send)
-        else:
-            await self.app(scope, receive, send)
+            receive = self._flushing(receive)
+        await self.app(scope, receive, send)
 
     def _flushing(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:

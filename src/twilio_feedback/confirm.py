@@ -7,6 +7,7 @@ adapters need lives here, so neither holds logic the other would have to repeat.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote_plus
 
@@ -44,11 +45,18 @@ class ConfirmGate:
         self._exact = frozenset(s.confirm_paths)
         self._prefixes = tuple(s.confirm_paths) if s.path_match == "prefix" else None
 
-    def matches(self, path: str) -> bool:
-        """Whether ``path`` is a confirm path. The only work a non-confirm request sees."""
-        if path in self._exact:
-            return True
-        return self._prefixes is not None and path.startswith(self._prefixes)
+    def matches(self, path: str | None) -> bool:
+        """Whether ``path`` is a confirm path."""
+        return path in self.paths
+
+    @property
+    def paths(self) -> Container[str | None]:
+        """The confirm paths, for ``path in gate.paths``: the exact paths' frozenset itself
+        (one C-level membership test, the only work a request on any other path sees),
+        or a prefix matcher when ``path_match="prefix"``."""
+        if self._prefixes is None:
+            return self._exact
+        return _Prefixes(self._prefixes)
 
     def screen(self, method: str, user_agent: str) -> ConfirmResult | None:
         """An ``ignored`` result for visits that must not confirm, else ``None``.
@@ -117,3 +125,13 @@ class ConfirmGate:
         if result.status == "expired":
             return s.expired_redirect or s.invalid_redirect or s.confirmed_redirect
         return s.invalid_redirect or s.confirmed_redirect
+
+
+class _Prefixes:
+    __slots__ = ("prefixes",)
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        self.prefixes = prefixes
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and path.startswith(self.prefixes)

@@ -37,9 +37,14 @@ class FeedbackMiddleware:
         self.app = app
         self.tracker = tracker
         self.gate = ConfirmGate(tracker)
+        self._paths = self.gate.paths
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if not self.gate.matches(environ.get("PATH_INFO", "")):
+        try:
+            path = environ["PATH_INFO"]
+        except KeyError:  # PEP 3333 lets a server leave it out for the root
+            path = ""
+        if path not in self._paths:
             return self.app(environ, start_response)
         gate = self.gate
         method = environ.get("REQUEST_METHOD", "GET")
