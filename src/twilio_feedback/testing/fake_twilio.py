@@ -177,6 +177,7 @@ class FakeTwilio:
         self.in_flight = 0
         """Requests received and not yet answered (a hanging one counts)."""
         self.messages: list[Message] = []
+        self._message_accounts: dict[str, str] = {}
         self.feedback: list[FeedbackPost] = []
         self._faults: dict[str, deque[Fault]] = {"feedback": deque(), "messages": deque()}
         self._always: dict[str, Fault | None] = {"feedback": None, "messages": None}
@@ -253,6 +254,21 @@ class FakeTwilio:
         with self._lock:
             self._accounts[sid] = _Account(sid, token, parent)
         return sid, token
+
+    def add_messages(self, count: int, account_sid: str | None = None) -> list[str]:
+        """Seed ``count`` messages without HTTP (for load tests); return their SIDs."""
+        account = account_sid or self.account_sid
+        stamp = _rfc2822(time.time())
+        made = [
+            Message(
+                _hex_sid("SM"), account, "+15558675310", "+15017122661", "", True, None, {}, stamp
+            )
+            for _ in range(count)
+        ]
+        with self._lock:
+            self.messages.extend(made)
+            self._message_accounts.update((m.sid, account) for m in made)
+        return [m.sid for m in made]
 
     def add_api_key(self, account_sid: str | None = None) -> tuple[str, str]:
         """Create an API key on an account (default: the main one); return ``(sid, secret)``."""
@@ -465,6 +481,7 @@ class FakeTwilio:
         )
         with self._lock:
             self.messages.append(message)
+            self._message_accounts[sid] = account_sid
         uri = f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}"
         return (
             201,
@@ -500,9 +517,7 @@ class FakeTwilio:
         self, account_sid: str, message_sid: str, form: dict[str, str]
     ) -> tuple[int, dict[str, Any] | None, dict[str, str]]:
         with self._lock:
-            known = any(
-                m.sid == message_sid and m.account_sid == account_sid for m in self.messages
-            )
+            known = self._message_accounts.get(message_sid) == account_sid
         if not (ACCOUNT_SID_RE.match(account_sid) and MESSAGE_SID_RE.match(message_sid)):
             known = False
         if not known:
@@ -562,6 +577,9 @@ def _make_handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "FakeTwilio/1.0"
+        # Headers and body go out in two writes; with Nagle on, the body would wait for
+        # the client's delayed ACK (40 ms on Linux) and every answer would be that late.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             """Silence the per-request log."""
