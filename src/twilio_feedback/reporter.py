@@ -137,8 +137,10 @@ class Reporter:
     def _after_fork(self) -> None:
         # The parent's threads do not exist here and its locks may have been held
         # mid-operation; what the parent had queued is the parent's to deliver.
-        running = self._started and not self._closed
+        closed = self._closed
+        running = self._started and not closed
         self._init_state()
+        self._closed = closed
         if running:
             self.start()
 
@@ -279,7 +281,7 @@ class Reporter:
         s = self.settings
         now = time.time()
         attempts = record.attempts + 1
-        window_end = (record.confirmed_at or now) + s.retry_window
+        window_end = (record.confirmed_at or record.created_at or now) + s.retry_window
         if exc.retry_after is not None:
             delay = exc.retry_after
         else:

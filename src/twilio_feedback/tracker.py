@@ -407,7 +407,10 @@ class FeedbackTracker:
     # -- lifecycle -----------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Counters: confirm outcomes in this process, plus the reporter's."""
+        """Counters of this process (a forked child starts from zero): confirm outcomes
+        (``confirmed``, ``duplicate``, ``invalid``, ``expired``, ``unknown``, ``error``)
+        and the reporter's (``reported``, ``retried``, ``failed``, ``dropped``, ``swept``,
+        ``stuck``, and ``pending``: queued, in flight or waiting for a retry)."""
         with self._lock:
             counts = dict(self._counts)
         counts.update(self.reporter.stats())
@@ -437,6 +440,11 @@ class FeedbackTracker:
             logger.warning("closing the store failed: %s", type(exc).__name__)
         return pending
 
+    def _after_fork(self) -> None:
+        # The parent's lock may have been held mid-confirm; counters are per process.
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(self._counts, 0)
+
     def _close_at_exit(self, timeout: float) -> None:
         if os.getpid() == self._pid:
             self.close(timeout)
@@ -465,6 +473,15 @@ class FeedbackTracker:
 
 
 _open_trackers: weakref.WeakSet[FeedbackTracker] = weakref.WeakSet()
+
+
+def _trackers_after_fork() -> None:
+    for tracker in list(_open_trackers):
+        tracker._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_trackers_after_fork)
 
 
 @atexit.register
