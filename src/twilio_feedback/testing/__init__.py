@@ -1,8 +1,11 @@
-"""Testing helpers: the FakeTwilio emulator and its pytest plugin.
+"""Testing helpers: the FakeTwilio emulator, its faults, and a pytest plugin.
 
-``FakeTwilio`` is a real HTTP server on 127.0.0.1 that serves Twilio's Messages and
-Feedback endpoints with fault injection. The pytest plugin (registered automatically when
-this package is installed) provides the ``fake_twilio`` fixture.
+:class:`FakeTwilio` is a real HTTP server on 127.0.0.1 serving Twilio's Messages and
+Message Feedback endpoints, so tests exercise the official client over real HTTP with no
+network and no Twilio account. :class:`Status`, :class:`Drop`, :class:`Hang` and
+:class:`Delay` are the faults it injects on demand. The pytest plugin (registered when
+the package is installed) provides the ``fake_twilio`` and ``fake_twilio_session``
+fixtures. The Store conformance suite lives in :mod:`twilio_feedback.testing.conformance`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from .fake_twilio import (
     Message,
     RecordedRequest,
     Status,
+    WaitTimeout,
 )
 
 __all__ = [
@@ -29,4 +33,5 @@ __all__ = [
     "Message",
     "RecordedRequest",
     "Status",
+    "WaitTimeout",
 ]

@@ -3,7 +3,7 @@ library uses, with fault injection.
 
 It follows Twilio's OpenAPI description of ``POST .../Messages.json`` and
 ``POST .../Messages/{MessageSid}/Feedback.json``: the same paths, Basic auth (account SID
-and auth token, or API key and secret, a parent account acting on its subaccounts), form
+and auth token, or API key and secret; a parent account acting on its subaccounts), form
 fields, status codes, and error bodies with ``code``, ``message``, ``more_info`` and
 ``status``. Every request is recorded; faults (latency, error statuses, 429 with
 Retry-After, dropped connections, hanging) are injected on demand.
@@ -19,14 +19,18 @@ import json
 import re
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeAlias
 from urllib.parse import parse_qs, urlsplit
+
+if TYPE_CHECKING:
+    from twilio.rest import Client
 
 __all__ = [
     "Delay",
@@ -38,74 +42,77 @@ __all__ = [
     "Message",
     "RecordedRequest",
     "Status",
+    "WaitTimeout",
 ]
 
 Endpoint = Literal["feedback", "messages", "any"]
-
-_ACCOUNT = r"(?P<account>[^/]+)"
-_MESSAGES_RE = re.compile(rf"^/2010-04-01/Accounts/{_ACCOUNT}/Messages\.json$")
-_FEEDBACK_RE = re.compile(
-    rf"^/2010-04-01/Accounts/{_ACCOUNT}/Messages/(?P<message>[^/]+)/Feedback\.json$"
+_ENDPOINTS: tuple[Endpoint, ...] = ("feedback", "messages", "any")
+_MESSAGES_PATH = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Messages\.json")
+_FEEDBACK_PATH = re.compile(
+    r"/2010-04-01/Accounts/(?P<account>[^/]+)/Messages/(?P<message>[^/]+)/Feedback\.json"
 )
-ACCOUNT_SID_RE = re.compile(r"^AC[0-9a-fA-F]{32}$")
-MESSAGE_SID_RE = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
-
-_DEFAULT_CODES = {400: 20001, 401: 20003, 403: 20003, 404: 20404, 405: 20004, 429: 20429}
-_DEFAULT_TEXT = {
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
+_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
+_MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-fA-F]{32}")
+_CODES = {400: 20001, 401: 20003, 403: 20003, 404: 20404, 405: 20004, 429: 20429}
+_REASONS = {429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+_MAX_BODY = 1 << 20
 
 
 @dataclass(frozen=True)
 class Status:
-    """Answer with this HTTP status and a Twilio error body (``Retry-After`` if given)."""
+    """Answer with this HTTP status and a Twilio error body (``Retry-After`` if given).
+
+    ``code`` defaults to Twilio's code for the status (20429, 20500, 20503, ...).
+    """
 
     status: int
     code: int | None = None
     message: str | None = None
     retry_after: float | None = None
 
+    def __post_init__(self) -> None:
+        if not 400 <= self.status <= 599:
+            raise ValueError(f"an injected status must be 4xx or 5xx, not {self.status}")
+
 
 @dataclass(frozen=True)
 class Drop:
-    """Close the connection without answering."""
+    """Close the connection without answering (the client sees a connection error)."""
 
 
 @dataclass(frozen=True)
 class Hang:
-    """Never answer, until :meth:`FakeTwilio.release` or :meth:`FakeTwilio.stop`."""
+    """Answer nothing until :meth:`FakeTwilio.release` or :meth:`FakeTwilio.stop`, then
+    close the connection."""
 
 
 @dataclass(frozen=True)
 class Delay:
-    """Wait ``seconds`` (interruptible by stop), then answer normally."""
+    """Wait ``seconds`` (cut short by :meth:`FakeTwilio.stop`), then answer normally."""
 
     seconds: float
 
 
-Fault = int | Status | Drop | Hang | Delay
-"""An injected fault: a bare status code or one of the fault classes."""
+Fault: TypeAlias = int | Status | Drop | Hang | Delay
+"""An injected fault: a bare 4xx/5xx status or one of the fault classes."""
 
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One request as the emulator saw it (the Authorization header is not kept)."""
+    """One request as the emulator saw it. The Authorization header is not kept;
+    ``status`` is None when no answer was sent (:class:`Drop`, :class:`Hang`, stop)."""
 
     method: str
     path: str
-    form: dict[str, str]
     headers: dict[str, str]
+    form: dict[str, str]
     status: int | None
     time: float
 
 
 @dataclass(frozen=True)
 class Message:
-    """A message created through the emulator."""
+    """A message created through the emulator; ``params`` holds every form field."""
 
     sid: str
     account_sid: str
@@ -114,13 +121,14 @@ class Message:
     body: str
     provide_feedback: bool
     messaging_service_sid: str | None
+    media_urls: tuple[str, ...]
     params: dict[str, str]
     date_created: str
 
 
 @dataclass(frozen=True)
 class FeedbackPost:
-    """An accepted feedback post."""
+    """A feedback post the emulator accepted (injected failures are not among them)."""
 
     account_sid: str
     message_sid: str
@@ -128,20 +136,23 @@ class FeedbackPost:
     time: float
 
 
+class WaitTimeout(AssertionError, TimeoutError):
+    """A ``wait_for_*`` deadline passed: an assertion failure that is also a TimeoutError."""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class _Account:
     sid: str
-    token: str
+    token: str = field(repr=False)
     parent: str | None = None
-    keys: dict[str, str] = field(default_factory=dict)
-
-
-def _hex_sid(prefix: str) -> str:
-    return prefix + secrets.token_hex(16)
-
-
-def _rfc2822(when: float) -> str:
-    return email.utils.formatdate(when, usegmt=False).replace("-0000", "+0000")
+    keys: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class _Stopped(Exception):
@@ -151,11 +162,11 @@ class _Stopped(Exception):
 class FakeTwilio:
     """A Twilio API emulator serving real HTTP on ``127.0.0.1``.
 
-    Use as a context manager, or call :meth:`start` and :meth:`stop`. Point the library at
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`. Point the library at
     :attr:`base_url` (``Settings(api_base_url=fake.base_url, account_sid=fake.account_sid,
     auth_token=fake.auth_token)``), or get an official client with :meth:`client`.
     ``feedback_status`` is the success status of feedback posts: 200 as the current spec
-    says, or 201 as Twilio answered until mid-2025.
+    says, or 201 as Twilio answered until mid-2025. ``port=0`` picks a free port.
     """
 
     def __init__(
@@ -164,39 +175,38 @@ class FakeTwilio:
         auth_token: str | None = None,
         *,
         feedback_status: int = 200,
-        host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self._lock = threading.Condition()
+        if not 200 <= feedback_status <= 299:
+            raise ValueError(f"feedback_status must be 2xx, not {feedback_status}")
+        self._cond = threading.Condition()  # guards everything below; re-entrant (RLock)
         self._accounts: dict[str, _Account] = {}
         self.account_sid, self.auth_token = self.add_account(account_sid, auth_token)
         self.feedback_status = feedback_status
         self.latency: float = 0.0
-        """Seconds every request waits before it is answered."""
-        self.requests: list[RecordedRequest] = []
-        self.in_flight = 0
-        """Requests received and not yet answered (a hanging one counts)."""
-        self.messages: list[Message] = []
-        self._message_accounts: dict[str, str] = {}
-        self.feedback: list[FeedbackPost] = []
-        self._faults: dict[str, deque[Fault]] = {"feedback": deque(), "messages": deque()}
-        self._always: dict[str, Fault | None] = {"feedback": None, "messages": None}
-        self._stopped = threading.Event()
-        self._release = threading.Event()
-        self._address = (host, port)
-        self._server: ThreadingHTTPServer | None = None
+        """Seconds every request waits before it is handled (cut short by :meth:`stop`)."""
+        self._port = port
+        self._requests: list[RecordedRequest] = []
+        self._messages: list[Message] = []
+        self._feedback: list[FeedbackPost] = []
+        self._known: dict[str, str] = {}  # message SID -> account SID; survives reset()
+        self._queued: dict[str, deque[Fault]] = {name: deque() for name in _ENDPOINTS}
+        self._always: dict[str, Fault | None] = dict.fromkeys(_ENDPOINTS)
+        self._in_flight = 0
+        self._generation = 0  # bumped by release(): hanging requests end
+        self._stopping = False
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
-    # -- lifecycle ---------------------------------------------------------------
+    # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> FakeTwilio:
-        """Bind a free port and serve in a background thread."""
+        """Bind ``127.0.0.1`` and serve in a daemon thread; return self."""
         if self._server is not None:
             return self
-        handler = _make_handler(self)
-        self._server = _Server(self._address, handler)
-        self._server.daemon_threads = True
-        self._stopped.clear()
+        with self._cond:
+            self._stopping = False
+        self._server = _Server(("127.0.0.1", self._port), _make_handler(self))
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -206,19 +216,22 @@ class FakeTwilio:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop serving; hanging and delayed requests are let go at once."""
-        server, self._server = self._server, None
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving, promptly: hanging and delayed requests end without an answer,
+        open connections are closed, threads are joined within ``timeout`` seconds."""
+        server, thread = self._server, self._thread
         if server is None:
             return
-        self._stopped.set()
-        self._release.set()
-        with self._lock:
-            self._lock.notify_all()
+        self._server = self._thread = None
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
         server.shutdown()
         server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
+        for worker in [*server.close_connections(), thread]:
+            if worker is not None:
+                worker.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> FakeTwilio:
         return self.start()
@@ -227,266 +240,349 @@ class FakeTwilio:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"FakeTwilio(base_url={self.base_url!r}, account_sid={self.account_sid!r})"
-
-    @property
-    def port(self) -> int:
-        """The TCP port served."""
-        if self._server is None:
-            raise RuntimeError("FakeTwilio is not started")
-        return int(self._server.server_address[1])
+        where = self.base_url if self._server is not None else "stopped"
+        return f"<FakeTwilio {where} account_sid={self.account_sid}>"
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``: use it as ``api_base_url``."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:PORT``: use it as ``Settings.api_base_url``."""
+        if self._server is None:
+            raise RuntimeError("FakeTwilio is not started: call start() or use `with`")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    # -- accounts ------------------------------------------------------------------
+    # -- accounts ----------------------------------------------------------------------
 
     def add_account(
-        self, sid: str | None = None, token: str | None = None, *, parent: str | None = None
+        self, sid: str | None = None, token: str | None = None, parent: str | None = None
     ) -> tuple[str, str]:
-        """Create an account (a subaccount of ``parent`` if given); return ``(sid, token)``."""
-        sid = sid or _hex_sid("AC")
+        """Create an account, a subaccount of ``parent`` if given; return ``(sid, token)``.
+
+        As in Twilio, a parent's credentials may act on its subaccounts, not the reverse.
+        """
+        sid = sid or "AC" + secrets.token_hex(16)
+        if not _ACCOUNT_SID.fullmatch(sid):
+            raise ValueError("an account SID is 'AC' followed by 32 hex digits")
         token = token or secrets.token_hex(16)
-        if parent is not None and parent not in self._accounts:
-            raise ValueError("unknown parent account")
-        with self._lock:
+        with self._cond:
+            if parent is not None and parent not in self._accounts:
+                raise ValueError(f"unknown parent account {parent}")
             self._accounts[sid] = _Account(sid, token, parent)
         return sid, token
 
     def add_messages(self, count: int, account_sid: str | None = None) -> list[str]:
-        """Seed ``count`` messages without HTTP (for load tests); return their SIDs."""
+        """Seed ``count`` sent messages without HTTP (for load tests); return their SIDs."""
         account = account_sid or self.account_sid
         stamp = _rfc2822(time.time())
         made = [
             Message(
-                _hex_sid("SM"), account, "+15558675310", "+15017122661", "", True, None, {}, stamp
+                sid="SM" + secrets.token_hex(16),
+                account_sid=account,
+                to="+15558675310",
+                from_="+15017122661",
+                body="",
+                provide_feedback=True,
+                messaging_service_sid=None,
+                media_urls=(),
+                params={},
+                date_created=stamp,
             )
             for _ in range(count)
         ]
-        with self._lock:
-            self.messages.extend(made)
-            self._message_accounts.update((m.sid, account) for m in made)
+        with self._cond:
+            self._messages.extend(made)
+            self._known.update((m.sid, account) for m in made)
         return [m.sid for m in made]
 
     def add_api_key(self, account_sid: str | None = None) -> tuple[str, str]:
         """Create an API key on an account (default: the main one); return ``(sid, secret)``."""
-        key_sid, secret = _hex_sid("SK"), secrets.token_hex(16)
-        with self._lock:
-            self._accounts[account_sid or self.account_sid].keys[key_sid] = secret
+        key_sid, secret = "SK" + secrets.token_hex(16), secrets.token_hex(16)
+        with self._cond:
+            account = self._accounts.get(account_sid or self.account_sid)
+            if account is None:
+                raise ValueError(f"unknown account {account_sid}")
+            account.keys[key_sid] = secret
         return key_sid, secret
 
-    def client(self, **kwargs: Any) -> Any:
-        """An official ``twilio.rest.Client`` pointed at this emulator.
+    def client(self, **kwargs: Any) -> Client:
+        """An official ``twilio.rest.Client`` on this emulator (main account by default).
 
-        Built with ``environment={}`` so ``TWILIO_EDGE`` / ``TWILIO_REGION`` cannot rewrite
-        the host to a real Twilio edge.
+        The client reads ``TWILIO_EDGE`` / ``TWILIO_REGION`` from ``environment`` when it is
+        falsy, ``{}`` included, so a non-empty mapping without them is passed: nothing in
+        your environment can send these requests to a real Twilio edge.
         """
         from twilio.rest import Client
 
-        kwargs.setdefault("environment", {})
-        client = Client(self.account_sid, self.auth_token, **kwargs)
+        kwargs.setdefault("username", self.account_sid)
+        kwargs.setdefault("password", self.auth_token)
+        kwargs.setdefault("environment", {"TWILIO_FEEDBACK_FAKE": "1"})
+        client = Client(**kwargs)
         client.api.base_url = self.base_url
         return client
 
-    # -- faults --------------------------------------------------------------------
+    # -- recordings and waiting ----------------------------------------------------------
 
-    def _endpoints(self, endpoint: Endpoint) -> list[str]:
-        return ["feedback", "messages"] if endpoint == "any" else [endpoint]
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every answered, dropped or released request, oldest first (a snapshot)."""
+        with self._cond:
+            return list(self._requests)
 
-    def fail_next(self, *faults: Fault, endpoint: Endpoint = "feedback") -> None:
-        """Queue faults consumed one per request, e.g. ``fail_next(503, 503)``."""
-        with self._lock:
-            for name in self._endpoints(endpoint):
-                self._faults[name].extend(faults)
+    @property
+    def messages(self) -> list[Message]:
+        """Messages created, oldest first (a snapshot)."""
+        with self._cond:
+            return list(self._messages)
 
-    def fail_always(self, fault: Fault, *, endpoint: Endpoint = "feedback") -> None:
-        """Apply ``fault`` to every request until :meth:`clear_faults`."""
-        with self._lock:
-            for name in self._endpoints(endpoint):
-                self._always[name] = fault
+    @property
+    def feedback(self) -> list[FeedbackPost]:
+        """Feedback posts accepted, oldest first (a snapshot)."""
+        with self._cond:
+            return list(self._feedback)
 
-    def clear_faults(self) -> None:
-        """Remove every queued and permanent fault and let hanging requests go."""
-        with self._lock:
-            for name in self._faults:
-                self._faults[name].clear()
-                self._always[name] = None
-        self.release()
-
-    def release(self) -> None:
-        """Let every hanging request go (they then get a 503)."""
-        self._release.set()
-        self._release = threading.Event()
-
-    def reset(self) -> None:
-        """Forget recordings and faults (accounts and messages' existence stay)."""
-        self.clear_faults()
-        with self._lock:
-            self.requests.clear()
-            self.feedback.clear()
-            self.latency = 0.0
-
-    def _next_fault(self, endpoint: str) -> Fault | None:
-        with self._lock:
-            if self._faults[endpoint]:
-                return self._faults[endpoint].popleft()
-            return self._always[endpoint]
-
-    # -- waiting -------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Requests received and not yet answered (hanging and delayed ones count)."""
+        with self._cond:
+            return self._in_flight
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        """Wait until ``predicate()`` (called under the recording lock) is true."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while not predicate():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._lock.wait(remaining)
-            return True
+        """Wait until ``predicate()`` is true, re-checked on every request; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
 
     def wait_for_feedback(self, count: int = 1, timeout: float = 5.0) -> list[FeedbackPost]:
         """Wait until at least ``count`` feedback posts were accepted; return them all.
 
-        Raises :class:`TimeoutError` saying how many arrived.
+        Raises :class:`WaitTimeout` listing the requests seen, to show what went wrong.
         """
-        if not self.wait_for(lambda: len(self.feedback) >= count, timeout):
-            raise TimeoutError(
-                f"expected {count} feedback post(s) within {timeout}s, got {len(self.feedback)}"
-            )
-        with self._lock:
-            return list(self.feedback)
+        if not self.wait_for(lambda: len(self._feedback) >= count, timeout):
+            self._timed_out(f"{count} feedback post(s)", len(self._feedback), timeout)
+        return self.feedback
 
-    def wait_for_requests(self, count: int = 1, timeout: float = 5.0) -> list[RecordedRequest]:
-        """Wait until at least ``count`` requests were recorded; return them all."""
-        if not self.wait_for(lambda: len(self.requests) >= count, timeout):
-            raise TimeoutError(
-                f"expected {count} request(s) within {timeout}s, got {len(self.requests)}"
-            )
-        with self._lock:
-            return list(self.requests)
+    def wait_for_requests(
+        self,
+        count: int | Callable[[RecordedRequest], bool] = 1,
+        timeout: float = 5.0,
+        *,
+        where: Callable[[RecordedRequest], bool] | None = None,
+    ) -> list[RecordedRequest]:
+        """Wait until ``count`` requests (matching ``where``, if given) were recorded; return
+        the matching ones. ``wait_for_requests(predicate)`` waits for one match."""
+        if callable(count):
+            where, count = count, 1
+        want, match = count, where or (lambda _: True)
 
-    # -- request handling (called from handler threads) ------------------------------
+        def matching() -> list[RecordedRequest]:
+            return [r for r in self._requests if match(r)]
 
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self.requests.append(request)
-            self._lock.notify_all()
+        if not self.wait_for(lambda: len(matching()) >= want, timeout):
+            self._timed_out(f"{want} matching request(s)", len(matching()), timeout)
+        with self._cond:
+            return matching()
 
-    def _wait(self, seconds: float) -> None:
-        if seconds > 0 and self._stopped.wait(seconds):
-            raise _Stopped
+    def _timed_out(self, wanted: str, got: int, timeout: float) -> NoReturn:
+        seen = [f"{r.method} {r.path} -> {r.status}" for r in self.requests[-10:]]
+        raise WaitTimeout(
+            f"expected {wanted} within {timeout}s, got {got}; "
+            f"last requests: {'; '.join(seen) or 'none'}; in flight: {self.in_flight}"
+        )
 
-    def _authorized(self, header: str | None, account_sid: str) -> int:
-        """0 if allowed, else 401 or 403."""
-        if not header or not header.startswith("Basic "):
-            return 401
+    # -- faults --------------------------------------------------------------------------
+
+    def fail_next(self, *faults: Fault, endpoint: Endpoint = "feedback") -> None:
+        """Queue faults, consumed one per request in order: ``fail_next(503, 503)``.
+
+        ``endpoint="any"`` queues them for whichever endpoint comes next; an endpoint's own
+        queue goes first. Faults act after authentication and routing.
+        """
+        checked = [_check_fault(fault) for fault in faults]
+        with self._cond:
+            self._queue_for(endpoint).extend(checked)
+
+    def fail_always(self, fault: Fault, *, endpoint: Endpoint = "feedback") -> None:
+        """Apply ``fault`` to every request (after queued ones) until :meth:`clear_faults`."""
+        checked = _check_fault(fault)
+        with self._cond:
+            self._queue_for(endpoint)
+            self._always[endpoint] = checked
+
+    def clear_faults(self) -> None:
+        """Remove every queued and permanent fault and :meth:`release` hanging requests."""
+        with self._cond:
+            for name in _ENDPOINTS:
+                self._queued[name].clear()
+                self._always[name] = None
+        self.release()
+
+    def release(self) -> None:
+        """End every hanging request (its connection closes without an answer)."""
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def reset(self) -> None:
+        """Forget recordings, faults and latency. Accounts stay, and messages created before
+        still accept feedback (a session-wide tracker may report them late)."""
+        self.clear_faults()
+        with self._cond:
+            self._requests.clear()
+            self._messages.clear()
+            self._feedback.clear()
+            self.latency = 0.0
+
+    def _queue_for(self, endpoint: str) -> deque[Fault]:
+        if endpoint not in self._queued:
+            raise ValueError(f"endpoint must be one of {', '.join(_ENDPOINTS)}, not {endpoint!r}")
+        return self._queued[endpoint]
+
+    def _take_fault(self, endpoint: str) -> Fault | None:
+        with self._cond:
+            for name in (endpoint, "any"):
+                if self._queued[name]:
+                    return self._queued[name].popleft()
+            always = self._always[endpoint]
+            return always if always is not None else self._always["any"]
+
+    # -- request handling (handler threads) ----------------------------------------------
+
+    def _respond(
+        self, method: str, target: str, headers: dict[str, str], fields: dict[str, list[str]]
+    ) -> _Answer | None:
+        """Handle and record one request; None means close the connection unanswered."""
+        path = urlsplit(target).path
+        form = {name: values[0] for name, values in fields.items()}
+        media = tuple(fields.get("MediaUrl", ()))
+        with self._cond:
+            self._in_flight += 1
+            self._cond.notify_all()
+        answer: _Answer | None = None
         try:
-            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return 401
-        with self._lock:
-            owner: str | None = None
-            if user in self._accounts and secrets.compare_digest(
-                self._accounts[user].token, password
-            ):
-                owner = user
-            else:
-                for account in self._accounts.values():
-                    secret = account.keys.get(user)
-                    if secret is not None and secrets.compare_digest(secret, password):
-                        owner = account.sid
-            if owner is None:
-                return 401
-            target = self._accounts.get(account_sid)
-            if owner == account_sid or (target is not None and target.parent == owner):
-                return 0
-            return 403
+            answer = self._route(method, path, headers, form, media)
+        except _Stopped:
+            answer = None
+        finally:
+            kept = {k: v for k, v in headers.items() if k != "authorization"}
+            status = answer.status if answer is not None else None
+            with self._cond:
+                self._in_flight -= 1
+                self._requests.append(
+                    RecordedRequest(method, path, kept, form, status, time.time())
+                )
+                self._cond.notify_all()
+        return answer
 
-    def handle(
-        self, method: str, path: str, form: dict[str, str], headers: dict[str, str]
-    ) -> tuple[int, dict[str, Any] | None, dict[str, str]]:
-        """Route one request: return ``(status, json body, extra headers)``; status 0 with
-        no body means drop the connection."""
-        if self.latency:
-            self._wait(self.latency)
-        path = urlsplit(path).path
-        feedback = _FEEDBACK_RE.match(path)
-        messages = _MESSAGES_RE.match(path)
-        match = feedback or messages
-        if match is None:
-            return _error(404, f"The requested resource {path} was not found")
+    def _route(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        form: dict[str, str],
+        media: tuple[str, ...],
+    ) -> _Answer | None:
+        self._pause(self.latency)
+        caller = self._authenticate(headers.get("authorization", ""))
+        if caller is None:
+            return _error(401, "Authenticate", headers={"WWW-Authenticate": 'Basic realm="Twilio"'})
+        # Twilio answers 404 for a path whose SIDs are malformed, as for any unknown path.
+        feedback = _FEEDBACK_PATH.fullmatch(path)
+        match = feedback or _MESSAGES_PATH.fullmatch(path)
+        if (
+            match is None
+            or not _ACCOUNT_SID.fullmatch(match["account"])
+            or (feedback is not None and not _MESSAGE_SID.fullmatch(feedback["message"]))
+        ):
+            return _not_found(path)
         if method != "POST":
             return _error(405, "Method not allowed")
-        account_sid = match.group("account")
-        denied = self._authorized(headers.get("authorization"), account_sid)
-        if denied:
-            return _error(denied, "Authenticate")
-        endpoint = "feedback" if feedback else "messages"
-        fault = self._next_fault(endpoint)
-        if fault is not None:
-            answer = self._apply(fault)
-            if answer is not None:
-                return answer
-        if feedback:
-            return self._create_feedback(account_sid, feedback.group("message"), form)
-        return self._create_message(account_sid, form)
+        account = match["account"]
+        with self._cond:
+            target = self._accounts.get(account)
+            if caller != account and (target is None or target.parent != caller):
+                return _error(403, "Authenticate")
+        fault = self._take_fault("feedback" if feedback else "messages")
+        if isinstance(fault, Delay):
+            self._pause(fault.seconds)
+        elif isinstance(fault, (Drop, Hang)):
+            if isinstance(fault, Hang):
+                self._hang()
+            return None
+        elif fault is not None:
+            status = fault if isinstance(fault, Status) else Status(fault)
+            extra = {} if status.retry_after is None else {"Retry-After": f"{status.retry_after:g}"}
+            reason = status.message or _REASONS.get(status.status, "Error")
+            return _error(status.status, reason, status.code, extra)
+        if feedback is not None:
+            return self._create_feedback(account, feedback["message"], form, path)
+        return self._create_message(account, form, media)
 
-    def _apply(self, fault: Fault) -> tuple[int, dict[str, Any] | None, dict[str, str]] | None:
-        if isinstance(fault, int):
-            fault = Status(fault)
-        if isinstance(fault, Status):
-            extra = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
-            status, body, _ = _error(
-                fault.status,
-                fault.message or _DEFAULT_TEXT.get(fault.status, "Error"),
-                fault.code,
-            )
-            return status, body, extra
-        if isinstance(fault, Drop):
-            return 0, None, {}
-        if isinstance(fault, Hang):
-            release = self._release
-            while not release.wait(0.05):
-                if self._stopped.is_set():
-                    raise _Stopped
-            return _error(503, "Service Unavailable")
-        self._wait(fault.seconds)
+    def _authenticate(self, header: str) -> str | None:
+        """The account the Basic credentials act as (an API key acts as its account)."""
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        with self._cond:
+            account = self._accounts.get(user)
+            if account is not None:
+                return user if secrets.compare_digest(account.token, password) else None
+            for account in self._accounts.values():
+                secret = account.keys.get(user)
+                if secret is not None:
+                    return account.sid if secrets.compare_digest(secret, password) else None
         return None
 
+    def _pause(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            while not self._stopping:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._cond.wait(remaining)
+        raise _Stopped
+
+    def _hang(self) -> None:
+        with self._cond:
+            generation = self._generation
+            self._cond.wait_for(lambda: self._stopping or self._generation != generation)
+
     def _create_message(
-        self, account_sid: str, form: dict[str, str]
-    ) -> tuple[int, dict[str, Any] | None, dict[str, str]]:
+        self, account: str, form: dict[str, str], media: tuple[str, ...]
+    ) -> _Answer:
         if not form.get("To"):
             return _error(400, "A 'To' phone number is required.", 21604)
         if not form.get("From") and not form.get("MessagingServiceSid"):
             return _error(400, "A 'From' phone number is required.", 21603)
-        if not (form.get("Body") or form.get("MediaUrl") or form.get("ContentSid")):
+        if not (form.get("Body") or media or form.get("ContentSid")):
             return _error(400, "Message body is required.", 21602)
-        now = time.time()
-        sid = _hex_sid("MM" if form.get("MediaUrl") else "SM")
+        sid = ("MM" if media else "SM") + secrets.token_hex(16)
         body = form.get("Body", "")
         message = Message(
             sid=sid,
-            account_sid=account_sid,
+            account_sid=account,
             to=form["To"],
             from_=form.get("From"),
             body=body,
             provide_feedback=form.get("ProvideFeedback", "").lower() == "true",
             messaging_service_sid=form.get("MessagingServiceSid"),
+            media_urls=media,
             params=dict(form),
-            date_created=_rfc2822(now),
+            date_created=_rfc2822(time.time()),
         )
-        with self._lock:
-            self.messages.append(message)
-            self._message_accounts[sid] = account_sid
-        uri = f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}"
-        return (
+        with self._cond:
+            self._messages.append(message)
+            self._known[sid] = account
+            self._cond.notify_all()
+        uri = f"/2010-04-01/Accounts/{account}/Messages/{sid}"
+        return _Answer(
             201,
             {
-                "account_sid": account_sid,
+                "account_sid": account,
                 "api_version": "2010-04-01",
                 "body": body,
                 "date_created": message.date_created,
@@ -497,10 +593,10 @@ class FakeTwilio:
                 "error_message": None,
                 "from": message.from_,
                 "messaging_service_sid": message.messaging_service_sid,
-                "num_media": "1" if form.get("MediaUrl") else "0",
-                "num_segments": str(max(1, -(-len(body) // 153) if len(body) > 160 else 1)),
+                "num_media": str(len(media)),
+                "num_segments": str(_segments(body)),
                 "price": None,
-                "price_unit": "USD",
+                "price_unit": None,
                 "sid": sid,
                 "status": "queued",
                 "subresource_uris": {
@@ -510,115 +606,167 @@ class FakeTwilio:
                 "to": message.to,
                 "uri": f"{uri}.json",
             },
-            {},
         )
 
     def _create_feedback(
-        self, account_sid: str, message_sid: str, form: dict[str, str]
-    ) -> tuple[int, dict[str, Any] | None, dict[str, str]]:
-        with self._lock:
-            known = self._message_accounts.get(message_sid) == account_sid
-        if not (ACCOUNT_SID_RE.match(account_sid) and MESSAGE_SID_RE.match(message_sid)):
-            known = False
-        if not known:
-            return _error(
-                404,
-                f"The requested resource /2010-04-01/Accounts/{account_sid}/Messages/"
-                f"{message_sid}/Feedback.json was not found",
-            )
-        outcome = form.get("Outcome", "")
+        self, account: str, message_sid: str, form: dict[str, str], path: str
+    ) -> _Answer:
+        with self._cond:
+            if self._known.get(message_sid) != account:
+                return _not_found(path)
+        outcome = form.get("Outcome")
+        if outcome is None:
+            return _error(400, "Missing required parameter Outcome in the post body")
         if outcome not in ("confirmed", "unconfirmed"):
-            return _error(
-                400, f"Invalid value '{outcome[:40]}' for Outcome: confirmed or unconfirmed", 21610
-            )
+            return _error(400, "Invalid Outcome: must be 'confirmed' or 'unconfirmed'")
         now = time.time()
-        with self._lock:
-            self.feedback.append(FeedbackPost(account_sid, message_sid, outcome, now))
-            self._lock.notify_all()
+        with self._cond:
+            self._feedback.append(FeedbackPost(account, message_sid, outcome, now))
+            self._cond.notify_all()
         stamp = _rfc2822(now)
-        return (
+        return _Answer(
             self.feedback_status,
             {
-                "account_sid": account_sid,
+                "account_sid": account,
                 "message_sid": message_sid,
                 "outcome": outcome,
                 "date_created": stamp,
                 "date_updated": stamp,
-                "uri": f"/2010-04-01/Accounts/{account_sid}/Messages/{message_sid}/Feedback.json",
+                "uri": path,
             },
-            {},
         )
 
 
+def _check_fault(fault: object) -> Fault:
+    if isinstance(fault, bool) or not isinstance(fault, (int, Status, Drop, Hang, Delay)):
+        raise TypeError(f"a fault is a status code, Status, Drop, Hang or Delay, not {fault!r}")
+    if isinstance(fault, int):
+        Status(fault)  # validates the range
+    return fault
+
+
 def _error(
-    status: int, message: str, code: int | None = None
-) -> tuple[int, dict[str, Any], dict[str, str]]:
-    code = code or _DEFAULT_CODES.get(status, 20000 + status)
-    return (
-        status,
-        {
-            "code": code,
-            "message": message,
-            "more_info": f"https://www.twilio.com/docs/errors/{code}",
-            "status": status,
-        },
-        {},
-    )
+    status: int, message: str, code: int | None = None, headers: dict[str, str] | None = None
+) -> _Answer:
+    code = code or _CODES.get(status, 20000 + status)
+    body = {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
+    return _Answer(status, body, headers or {})
+
+
+def _not_found(path: str) -> _Answer:
+    return _error(404, f"The requested resource {path} was not found")
+
+
+def _rfc2822(when: float) -> str:
+    return email.utils.formatdate(when).replace("-0000", "+0000")
+
+
+def _segments(body: str) -> int:
+    """SMS segments: 160/153 characters in GSM-7 (approximated as ASCII), else 70/67."""
+    if body.isascii():
+        units, single, multi = len(body), 160, 153
+    else:
+        units, single, multi = len(body.encode("utf-16-le")) // 2, 70, 67
+    return 1 if units <= single else -(-units // multi)
 
 
 class _Server(ThreadingHTTPServer):
+    """Tracks open connections so :meth:`FakeTwilio.stop` can close them and join their
+    threads; idle keep-alive connections would otherwise outlive the server."""
+
     daemon_threads = True
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._open: dict[socket.socket, threading.Thread] = {}
+        self._open_lock = threading.Lock()
+        self._closed = False
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name="fake-twilio-request",
+            daemon=True,
+        )
+        with self._open_lock:
+            if self._closed:
+                self.shutdown_request(request)
+                return
+            self._open[request] = thread
+        thread.start()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open.pop(request, None)
+
+    def close_connections(self) -> list[threading.Thread]:
+        with self._open_lock:
+            self._closed = True
+            open_now = dict(self._open)
+        for sock in open_now:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        return list(open_now.values())
+
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients that vanish (killed processes, timeouts) are part of the tests."""
+        if not isinstance(sys.exc_info()[1], OSError):  # vanished clients are expected
+            super().handle_error(request, client_address)
 
 
 def _make_handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "FakeTwilio/1.0"
-        # Headers and body go out in two writes; with Nagle on, the body would wait for
-        # the client's delayed ACK (40 ms on Linux) and every answer would be that late.
+        sys_version = ""
+        # Headers and body leave in two writes; with Nagle on, the body waits for the
+        # client's delayed ACK (40 ms on Linux) and every answer comes that much late.
         disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
-            """Silence the per-request log."""
+            """Silence http.server's per-request log line."""
 
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            with fake._lock:
-                fake.in_flight += 1
-                fake._lock.notify_all()
-            try:
-                status, body, extra = fake.handle(self.command, self.path, form, headers)
-            except _Stopped:
-                status, body, extra = 0, None, {}
-            finally:
-                with fake._lock:
-                    fake.in_flight -= 1
-            kept = {k: v for k, v in headers.items() if k != "authorization"}
-            fake._record(
-                RecordedRequest(self.command, self.path, form, kept, status or None, time.time())
-            )
-            if status == 0:
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            answer = fake._respond(self.command, self.path, headers, self._read_fields(headers))
+            if answer is None:
                 self.close_connection = True
                 with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
                 return
-            payload = json.dumps(body).encode()
+            payload = json.dumps(answer.body).encode()
             with contextlib.suppress(OSError):  # the client gave up (timeout, stop)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_response(answer.status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
                 self.send_header("Content-Length", str(len(payload)))
-                self.send_header("Twilio-Request-Id", _hex_sid("RQ"))
-                for name, value in extra.items():
+                self.send_header("Twilio-Request-Id", "RQ" + secrets.token_hex(16))
+                for name, value in answer.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(payload)
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
 
-        do_POST = do_GET = do_PUT = do_DELETE = _serve
+        def _read_fields(self, headers: dict[str, str]) -> dict[str, list[str]]:
+            try:
+                length = int(headers.get("content-length", "0"))
+            except ValueError:
+                length = -1
+            if not 0 <= length <= _MAX_BODY or "transfer-encoding" in headers:
+                self.close_connection = True  # the body cannot be delimited: read none of it
+                return {}
+            raw = self.rfile.read(length) if length else b""
+            if not headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+                return {}
+            return parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+
+        do_POST = do_GET = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
     return Handler
