@@ -95,3 +95,14 @@ def test_secrets_not_in_errors(settings: Settings, fake_twilio: FakeTwilio) -> N
 
 def test_classify_unexpected() -> None:
     assert classify(RuntimeError("boom")).retryable
+
+
+def test_edge_and_region_cannot_rewrite_a_custom_base_url(
+    settings: Settings, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWILIO_EDGE", "sydney")
+    monkeypatch.setenv("TWILIO_REGION", "au1")
+    api = TwilioAPI(settings)
+    sid = str(api.send_message(to="+15558675310", from_="+15017122661", body="x").sid)
+    api.post_feedback(fake_twilio.account_sid, sid)
+    assert len(fake_twilio.feedback) == 1

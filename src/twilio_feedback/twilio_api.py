@@ -30,6 +30,8 @@ __all__ = ["TwilioAPI", "classify"]
 logger = logging.getLogger("twilio_feedback.twilio")
 
 _RETRYABLE_STATUSES = frozenset({408, 425, 429})
+DEFAULT_BASE_URL = "https://api.twilio.com"
+_NO_ENVIRONMENT = {"TWILIO_FEEDBACK_ISOLATED": "1"}
 
 
 class _HttpClient(TwilioHttpClient):  # type: ignore[misc]
@@ -96,17 +98,23 @@ class TwilioAPI:
         if client is None:
             s = self.settings
             http = _HttpClient(timeout=s.request_timeout)
+            # The client reads TWILIO_EDGE / TWILIO_REGION from `environment or os.environ`
+            # and rewrites the host with them. That is right for api.twilio.com, and wrong
+            # for any other base URL (it turns 127.0.0.1 into 127.sydney.0.0.1): there, hand
+            # it a mapping that is not empty (an empty one would fall back to os.environ).
+            environment = None if s.api_base_url == DEFAULT_BASE_URL else _NO_ENVIRONMENT
             if s.api_key_sid:
                 client = Client(
                     s.api_key_sid,
                     s.api_key_secret,
                     s.account_sid,
                     http_client=http,
-                    environment={},
+                    environment=environment,
                 )
             else:
-                client = Client(s.account_sid, s.auth_token, http_client=http, environment={})
-            # environment={} above: TWILIO_EDGE / TWILIO_REGION must not rewrite the host.
+                client = Client(
+                    s.account_sid, s.auth_token, http_client=http, environment=environment
+                )
             client.api.base_url = s.api_base_url.rstrip("/")
             self._local.client = client
             self._local.http = http
