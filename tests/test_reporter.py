@@ -365,6 +365,8 @@ def test_sweep_redrives_confirmations_left_by_a_dead_reporter(
         sent(first, f"k{n}")
         assert first.confirm(key=f"k{n}").confirmed
     first.reporter.close(timeout=0)  # gone with its reports undone, as a crash leaves them
+    for worker in list(first.reporter._workers):  # no post of its own still in flight
+        worker.join(10)
     fake_twilio.clear_faults()
     assert store.counts()["confirmed"] == 5
     with FeedbackTracker(shared) as second:  # no request needed: the sweep starts at once
@@ -444,3 +446,38 @@ def test_backoff_is_bounded_full_jitter() -> None:
         assert 0 <= backoff(attempt) <= 60.0
     assert max(backoff(1) for _ in range(200)) <= 1.0
     assert max(backoff(3) for _ in range(500)) > 1.0
+
+
+def test_a_backlog_drains_as_soon_as_twilio_answers_again(
+    tracker: FeedbackTracker, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import twilio_feedback.reporter
+
+    # Every retry backs off 30 s: without the recovery path, the backlog would wait that long.
+    monkeypatch.setattr(twilio_feedback.reporter, "backoff", lambda attempt: 30.0)
+    fake_twilio.fail_always(503)
+    for n in range(10):
+        sent(tracker, f"k{n}")
+        tracker.confirm(key=f"k{n}")
+    fake_twilio.wait_for_requests(10 + 10, timeout=10)  # 10 creates, 10 failed posts
+    fake_twilio.clear_faults()
+    sent(tracker, "fresh")
+    tracker.confirm(key="fresh")  # succeeds, and so shows Twilio is back
+    assert len(fake_twilio.wait_for_feedback(11, timeout=5)) == 11
+
+
+def test_retry_after_is_kept_when_twilio_recovers(
+    tracker: FeedbackTracker, fake_twilio: FakeTwilio
+) -> None:
+    sent(tracker, "limited")
+    fake_twilio.fail_next(Status(429, retry_after=2))
+    tracker.confirm(key="limited")
+    fake_twilio.wait_for_requests(2, timeout=5)
+    sent(tracker, "other")
+    tracker.confirm(key="other")
+    fake_twilio.wait_for_feedback(2, timeout=10)
+    posts = [r for r in fake_twilio.requests if r.path.endswith("Feedback.json")]
+    limited = [r for r in posts if r.status in (429, 200)]
+    assert posts[0].status == 429
+    # The rate-limited record waited its 2 s although another post succeeded meanwhile.
+    assert limited[-1].time - posts[0].time >= 2.0

@@ -101,7 +101,9 @@ class Reporter:
         self._wake = threading.Condition(self._lock)  # the scheduler waits here
         self._queue: queue.Queue[Record | None] = queue.Queue(maxsize=self.settings.queue_size)
         self._pending: set[str] = set()  # queued, in flight, or waiting for a retry
-        self._retries: list[tuple[float, int, Record]] = []
+        # (due, seq, record, pulled forward on recovery: False when Twilio said when).
+        self._retries: list[tuple[float, int, Record, bool]] = []
+        self._degraded = False  # a transient failure since the last success
         self._seq = itertools.count()
         self._workers: set[threading.Thread] = set()
         self._busy: dict[threading.Thread, tuple[float, Record]] = {}
@@ -275,6 +277,8 @@ class Reporter:
         self.store.mark_reported(record.tracking_id)
         logger.debug("feedback reported for %s", record.message_sid)
         self._done(record, "reported")
+        if self._degraded:
+            self._recovered()
         self._hook(self.on_reported, record.replace(state=State.REPORTED, lease_until=0.0))
 
     def _retry_or_fail(self, record: Record, exc: FeedbackError) -> None:
@@ -318,10 +322,30 @@ class Reporter:
         with self._lock:
             self._counts["retried"] += 1
             if keep:
-                heapq.heappush(self._retries, (time.monotonic() + delay, next(self._seq), retry))
+                self._degraded = True
+                heapq.heappush(
+                    self._retries,
+                    (time.monotonic() + delay, next(self._seq), retry, exc.retry_after is None),
+                )
                 self._wake.notify()
                 return
         self._done(record)
+
+    def _recovered(self) -> None:
+        """Twilio answers again: retries still backing off from the outage are due now,
+        so a backlog drains at full concurrency instead of as its jittered backoffs
+        (up to a minute) come due. Retries Twilio itself timed (Retry-After) keep theirs."""
+        with self._lock:
+            if not self._degraded:
+                return
+            self._degraded = False
+            now = time.monotonic()
+            self._retries = [
+                (now if pull else due, seq, record, pull)
+                for due, seq, record, pull in self._retries
+            ]
+            heapq.heapify(self._retries)
+            self._wake.notify()
 
     def _fail(self, record: Record, exc: FeedbackError, attempts: int) -> None:
         self.store.mark_failed(record.tracking_id, code=exc.code, message=exc.message)
