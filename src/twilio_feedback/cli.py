@@ -1,54 +1,501 @@
-"""The ``twilio-feedback`` command: the demo, and operations on a store."""
+"""The ``twilio-feedback`` command: the demo, and an operator's view of a store.
+
+``status`` counts records by state, ``drain`` delivers every unreported confirmation now
+(through the same reporter an app runs), ``retry-failed`` gives failed reports another
+chance, ``purge`` deletes expired records. Every store command takes ``--store URL``
+(default: ``TWILIO_FEEDBACK_STORE``). Exit codes: 0 done, 1 the work did not complete (a
+store that cannot be reached, reports left undelivered), 2 a usage or configuration error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import secrets
 import sys
-from collections.abc import Sequence
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError, TwilioFeedbackError
+from .records import Record, State
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from .settings import Settings
+    from .stores.base import AdminStore, Store
+    from .tracker import FeedbackTracker
+
+__all__ = ["Progress", "main", "redact"]
+
+PROG = "twilio-feedback"
+STORE_ENV = "TWILIO_FEEDBACK_STORE"
+SECRET_ENV = "TWILIO_FEEDBACK_SECRET_KEY"
+CLAIM_BATCH = 100
+
+
+class UsageError(Exception):
+    """A mistake on the command line or in the environment: exit code 2."""
+
+
+class StoreFailure(Exception):
+    """The store could not do what was asked: exit code 1."""
+
+
+def redact(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>"
+    if not password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
+def _scrub(text: str, url: str) -> str:
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    return text.replace(password, "***") if password else text
+
+
+# -- the parser ------------------------------------------------------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .demo import __doc__ as demo_doc
-    from .demo import add_arguments as demo_arguments
 
     parser = argparse.ArgumentParser(
-        prog="twilio-feedback",
-        description="Close Twilio's Message Feedback loop: demo and store operations.",
+        prog=PROG,
+        description="Close Twilio's Message Feedback loop: the demo, and store operations.",
+        epilog=f"Store commands read the store URL from --store or ${STORE_ENV}.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="log details, and show tracebacks of failures"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo_arguments(
-        commands.add_parser(
-            "demo",
-            help="run the whole loop against the built-in Twilio emulator",
-            description=demo_doc,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument(
+        "--store",
+        metavar="URL",
+        help=f"sqlite:///..., postgresql://..., redis://... (default: ${STORE_ENV})",
+    )
+
+    status = commands.add_parser(
+        "status",
+        parents=[store],
+        help="count records by state",
+        description="Count the store's records by state.",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument(
+        "--failed",
+        metavar="N",
+        type=_positive_int,
+        nargs="?",
+        const=20,
+        help="also list the N most recent failed records (default 20)",
+    )
+
+    drain = commands.add_parser(
+        "drain",
+        parents=[store],
+        help="deliver every unreported confirmation now",
+        description=(
+            "Report every confirmed, unreported record to Twilio now, with the reporter an "
+            "app runs (retries, backoff, Retry-After). Reads the Twilio credentials like "
+            "the app does (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, or an API key). "
+            "Records another process is reporting right now (under its lease) are left to it."
+        ),
+    )
+    _drain_options(drain)
+
+    retry = commands.add_parser(
+        "retry-failed",
+        parents=[store],
+        help="re-queue failed records as confirmed",
+        description=(
+            "Turn every failed record back into a confirmed one, for the outbox sweep of a "
+            "running app (or --drain, now) to report again."
+        ),
+    )
+    retry.add_argument("--drain", action="store_true", help="then deliver them now, as drain does")
+    _drain_options(retry)
+
+    commands.add_parser(
+        "purge",
+        parents=[store],
+        help="delete expired records",
+        description="Delete the records whose expiry has passed (apps do it every few minutes).",
+    )
+    # The demo's options belong to twilio_feedback.demo, imported only when it runs.
+    commands.add_parser(
+        "demo",
+        add_help=False,
+        help="run the whole loop against the built-in Twilio emulator (see demo --help)",
     )
     return parser
+
+
+def _drain_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="stop after this long (default 60); what is left stays confirmed",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+# -- entry point -----------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``twilio-feedback`` console script; returns the exit code."""
     parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "demo":
+        return _demo(extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    url = ""
+    try:
+        with _logging(args.debug):
+            url = _store_url(args.store)
+            if args.command == "status":
+                return _status(args, url)
+            if args.command == "drain":
+                return _drain(args, url)
+            if args.command == "retry-failed":
+                return _retry_failed(args, url)
+            return _purge(url)
+    except (UsageError, TwilioFeedbackError) as exc:  # configuration errors included
+        return _fail(args, url, str(exc), 2)
+    except StoreFailure as exc:
+        return _fail(args, url, str(exc), 1)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(args: argparse.Namespace, url: str, message: str, code: int) -> int:
+    if args.debug:
+        traceback.print_exc()
+    print(f"{PROG}: {_scrub(message, url)}", file=sys.stderr)
+    return code
+
+
+@contextlib.contextmanager
+def _logging(debug: bool) -> Iterator[None]:
+    """The library's warnings (a report that failed for good, ...) as lines on stderr."""
+    logger = logging.getLogger("twilio_feedback")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def _demo(argv: list[str]) -> int:
+    try:
+        from . import demo
+    except ImportError as exc:
+        print(f"{PROG}: the demo is not available: {exc}", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} demo",
+        description=demo.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        if args.command == "demo":
-            from .demo import run
-
-            return run(args)
-    except (ConfigurationError, TwilioFeedbackError) as exc:
-        print(f"twilio-feedback: {exc}", file=sys.stderr)
+        return demo.run(args)
+    except TwilioFeedbackError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    parser.error(f"unknown command {args.command!r}")
-    return 2  # pragma: no cover
+
+
+# -- opening the store -------------------------------------------------------------------
+
+
+def _store_url(given: str | None) -> str:
+    url = given or os.environ.get(STORE_ENV, "")
+    if not url:
+        raise UsageError(f"no store given: pass --store URL or set {STORE_ENV}")
+    if urlsplit(url).scheme.lower() == "memory":
+        raise UsageError(
+            "memory:// lives inside each app process, out of this command's reach: "
+            "point --store at the app's sqlite://, postgresql:// or redis:// store"
+        )
+    return url
+
+
+def _describe(url: str, exc: BaseException) -> str:
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    reason = f"{type(exc).__name__}: {detail[0]}" if detail else type(exc).__name__
+    return f"the store at {redact(url)} failed: {reason}"
+
+
+@contextlib.contextmanager
+def _failures(url: str) -> Iterator[None]:
+    """Turn a driver's exception (server down, bad credentials, ...) into one line."""
+    try:
+        yield
+    except (UsageError, StoreFailure, TwilioFeedbackError):
+        raise
+    except Exception as exc:
+        raise StoreFailure(_describe(url, exc)) from exc
+
+
+@contextlib.contextmanager
+def _opened(url: str) -> Iterator[Store]:
+    from .stores.base import store_from_url
+
+    with _failures(url):
+        store = store_from_url(url)
+        try:
+            yield store
+        finally:
+            with contextlib.suppress(Exception):
+                store.close()
+
+
+def _admin(store: Store, url: str, what: str) -> AdminStore:
+    from .stores.base import AdminStore
+
+    if not isinstance(store, AdminStore):
+        raise UsageError(
+            f"the store at {redact(url)} ({type(store).__name__}) cannot {what}: it does "
+            "not implement list_records() and requeue_failed() (AdminStore)"
+        )
+    return store
+
+
+def _settings(url: str) -> Settings:
+    from .settings import Settings
+
+    overrides: dict[str, Any] = {"store": url}
+    if not os.environ.get(SECRET_ENV):
+        # Delivering reports signs nothing: a throwaway key satisfies the settings' check.
+        overrides["secret_key"] = secrets.token_urlsafe(32)
+    return Settings.from_env(**overrides)
+
+
+def _keep_seconds(url: str) -> float:
+    """How long a re-queued record must live: the retry window, a lease and the skew."""
+    from .settings import Settings
+
+    try:
+        s = _settings(url)
+    except ConfigurationError:  # no credentials here: the defaults, as an app has them
+        fields: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Settings)}
+        return float(fields["retry_window"] + fields["lease_seconds"] + fields["clock_skew"])
+    return s.retry_window + s.lease_seconds + s.clock_skew
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _status(args: argparse.Namespace, url: str) -> int:
+    failed: list[Record] | None = None
+    with _opened(url) as store:
+        counts = store.counts()
+        if args.failed:
+            failed = _admin(store, url, "list failed records").list_records(
+                State.FAILED, limit=args.failed
+            )
+    if args.json:
+        data: dict[str, Any] = {"store": redact(url), "counts": counts}
+        if failed is not None:
+            data["failed"] = [record.to_dict() for record in failed]
+        print(json.dumps(data, indent=2))
+        return 0
+    notes = {
+        "pending": "sent, not confirmed yet",
+        "confirmed": "confirmed, not reported yet",
+        "reported": "Twilio accepted the feedback",
+        "failed": "Twilio refused it for good",
+    }
+    print(f"store      {redact(url)}")
+    for state, count in counts.items():
+        print(f"{state:<10} {count:>8}  {notes.get(state, '')}".rstrip())
+    if failed is not None:
+        print()
+        if not failed:
+            print("no failed records")
+        for record in failed:
+            print(
+                f"{record.tracking_id}  {record.message_sid or '-'}  "
+                f"confirmed {_when(record.confirmed_at)}  error {record.error_code or '-'}: "
+                f"{record.error_message or ''}".rstrip()
+            )
+    return 0
+
+
+# -- drain -------------------------------------------------------------------------------
+
+
+class Progress:
+    """A one-line progress bar: redrawn in place on a terminal, a line a second otherwise."""
+
+    width = 30
+
+    def __init__(self, out: TextIO, *, enabled: bool = True) -> None:
+        self.out = out
+        self.enabled = enabled
+        self.tty = out.isatty()
+        self.shown_at = float("-inf")
+        self.last = ""
+
+    def update(self, done: int, total: int, failed: int, *, final: bool = False) -> None:
+        """Show ``done`` of ``total`` reports (``failed`` of them refused by Twilio)."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not final and now - self.shown_at < (0.1 if self.tty else 1.0):
+            return
+        self.shown_at = now
+        filled = self.width if total == 0 else self.width * min(done, total) // total
+        line = f"drain [{'#' * filled}{'-' * (self.width - filled)}] {done}/{total}"
+        if failed:
+            line += f" ({failed} failed)"
+        if self.tty:
+            self.out.write("\r" + line.ljust(len(self.last)) + ("\n" if final else ""))
+        elif line != self.last or final:
+            self.out.write(line + "\n")
+        self.last = line
+        self.out.flush()
+
+
+def _drain(args: argparse.Namespace, url: str) -> int:
+    from .tracker import FeedbackTracker
+
+    settings = _settings(url)
+    progress = Progress(sys.stderr, enabled=not args.quiet)
+    with _failures(url):
+        tracker = FeedbackTracker(settings)
+        try:
+            taken = _deliver(tracker, args.timeout, progress)
+        except BaseException:
+            tracker.close(timeout=1.0)
+            raise
+        tracker.close(timeout=max(1.0, min(5.0, args.timeout)))
+        stats = tracker.stats()
+        reported, failed = stats["reported"], stats["failed"]
+        total = max(taken + stats["swept"], reported + failed)
+        progress.update(reported + failed, total, failed, final=True)
+        left = total - reported - failed
+        with _opened(url) as store:
+            remaining = store.counts().get(State.CONFIRMED.value, 0)
+    print(f"{reported} reported, {failed} failed, {left} left undelivered")
+    if failed:
+        print(f"see them with: {PROG} status --failed")
+    if remaining > left:
+        print(
+            f"{remaining - left} other confirmed record(s) are not due yet: another process "
+            "is reporting them, a retry is scheduled, or the message SID is not known yet"
+        )
+    return 1 if left else 0
+
+
+def _deliver(tracker: FeedbackTracker, timeout: float, progress: Progress) -> int:
+    """Claim every due record for ``tracker``'s reporter and wait for the outcomes, until
+    nothing is left or ``timeout`` passes; return how many this loop claimed."""
+    store, settings = tracker.store, tracker.settings
+    deadline = time.monotonic() + timeout
+    taken = 0
+    more = True
+    while True:
+        stats = tracker.stats()
+        if more:
+            room = min(CLAIM_BATCH, settings.queue_size - stats["pending"])
+            if room > 0:
+                now = time.time()
+                batch = store.claim(now=now, lease_until=now + settings.lease_seconds, limit=room)
+                for record in batch:
+                    tracker.reporter.submit(record)
+                taken += len(batch)
+                more = len(batch) == room
+                stats = tracker.stats()
+        done = stats["reported"] + stats["failed"]
+        progress.update(done, taken + stats["swept"], stats["failed"])
+        remaining = deadline - time.monotonic()
+        if (not more and stats["pending"] == 0) or remaining <= 0:
+            return taken
+        tracker.flush(timeout=min(0.2, remaining))
+
+
+# -- retry-failed and purge ------------------------------------------------------------------
+
+
+def _retry_failed(args: argparse.Namespace, url: str) -> int:
+    keep = _keep_seconds(url)
+    with _opened(url) as store:
+        admin = _admin(store, url, "re-queue failed records")
+        now = time.time()
+        count = admin.requeue_failed(now=now, keep_until=now + keep)
+    print(f"re-queued {count} failed record(s) as confirmed")
+    if args.drain:
+        return _drain(args, url)
+    if count:
+        print(f"a running app's outbox sweep reports them, or now: {PROG} drain")
+    return 0
+
+
+def _purge(url: str) -> int:
+    with _opened(url) as store:
+        count = store.purge(now=time.time())
+    print(f"purged {count} expired record(s)")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,13 @@ import time
 def confirm_race(url: str, ids: list[str], threads: int) -> None:
     from twilio_feedback.stores import store_from_url
 
-    store = store_from_url(url)
+    # Eighty threads on a small machine: generous timeouts, the subject is atomicity.
+    options = (
+        {"socket_timeout": 30.0, "connect_timeout": 30.0}
+        if url.startswith("redis")
+        else {"busy_timeout": 30.0, "connect_timeout": 30.0}
+    )
+    store = store_from_url(url, **options)
     wins = []
     barrier = threading.Barrier(threads)
 

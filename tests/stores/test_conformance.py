@@ -2,37 +2,64 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from twilio_feedback.stores import store_from_url
+from twilio_feedback.stores import Store, store_from_url
 from twilio_feedback.stores.memory import MemoryStore
+from twilio_feedback.stores.redis import RedisStore
+from twilio_feedback.stores.sql import SQLStore
 from twilio_feedback.testing.conformance import StoreConformance
 
 BACKENDS = [
     "memory",
     "sqlite",
+    "sqlite-shared-engine",
     pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("postgres-shared-engine", marks=pytest.mark.postgres),
     pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("redis-shared-client", marks=pytest.mark.redis),
 ]
 
 
-def make_store(backend: str, request: pytest.FixtureRequest) -> Any:
+def make_store(backend: str, request: pytest.FixtureRequest, cleanup: list[Any]) -> Store:
+    """A fresh, empty store of ``backend``; what the store does not own goes in ``cleanup``."""
     if backend == "memory":
         return MemoryStore()
-    if backend == "sqlite":
-        return store_from_url(f"sqlite:///{tempfile.mkdtemp()}/feedback.db")
-    if backend == "postgres":
-        return store_from_url(request.getfixturevalue("postgres_url"))
-    return store_from_url(request.getfixturevalue("redis_url"))
+    if backend.startswith("sqlite"):
+        path = request.getfixturevalue("tmp_path") / "feedback.db"
+        url = f"sqlite:///{path}"
+    elif backend.startswith("postgres"):
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = request.getfixturevalue("redis_url")
+    if backend.endswith("shared-engine"):
+        import sqlalchemy
+
+        from twilio_feedback.stores.sql import normalize_url
+
+        engine = sqlalchemy.create_engine(normalize_url(url))
+        cleanup.append(engine.dispose)
+        return SQLStore(engine, table="app_feedback")
+    if backend == "redis-shared-client":
+        import redis
+
+        # Without async_client= the async twin runs this client in a worker thread;
+        # tests/stores/test_redis.py covers a shared async client.
+        client = redis.Redis.from_url(url)
+        cleanup.append(client.close)
+        return RedisStore(client, prefix="app:tf:")
+    return store_from_url(url)
 
 
 class TestShippedStores(StoreConformance):
     @pytest.fixture(params=BACKENDS)
-    def store(self, request: pytest.FixtureRequest) -> Iterator[Any]:
-        store = make_store(request.param, request)
+    def store(self, request: pytest.FixtureRequest) -> Iterator[Store]:
+        cleanup: list[Any] = []
+        store = make_store(request.param, request, cleanup)
         yield store
         store.close()
+        for close in cleanup:
+            close()

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
+import socket
 import subprocess
 import sys
-import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
-from twilio_feedback import FeedbackTracker, Record, Settings
+from twilio_feedback import FeedbackTracker, Record, Settings, State
 from twilio_feedback.stores import store_from_url
 from twilio_feedback.stores.redis import RedisStore
 from twilio_feedback.stores.sql import SQLStore
@@ -23,33 +25,46 @@ from twilio_feedback.testing import FakeTwilio
 from ..conftest import SECRET_KEY
 from ..servers import PostgresServer, RedisServer, wait_until
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = Path(__file__).resolve().parents[2]
+SID = "SM" + "a" * 32
+
+SERVERS = [
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("redis", marks=pytest.mark.redis),
+]
+DURABLE = ["sqlite", *SERVERS]
 
 
-def _child(*args: str) -> subprocess.Popen[str]:
+def _child(*args: str, stderr: int | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.stores.child", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
 
 
 def _url(backend: str, request: pytest.FixtureRequest) -> str:
     if backend == "sqlite":
-        return f"sqlite:///{tempfile.mkdtemp()}/feedback.db"
+        return f"sqlite:///{request.getfixturevalue('tmp_path')}/feedback.db"
     return str(request.getfixturevalue(f"{backend}_url"))
+
+
+def _settings(fake: FakeTwilio, store: Any, **extra: Any) -> Settings:
+    return Settings(
+        account_sid=fake.account_sid,
+        auth_token=fake.auth_token,
+        secret_key=SECRET_KEY,
+        store=store,
+        api_base_url=fake.base_url,
+        **extra,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("redis", marks=pytest.mark.redis),
-    ],
-)
+@pytest.mark.parametrize("backend", DURABLE)
 def test_eight_processes_ten_threads_confirm_each_token_once(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
@@ -57,38 +72,28 @@ def test_eight_processes_ten_threads_confirm_each_token_once(
     store = store_from_url(url)
     ids = [f"race{n}" for n in range(100)]
     for tracking_id in ids:
-        store.add(Record(tracking_id, expires_at=time.time() + 600, message_sid="SM" + "a" * 32))
-    children = [
-        _child("race", json.dumps({"url": url, "ids": ids, "threads": 10})) for _ in range(8)
-    ]
+        store.add(Record(tracking_id, expires_at=time.time() + 600, message_sid=SID))
+    args = json.dumps({"url": url, "ids": ids, "threads": 10})
+    children = [_child("race", args, stderr=subprocess.PIPE) for _ in range(8)]
     wins = 0
     for child in children:
-        out, _ = child.communicate(timeout=100)  # closes the pipe
-        assert child.returncode == 0
+        out, err = child.communicate(timeout=100)  # closes the pipes
+        assert child.returncode == 0, err
         wins += json.loads(out.strip().splitlines()[-1])["wins"]
     assert wins == 100
     assert store.counts()["confirmed"] == 100
+    assert all((r := store.get(i)) is not None and r.state is State.CONFIRMED for i in ids)
     store.close()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(
-    "backend",
-    [
-        "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("redis", marks=pytest.mark.redis),
-    ],
-)
+@pytest.mark.parametrize("backend", DURABLE)
 def test_sigkill_while_twilio_is_down_loses_nothing(
     backend: str, request: pytest.FixtureRequest, fake_twilio: FakeTwilio
 ) -> None:
     url = _url(backend, request)
-    client = fake_twilio.client()
-    sids = [
-        client.messages.create(to="+15558675310", from_="+1501", body="x").sid for _ in range(10)
-    ]
+    sids = fake_twilio.add_messages(10)
     settings: dict[str, Any] = {
         "account_sid": fake_twilio.account_sid,
         "auth_token": fake_twilio.auth_token,
@@ -104,111 +109,221 @@ def test_sigkill_while_twilio_is_down_loses_nothing(
         "reporter",
         json.dumps({"settings": settings, "confirm": [[f"k{n}", s] for n, s in enumerate(sids)]}),
     )
-    assert first.stdout is not None
-    assert first.stdout.readline().strip() == "ready"
-    fake_twilio.wait_for_requests(3, timeout=10)  # it is trying, and failing
-    first.send_signal(signal.SIGKILL)
-    first.wait(10)
-    assert fake_twilio.feedback == []
-
-    fake_twilio.clear_faults()
-    second = _child("reporter", json.dumps({"settings": settings, "confirm": []}))
+    second: subprocess.Popen[str] | None = None
     try:
+        assert first.stdout is not None
+        assert first.stdout.readline().strip() == "ready"
+        fake_twilio.wait_for_requests(3, timeout=10)  # it is trying, and failing
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        assert fake_twilio.feedback == []
+
+        fake_twilio.clear_faults()
+        second = _child("reporter", json.dumps({"settings": settings, "confirm": []}))
         posts = fake_twilio.wait_for_feedback(10, timeout=30)
         assert {p.message_sid for p in posts} == set(sids)
         store = store_from_url(url)
-        wait_until(lambda: store.counts()["reported"] == 10, 10, "all records reported")
-        store.close()
+        try:
+            wait_until(lambda: store.counts()["reported"] == 10, 10, "all records reported")
+        finally:
+            store.close()
     finally:
         for child in (first, second):
-            child.kill()
-            child.wait(10)
-            if child.stdout:
-                child.stdout.close()
+            if child is not None:
+                child.kill()
+                child.wait(10)
+                if child.stdout:
+                    child.stdout.close()
 
 
-def test_one_sql_statement_per_confirm(request: pytest.FixtureRequest) -> None:
-    backends = ["sqlite"]
-    if not os.environ.get("TF_SKIP_PG"):
-        backends.append("postgres")
-    for backend in backends:
-        store = store_from_url(_url(backend, request))
-        assert isinstance(store, SQLStore)
-        now = time.time()
-        store.add(Record("x", expires_at=now + 60, message_sid="SM" + "a" * 32))
-        statements: list[str] = []
+# -- round trips ---------------------------------------------------------------------
 
-        def count(*args: Any, seen: list[str] = statements) -> None:
-            seen.append(args[2])
 
-        event.listen(store.engine, "before_cursor_execute", count)
-        if backend == "postgres":  # a server: no BEGIN/COMMIT round trips either
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_one_sql_statement_per_confirm(backend: str, request: pytest.FixtureRequest) -> None:
+    store = store_from_url(_url(backend, request))
+    assert isinstance(store, SQLStore)
+    now = time.time()
+    store.add(Record("x", expires_at=now + 60, message_sid=SID))
+    statements: list[str] = []
 
-            def autocommit(conn: Any, *args: Any, seen: list[str] = statements) -> None:
-                if not conn.connection.dbapi_connection.autocommit:
-                    seen.append("BEGIN")
-
-            event.listen(store.engine, "before_cursor_execute", autocommit)
-        won, _ = store.confirm("x", now=now, lease_until=now + 60, keep_until=now + 60)
-        assert won
-        assert len(statements) == 1, statements
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+        # On a server, no BEGIN/COMMIT round trips around it either.
         if backend == "postgres":
-            statements.clear()
-            lost, record = store.confirm("x", now=now, lease_until=now + 60, keep_until=now + 60)
-            assert not lost
-            assert record is not None
-            assert len(statements) == 1
-        store.close()
+            assert conn.connection.dbapi_connection.autocommit
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    won, _ = store.confirm("x", now=now, lease_until=now + 60, keep_until=now + 60)
+    assert won
+    assert len(statements) == 1, statements
+    statements.clear()
+    lost, record = store.confirm("x", now=now, lease_until=now + 60, keep_until=now + 60)
+    assert not lost
+    assert record is not None
+    assert record.state is State.CONFIRMED
+    # PostgreSQL answers a loser in the same statement (a CTE); SQLite, in process, reads.
+    assert len(statements) == (1 if backend == "postgres" else 2), statements
+    store.close()
 
 
 @pytest.mark.redis
 def test_one_redis_round_trip_per_confirm(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis
     import redis.connection
 
     store = RedisStore(redis_url)
     now = time.time()
-    store.add(Record("x", expires_at=now + 60, message_sid="SM" + "a" * 32))
+    store.add(Record("x", expires_at=now + 60, message_sid=SID))
     store.confirm("x", now=now, lease_until=now + 60, keep_until=now + 60)  # loads the script
-    store.add(Record("y", expires_at=now + 60, message_sid="SM" + "a" * 32))
+    store.add(Record("y", expires_at=now + 60, message_sid=SID))
     sent: list[object] = []
-    original = redis.connection.Connection.send_packed_command
+    original: Any = redis.connection.Connection.send_packed_command
 
     def counting(self: Any, command: Any, check_health: bool = True) -> None:
         sent.append(command)
         original(self, command, check_health)
 
-    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
-    won, _ = store.confirm("y", now=now, lease_until=now + 60, keep_until=now + 60)
-    assert won
-    assert len(sent) == 1
+    with redis.Redis.from_url(redis_url) as observer:
+        before = observer.info("commandstats")
+        monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
+        won, _ = store.confirm("y", now=now, lease_until=now + 60, keep_until=now + 60)
+        lost, _ = store.confirm("y", now=now, lease_until=now + 60, keep_until=now + 60)
+        monkeypatch.undo()
+        after = observer.info("commandstats")
+    assert (won, lost) == (True, False)
+    assert len(sent) == 2  # one packet each
+    # The server ran the cached script twice: no EVAL or SCRIPT LOAD fallback. (Its
+    # commandstats also count the commands the script ran inside the server.)
+    calls = {
+        name: stats["calls"] - before.get(name, {"calls": 0})["calls"]
+        for name, stats in after.items()
+    }
+    assert calls["cmdstat_evalsha"] == 2
+    assert calls.get("cmdstat_eval", 0) == calls.get("cmdstat_script|load", 0) == 0
     store.close()
+
+
+# -- the store down at confirm time -----------------------------------------------------
+
+
+def _server(backend: str) -> tuple[Any, str]:
+    if backend == "redis":
+        redis_server = RedisServer(persistent=True)
+        return redis_server, redis_server.url
+    pg_server = PostgresServer()
+    return pg_server, pg_server.fresh_database()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("backend", SERVERS)
+async def test_store_down_at_confirm_time_is_an_error_and_loses_nothing(
+    backend: str, fake_twilio: FakeTwilio
+) -> None:
+    server, url = _server(backend)
+    sids = fake_twilio.add_messages(3)
+    tracker = FeedbackTracker(_settings(fake_twilio, url))
+    try:
+        for name, sid in zip(("before", "during", "async"), sids, strict=True):
+            tracker.bind(key=name, message_sid=sid)
+        assert tracker.confirm(key="before").confirmed
+        fake_twilio.wait_for_feedback(1, timeout=10)
+        server.halt()
+
+        started = time.monotonic()
+        assert tracker.confirm(key="during").status == "error"
+        assert (await tracker.confirm_async(key="async")).status == "error"
+        assert time.monotonic() - started < 2.0  # refused at once, no retry loop
+
+        server.start()
+        assert tracker.confirm(key="before").status == "duplicate"  # still confirmed
+        assert tracker.confirm(key="during").confirmed  # nothing was half-done
+        assert (await tracker.confirm_async(key="async")).confirmed
+        posts = fake_twilio.wait_for_feedback(3, timeout=10)
+        assert sorted(p.message_sid for p in posts) == sorted(sids)
+    finally:
+        await tracker.aclose(timeout=2)
+        server.stop()
+
+
+def test_store_at_a_closed_port_is_an_error(fake_twilio: FakeTwilio) -> None:
+    pytest.importorskip("redis")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connections are refused
+        for url in (
+            f"redis://127.0.0.1:{port}/0",
+            f"postgresql://postgres@127.0.0.1:{port}/postgres",
+        ):
+            tracker = FeedbackTracker(_settings(fake_twilio, url))
+            started = time.monotonic()
+            try:
+                assert tracker.confirm(key="k").status == "error"
+                assert time.monotonic() - started < 2.0
+            finally:
+                tracker.close(timeout=1)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port that accepts TCP connections and never says a word."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        accepted: list[socket.socket] = []
+        stop = threading.Event()
+
+        def accept() -> None:
+            listener.settimeout(0.1)
+            while not stop.is_set():
+                try:
+                    accepted.append(listener.accept()[0])
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        yield listener.getsockname()[1]
+        stop.set()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "server_class",
+    ("make", "bound"),
     [
-        pytest.param(RedisServer, marks=pytest.mark.redis),
-        pytest.param(PostgresServer, marks=pytest.mark.postgres),
+        (lambda port: RedisStore(f"redis://127.0.0.1:{port}/0", socket_timeout=0.5), 0.5),
+        (lambda port: SQLStore(f"postgresql://u@127.0.0.1:{port}/db", connect_timeout=2), 2.0),
     ],
+    ids=["redis", "postgres"],
 )
-async def test_store_down_at_confirm_time_is_an_error_result(
-    server_class: type[Any], fake_twilio: FakeTwilio
+def test_a_store_that_never_answers_costs_one_timeout(
+    make: Any, bound: float, silent_server: int, fake_twilio: FakeTwilio
 ) -> None:
-    server = server_class()
-    url = server.url if server_class is RedisServer else server.fresh_database()
-    settings = Settings(
-        account_sid=fake_twilio.account_sid,
-        auth_token=fake_twilio.auth_token,
-        secret_key=SECRET_KEY,
-        store=url,
-        api_base_url=fake_twilio.base_url,
-    )
-    tracker = FeedbackTracker(settings)
-    tracker.bind(key="before", message_sid="SM" + "b" * 32)
-    server.stop()
+    tracker = FeedbackTracker(_settings(fake_twilio, make(silent_server)))
     started = time.monotonic()
-    assert tracker.confirm(key="before").status == "error"
-    assert (await tracker.confirm_async(key="before")).status == "error"
-    assert time.monotonic() - started < 10
-    tracker.close(timeout=1)
+    try:
+        assert tracker.confirm(key="k").status == "error"
+        elapsed = time.monotonic() - started
+        assert bound * 0.8 <= elapsed < bound * 2 + 1, elapsed
+    finally:
+        tracker.close(timeout=1)
+
+
+def test_store_urls_carry_timeouts() -> None:
+    store = RedisStore("redis://127.0.0.1:1/0?socket_timeout=0.25&prefix=app:")
+    kwargs = store.client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 0.25
+    assert kwargs["socket_connect_timeout"] == 2.0
+    assert store.prefix == "app:"
+    store.close()
+    sql = SQLStore("postgresql://u@127.0.0.1:1/db?connect_timeout=7")
+    assert sql.engine.url.query["connect_timeout"] == "7"
+    sql.close()

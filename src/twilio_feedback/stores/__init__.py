@@ -7,6 +7,7 @@ Pick one by URL with :func:`store_from_url`, or pass any object implementing
 from __future__ import annotations
 
 from .base import (
+    AdminStore,
     AsyncStore,
     Store,
     StoreFactory,
@@ -18,6 +19,7 @@ from .base import (
 )
 
 __all__ = [
+    "AdminStore",
     "AsyncStore",
     "Store",
     "StoreFactory",

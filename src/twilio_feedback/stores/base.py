@@ -17,9 +17,10 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
-from ..records import Record
+from ..records import Record, State
 
 __all__ = [
+    "AdminStore",
     "AsyncStore",
     "Store",
     "StoreFactory",
@@ -95,6 +96,27 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections. Called once by :meth:`FeedbackTracker.close`."""
+
+
+@runtime_checkable
+class AdminStore(Store, Protocol):
+    """Operations the ``twilio-feedback`` command adds to :class:`Store`.
+
+    Optional for your own stores: without them the command's ``status --failed`` and
+    ``retry-failed`` say the store does not support them; everything else works. They are
+    run by an operator, not on a request path, so a backend may scan.
+    """
+
+    def list_records(self, state: State, *, limit: int) -> list[Record]:
+        """Up to ``limit`` live records in ``state``, the most recently created first."""
+
+    def requeue_failed(self, *, now: float, keep_until: float) -> int:
+        """Give every ``failed`` record another chance; return how many.
+
+        Each becomes ``confirmed`` again with its lease ended (the next sweep takes it),
+        ``attempts`` and the error cleared, ``confirmed_at=now`` (the retry window starts
+        over) and ``expires_at=max(expires_at, keep_until)``.
+        """
 
 
 class AsyncStore(Protocol):

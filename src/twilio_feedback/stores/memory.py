@@ -196,6 +196,32 @@ class MemoryStore:
                 self._outbox.pop(key, None)
             return len(expired)
 
+    def list_records(self, state: State, *, limit: int) -> list[Record]:
+        """See :meth:`AdminStore.list_records`."""
+        state = State(state)
+        with self._lock:
+            found = [record for record in self._cache.values() if record.state is state]
+        found.sort(key=lambda record: record.created_at, reverse=True)
+        return found[:limit]
+
+    def requeue_failed(self, *, now: float, keep_until: float) -> int:
+        """See :meth:`AdminStore.requeue_failed`."""
+        with self._lock:
+            failed = [record for record in self._cache.values() if record.state is State.FAILED]
+            for record in failed:
+                self._put(
+                    record.replace(
+                        state=State.CONFIRMED,
+                        confirmed_at=now,
+                        lease_until=0.0,
+                        attempts=0,
+                        error_code=None,
+                        error_message=None,
+                        expires_at=max(record.expires_at, keep_until),
+                    )
+                )
+        return len(failed)
+
     def counts(self) -> dict[str, int]:
         """See :meth:`Store.counts`."""
         result = {state.value: 0 for state in State}

@@ -1,26 +1,32 @@
 """Redis store on redis-py: one hash per record, expiring by itself.
 
-Each record is a hash that Redis expires at the record's ``expires_at``. Unreported
-confirmations are indexed in a sorted set scored by lease end, so the sweep reads due
-records directly and never SCANs. Every state change that must be atomic (confirm,
-claim, SID attachment, the reporter's outcomes) is one Lua script: one round trip.
+Each record is a hash that Redis expires at the record's ``expires_at`` (``PEXPIREAT``).
+Unreported confirmations are indexed in a sorted set scored by lease end, so the sweep
+reads due records directly and never SCANs. Every state change that must be atomic
+(confirm, claim, SID attachment, the reporter's outcomes) is one Lua script run with
+``EVALSHA``: one round trip. Only the operator's commands (counts, listing, re-queueing)
+SCAN the keys.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
 
 from ..errors import MissingDependencyError
 from ..records import Record, State
+from .base import AsyncStore, ThreadedAsyncStore
 
 if TYPE_CHECKING:
     import redis as redis_lib
     import redis.asyncio as redis_async
 
-__all__ = ["RedisStore"]
+__all__ = ["AsyncRedisStore", "RedisStore"]
 
 _INT_FIELDS = {"attempts", "error_code"}
 _FLOAT_FIELDS = {"expires_at", "created_at", "confirmed_at", "lease_until"}
+_BATCH = 500
 
 # KEYS: record, outbox. ARGV: now, lease_until, keep_until, tracking id.
 _CONFIRM = """
@@ -76,6 +82,44 @@ end
 return redis.call('HGETALL', KEYS[1])
 """
 
+# Drop outbox entries whose record has expired, one batch at a time so that Redis is
+# never blocked for long. KEYS: outbox. ARGV: offset, count, record key prefix.
+# Returns {removed, entries looked at}.
+_PURGE_OUTBOX = """
+local first = tonumber(ARGV[1])
+local ids = redis.call('ZRANGE', KEYS[1], first, first + tonumber(ARGV[2]) - 1)
+local removed = 0
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', ARGV[3] .. id) == 0 then
+    redis.call('ZREM', KEYS[1], id)
+    removed = removed + 1
+  end
+end
+return {removed, #ids}
+"""
+
+# KEYS: outbox, then record keys. ARGV: now, keep_until, record key prefix length.
+_REQUEUE = """
+local count = 0
+for i = 2, #KEYS do
+  if redis.call('HGET', KEYS[i], 'state') == 'failed' then
+    local expires = redis.call('HGET', KEYS[i], 'expires_at')
+    if tonumber(ARGV[2]) > tonumber(expires) then
+      redis.call('HSET', KEYS[i], 'expires_at', ARGV[2])
+      redis.call('PEXPIREAT', KEYS[i], math.floor(tonumber(ARGV[2]) * 1000))
+    end
+    redis.call('HSET', KEYS[i], 'state', 'confirmed', 'confirmed_at', ARGV[1],
+               'lease_until', '0.0', 'attempts', '0')
+    redis.call('HDEL', KEYS[i], 'error_code', 'error_message')
+    if redis.call('HEXISTS', KEYS[i], 'message_sid') == 1 then
+      redis.call('ZADD', KEYS[1], 0, string.sub(KEYS[i], tonumber(ARGV[3]) + 1))
+    end
+    count = count + 1
+  end
+end
+return count
+"""
+
 
 def _redis() -> Any:
     try:
@@ -89,7 +133,14 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _decode(flat: list[Any]) -> Record | None:
+def _flat(reply: Any) -> list[Any]:
+    if isinstance(reply, dict):  # RESP3 answers HGETALL with a map
+        return [x for pair in reply.items() for x in pair]
+    return list(reply or [])
+
+
+def _decode(reply: Any) -> Record | None:
+    flat = _flat(reply)
     if not flat:
         return None
     data: dict[str, Any] = {}
@@ -112,12 +163,32 @@ def _encode(record: Record) -> dict[str, str]:
     }
 
 
+def _field(value: Any) -> Any:
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else value
+
+
+def _split_prefix(url: str, prefix: str) -> tuple[str, str]:
+    """Take our own ``?prefix=`` out of a URL; redis-py would pass it to the connection."""
+    base, _, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(name == "prefix" for name, _ in pairs):
+        return url, prefix
+    prefix = [value for name, value in pairs if name == "prefix"][-1]
+    kept = urlencode([(name, value) for name, value in pairs if name != "prefix"])
+    return (f"{base}?{kept}" if kept else base), prefix
+
+
 class RedisStore:
     """A :class:`~twilio_feedback.stores.Store` in Redis.
 
-    Pass a URL (``redis://host:6379/0``, ``rediss://...``, ``unix:///path.sock``) or an
-    existing ``redis.Redis`` client to share your app's pool. ``prefix`` namespaces the
-    keys; ``socket_timeout`` bounds how long a request waits for a Redis that is down.
+    Pass a URL (``redis://host:6379/0``, ``rediss://...``, ``unix:///path.sock?db=0``) or
+    an existing ``redis.Redis`` client to share your app's pool (the store then never
+    closes it; pass ``async_client=`` too for a native async twin). ``prefix`` namespaces
+    the keys (in a URL: ``?prefix=myapp:``). ``connect_timeout`` and ``socket_timeout``
+    bound how long a request waits for a Redis that is down or stuck (in a URL,
+    ``?socket_connect_timeout=`` and ``?socket_timeout=`` win).
     """
 
     def __init__(
@@ -125,64 +196,62 @@ class RedisStore:
         url_or_client: str | redis_lib.Redis,
         *,
         prefix: str = "twilio_feedback:",
-        socket_timeout: float = 3.0,
+        connect_timeout: float = 2.0,
+        socket_timeout: float = 2.0,
+        async_client: redis_async.Redis | None = None,
     ) -> None:
         redis = _redis()
         if isinstance(url_or_client, str):
-            self.url: str | None = url_or_client
-            self.client = redis.Redis.from_url(
-                url_or_client, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+            url, prefix = _split_prefix(url_or_client, prefix)
+            self.url: str | None = url
+            self.client: redis_lib.Redis = redis.Redis.from_url(
+                url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
             )
             self._owns_client = True
         else:
             self.url = None
             self.client = url_or_client
             self._owns_client = False
+        self.async_client = async_client
         self.prefix = prefix
+        self.connect_timeout = connect_timeout
         self.socket_timeout = socket_timeout
         self.outbox = f"{prefix}outbox"
         self._confirm = self.client.register_script(_CONFIRM)
         self._claim = self.client.register_script(_CLAIM)
         self._update_script = self.client.register_script(_UPDATE)
+        self._purge_outbox = self.client.register_script(_PURGE_OUTBOX)
+        self._requeue = self.client.register_script(_REQUEUE)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
         """Build from a ``redis://``, ``rediss://`` or ``unix://`` URL."""
         return cls(url, **options)
 
+    def __repr__(self) -> str:
+        return f"RedisStore({self.client!r}, prefix={self.prefix!r})"
+
     def key(self, tracking_id: str) -> str:
         """The Redis key of a record."""
         return f"{self.prefix}r:{tracking_id}"
 
+    # -- the Store protocol ----------------------------------------------------------
+
     def add(self, record: Record) -> None:
-        """See :meth:`Store.add`."""
-        key = self.key(record.tracking_id)
+        """See :meth:`Store.add`: one ``MULTI`` round trip."""
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            pipe.hset(key, mapping=_encode(record))
-            pipe.pexpireat(key, int(record.expires_at * 1000))
-            if record.state is State.CONFIRMED and record.message_sid:
-                pipe.zadd(self.outbox, {record.tracking_id: record.lease_until})
-            else:
-                pipe.zrem(self.outbox, record.tracking_id)
+            _queue_add(pipe, self, record)
             pipe.execute()
 
     def get(self, tracking_id: str) -> Record | None:
         """See :meth:`Store.get`."""
-        flat = self.client.execute_command("HGETALL", self.key(tracking_id))
-        if isinstance(flat, dict):
-            flat = [x for pair in flat.items() for x in pair]
-        return _decode(flat)
+        return _decode(self.client.hgetall(self.key(tracking_id)))
 
     def _update(self, tracking_id: str, outbox: str, **fields: Any) -> Record | None:
         args: list[Any] = [tracking_id, outbox]
         for name, value in fields.items():
-            args += [
-                name,
-                "" if value is None else (repr(value) if isinstance(value, float) else value),
-            ]
-        flat = self._update_script(keys=[self.key(tracking_id), self.outbox], args=args)
-        return _decode(flat)
+            args += [name, _field(value)]
+        return _decode(self._update_script(keys=[self.key(tracking_id), self.outbox], args=args))
 
     def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
         """See :meth:`Store.attach_sid`."""
@@ -246,41 +315,29 @@ class RedisStore:
             error_message=message,
         )
 
-    def _keys(self) -> list[str]:
-        return [_text(k) for k in self.client.scan_iter(match=f"{self.prefix}r:*", count=1000)]
-
-    def requeue_failed(self) -> int:
-        """Turn every ``failed`` record back into ``confirmed`` (an operator's command;
-        it SCANs)."""
-        count = 0
-        for key in self._keys():
-            if _text(self.client.hget(key, "state") or b"") == State.FAILED.value:
-                tracking_id = key[len(self.prefix) + 2 :]
-                if self._update(
-                    tracking_id, "add", state=State.CONFIRMED.value, lease_until=0.0, attempts=0
-                ):
-                    count += 1
-        return count
-
     def purge(self, *, now: float) -> int:
-        """Redis expires records by itself; this drops outbox entries whose record is gone."""
-        removed = 0
-        for member in self.client.zrange(self.outbox, 0, -1):
-            tracking_id = _text(member)
-            if not self.client.exists(self.key(tracking_id)):
-                removed += int(self.client.zrem(self.outbox, tracking_id))
-        return removed
+        """See :meth:`Store.purge`. Redis deletes expired records by itself, on its own
+        clock; this drops the outbox entries they leave behind and returns how many."""
+        removed = offset = 0
+        while True:
+            gone, seen = self._purge_outbox(
+                keys=[self.outbox], args=[offset, _BATCH, f"{self.prefix}r:"]
+            )
+            removed += int(gone)
+            offset += int(seen) - int(gone)
+            if int(seen) < _BATCH:
+                return removed
 
     def counts(self) -> dict[str, int]:
-        """See :meth:`Store.counts` (an operator's command; it SCANs)."""
+        """See :meth:`Store.counts` (SCANs: an operator's command)."""
         result = {state.value: 0 for state in State}
-        keys = self._keys()
-        with self.client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hget(key, "state")
-            for state in pipe.execute():
-                if state is not None:
-                    result[_text(state)] = result.get(_text(state), 0) + 1
+        for keys in self._key_batches():
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hget(key, "state")
+                for state in pipe.execute():
+                    if state is not None:
+                        result[_text(state)] = result.get(_text(state), 0) + 1
         return result
 
     def close(self) -> None:
@@ -288,64 +345,111 @@ class RedisStore:
         if self._owns_client:
             self.client.close()
 
-    def as_async(self) -> AsyncRedisStore:
-        """A native async twin on ``redis.asyncio`` sharing the keys and scripts."""
+    # -- operator commands (AdminStore) ------------------------------------------------
+
+    def _key_batches(self) -> Iterator[list[str]]:
+        batch: list[str] = []
+        for key in self.client.scan_iter(match=f"{self.prefix}r:*", count=_BATCH):
+            batch.append(_text(key))
+            if len(batch) >= _BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def list_records(self, state: State, *, limit: int) -> list[Record]:
+        """See :meth:`AdminStore.list_records` (SCANs)."""
+        wanted = State(state)
+        found: list[Record] = []
+        for keys in self._key_batches():
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hgetall(key)
+                for reply in pipe.execute():
+                    record = _decode(reply)
+                    if record is not None and record.state is wanted:
+                        found.append(record)
+        found.sort(key=lambda record: record.created_at, reverse=True)
+        return found[:limit]
+
+    def requeue_failed(self, *, now: float, keep_until: float) -> int:
+        """See :meth:`AdminStore.requeue_failed` (SCANs; one script per batch of keys)."""
+        count = 0
+        for keys in self._key_batches():
+            count += int(
+                self._requeue(
+                    keys=[self.outbox, *keys],
+                    args=[repr(now), repr(keep_until), len(f"{self.prefix}r:".encode())],
+                )
+            )
+        return count
+
+    # -- async -----------------------------------------------------------------------
+
+    def as_async(self) -> AsyncStore:
+        """The async twin: native on ``redis.asyncio`` when this store was built from a
+        URL or given ``async_client=``; otherwise the sync client in a worker thread."""
+        if self.url is None and self.async_client is None:
+            return ThreadedAsyncStore(self)
         return AsyncRedisStore(self)
 
 
+def _queue_add(pipe: Any, store: RedisStore, record: Record) -> None:
+    key = store.key(record.tracking_id)
+    pipe.delete(key)
+    pipe.hset(key, mapping=_encode(record))
+    pipe.pexpireat(key, int(record.expires_at * 1000))
+    if record.state is State.CONFIRMED and record.message_sid:
+        pipe.zadd(store.outbox, {record.tracking_id: record.lease_until})
+    else:
+        pipe.zrem(store.outbox, record.tracking_id)
+
+
 class AsyncRedisStore:
-    """The async operations the tracker needs, on ``redis.asyncio``."""
+    """The async operations the tracker needs, on ``redis.asyncio``, sharing the sync
+    store's keys and scripts. Built by :meth:`RedisStore.as_async`."""
 
     def __init__(self, store: RedisStore) -> None:
         import redis.asyncio
 
         self.store = store
-        if store.url is not None:
-            self.client: redis_async.Redis = redis.asyncio.Redis.from_url(
+        if store.async_client is not None:
+            self.client: redis_async.Redis = store.async_client
+            self._owns_client = False
+        elif store.url is None:
+            raise ValueError("the store was given a client: pass async_client= as well")
+        else:
+            self.client = redis.asyncio.Redis.from_url(
                 store.url,
                 socket_timeout=store.socket_timeout,
-                socket_connect_timeout=store.socket_timeout,
+                socket_connect_timeout=store.connect_timeout,
             )
-        else:
-            kwargs = store.client.connection_pool.connection_kwargs
-            self.client = redis.asyncio.Redis(
-                **{k: v for k, v in kwargs.items() if k not in ("retry",)}
-            )
+            self._owns_client = True
         self._confirm = self.client.register_script(_CONFIRM)
         self._update_script = self.client.register_script(_UPDATE)
 
     async def add(self, record: Record) -> None:
         """See :meth:`Store.add`."""
-        s = self.store
-        key = s.key(record.tracking_id)
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            pipe.hset(key, mapping=_encode(record))  # type: ignore[arg-type]
-            pipe.pexpireat(key, int(record.expires_at * 1000))
-            if record.state is State.CONFIRMED and record.message_sid:
-                pipe.zadd(s.outbox, {record.tracking_id: record.lease_until})
-            else:
-                pipe.zrem(s.outbox, record.tracking_id)
+            _queue_add(pipe, self.store, record)
             await pipe.execute()
 
     async def get(self, tracking_id: str) -> Record | None:
         """See :meth:`Store.get`."""
-        flat = await self.client.execute_command(  # type: ignore[no-untyped-call]
+        reply = await self.client.execute_command(  # type: ignore[no-untyped-call]
             "HGETALL", self.store.key(tracking_id)
         )
-        if isinstance(flat, dict):
-            flat = [x for pair in flat.items() for x in pair]
-        return _decode(flat)
+        return _decode(reply)
 
     async def attach_sid(
         self, tracking_id: str, message_sid: str, account_sid: str
     ) -> Record | None:
         """See :meth:`Store.attach_sid`."""
-        flat = await self._update_script(
+        reply = await self._update_script(
             keys=[self.store.key(tracking_id), self.store.outbox],
             args=[tracking_id, "keep", "message_sid", message_sid, "account_sid", account_sid],
         )
-        return _decode(flat)
+        return _decode(reply)
 
     async def delete(self, tracking_id: str) -> None:
         """See :meth:`Store.delete`."""
@@ -365,5 +469,6 @@ class AsyncRedisStore:
         return bool(reply[0]), _decode(reply[1]) if len(reply) > 1 else None
 
     async def aclose(self) -> None:
-        """Close the async pool."""
-        await self.client.aclose()
+        """Close the async pool if this twin created it."""
+        if self._owns_client:
+            await self.client.aclose()

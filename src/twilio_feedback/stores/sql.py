@@ -1,27 +1,32 @@
 """SQL store on SQLAlchemy Core: SQLite (file, WAL) and PostgreSQL (psycopg 3).
 
-One table, created on first use. Confirm and claim are single ``UPDATE ... RETURNING``
-statements, so exactly one process wins a confirmation and a claim, whatever the number
-of processes and hosts. On PostgreSQL a confirmation is one round trip whatever its
-outcome (a data-modifying CTE also returns the row a loser needs to say why); on SQLite a
-losing confirmation reads the row in a second, local statement.
+One table, created on first use, with its schema version in a small ``<table>_meta``
+table. Confirm and claim are single ``UPDATE ... RETURNING`` statements, so exactly one
+process wins a confirmation and a claim, whatever the number of processes and hosts. On
+PostgreSQL a confirmation is one round trip whatever its outcome (a data-modifying CTE
+also returns the row a loser needs to say why); on SQLite a losing confirmation reads the
+row in a second, local statement.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import MissingDependencyError
+from ..errors import ConfigurationError, MissingDependencyError
 from ..records import Record, State
+from .base import ThreadedAsyncStore
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine, Table
+    from sqlalchemy import Connection, Engine, Table
 
-__all__ = ["SCHEMA_VERSION", "SQLStore"]
+__all__ = ["SCHEMA_VERSION", "SQLStore", "normalize_url"]
 
 SCHEMA_VERSION = 1
+"""Version of the table layout, kept in ``<table>_meta``; a newer one is refused."""
+
+_T = TypeVar("_T")
 _COLUMNS = (
     "tracking_id",
     "state",
@@ -35,6 +40,7 @@ _COLUMNS = (
     "error_code",
     "error_message",
 )
+_MAX_MESSAGE = 500
 
 
 def _sqlalchemy() -> Any:
@@ -53,7 +59,7 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def _row(row: Mapping[str, Any] | Any) -> Record | None:
+def _row(row: Mapping[str, Any] | None) -> Record | None:
     if row is None:
         return None
     data = {name: row[name] for name in _COLUMNS}
@@ -61,12 +67,26 @@ def _row(row: Mapping[str, Any] | Any) -> Record | None:
     return Record.from_dict(data)
 
 
+def _rows(rows: Any) -> list[Record]:
+    return [record for record in (_row(row) for row in rows) if record is not None]
+
+
+def _message(message: str | None) -> str | None:
+    return (message or "")[:_MAX_MESSAGE] or None
+
+
 class SQLStore:
     """A :class:`~twilio_feedback.stores.Store` in one SQL table.
 
     Pass a URL (``sqlite:///feedback.db``, ``postgresql://user@host/db``) or an existing
-    SQLAlchemy ``Engine`` to share your app's pool. ``table`` names the table;
-    ``connect_timeout`` bounds how long a request waits for a database that is down.
+    SQLAlchemy ``Engine`` to share your app's pool (the store then never disposes of it).
+    ``table`` names the table (in a URL: ``?table=name``); the table is created on first
+    use unless ``create=False``. ``connect_timeout`` bounds how long a request waits for a
+    database that is down (in a PostgreSQL URL, ``?connect_timeout=`` wins);
+    ``busy_timeout`` how long an SQLite writer queues behind another process.
+    ``engine_options`` go to :func:`sqlalchemy.create_engine` (``pool_size``, ...). On
+    SQLite, the store's connections run in WAL mode with that busy timeout (a shared
+    engine's too).
     """
 
     def __init__(
@@ -74,35 +94,33 @@ class SQLStore:
         url_or_engine: str | Engine,
         *,
         table: str = "twilio_feedback_records",
-        connect_timeout: float = 3.0,
+        connect_timeout: float = 2.0,
+        busy_timeout: float = 5.0,
         create: bool = True,
+        engine_options: Mapping[str, Any] | None = None,
     ) -> None:
         sa = _sqlalchemy()
+        self._sa = sa
         if isinstance(url_or_engine, str):
-            url = normalize_url(url_or_engine)
-            # No pool_pre_ping: it would cost a round trip on every confirm. A connection
-            # the server dropped fails one operation, and the pool replaces it.
-            kwargs: dict[str, Any] = {"pool_recycle": 1800}
-            if url.startswith("sqlite"):
-                kwargs["connect_args"] = {"timeout": connect_timeout, "check_same_thread": False}
-            elif url.startswith("postgresql"):
-                kwargs["connect_args"] = {"connect_timeout": max(1, round(connect_timeout))}
-            self.engine: Engine = sa.create_engine(url, **kwargs)
+            url = sa.engine.make_url(normalize_url(url_or_engine))
+            table = url.query.get("table", table)
+            url = url.difference_update_query(["table"])
+            self.engine: Engine = _create_engine(
+                sa, url, connect_timeout, busy_timeout, dict(engine_options or {})
+            )
             self._owns_engine = True
         else:
             self.engine = url_or_engine
             self._owns_engine = False
         self.dialect = self.engine.dialect.name
-        # Every operation is one statement, atomic by itself: on a server, autocommit
-        # spares the BEGIN and COMMIT round trips a transaction would add to each confirm.
-        # SQLite is in process (no round trips) and faster in its own transactions.
-        self._auto = (
-            self.engine.begin
-            if self.dialect == "sqlite"
-            else self.engine.execution_options(isolation_level="AUTOCOMMIT").connect
-        )
         if self.dialect == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            # SQLite is in process (no round trips) and faster in its own transactions.
+            self._connect: Callable[[], Any] = self.engine.begin
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout))
+        else:
+            # Every operation is one statement, atomic by itself: on a server, autocommit
+            # spares the BEGIN and COMMIT round trips a transaction would add to each one.
+            self._connect = self.engine.execution_options(isolation_level="AUTOCOMMIT").connect
         metadata = sa.MetaData()
         self.table: Table = sa.Table(
             table,
@@ -117,45 +135,90 @@ class SQLStore:
             sa.Column("lease_until", sa.Float, nullable=False, default=0.0),
             sa.Column("attempts", sa.Integer, nullable=False, default=0),
             sa.Column("error_code", sa.Integer),
-            sa.Column("error_message", sa.String(500)),
+            sa.Column("error_message", sa.String(_MAX_MESSAGE)),
             sa.Index(f"{table}_outbox", "state", "lease_until"),
             sa.Index(f"{table}_expiry", "expires_at"),
             comment=f"twilio-feedback schema {SCHEMA_VERSION}",
         )
-        self.meta = sa.Table(
+        self.meta: Table = sa.Table(
             f"{table}_meta",
             metadata,
             sa.Column("key", sa.String(32), primary_key=True),
             sa.Column("value", sa.String(64), nullable=False),
         )
-        self._metadata = metadata
         self._sql = self._statements(sa)
-        if create:
-            self.create()
+        self._created = not create
+        self._create_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLStore:
-        """Build from a ``sqlite:///`` or ``postgresql://`` URL."""
+        """Build from a ``sqlite:///path.db`` or ``postgresql://`` URL."""
         return cls(url, **options)
 
+    def __repr__(self) -> str:
+        return f"SQLStore({self.engine.url!r}, table={self.table.name!r})"
+
+    # -- schema ----------------------------------------------------------------------
+
     def create(self) -> None:
-        """Create the table if it is missing, and record (or check) the schema version."""
-        sa = _sqlalchemy()
-        self._metadata.create_all(self.engine, checkfirst=True)
+        """Create the tables if they are missing, and record (or check) the schema version.
+
+        Runs by itself on first use; safe to run from several processes at once.
+        """
+        sa = self._sa
+        try:
+            self._create_tables()
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+            # PostgreSQL: another process created them between our check and our CREATE.
+            self._create_tables()
         with self.engine.begin() as conn:
+            insert = self._dialect_insert(self.meta)
+            values = {"key": "schema_version", "value": str(SCHEMA_VERSION)}
+            if insert is not None:
+                conn.execute(insert.values(values).on_conflict_do_nothing())
+            elif conn.execute(sa.select(self.meta.c.value)).first() is None:  # pragma: no cover
+                conn.execute(self.meta.insert().values(values))
             found = conn.execute(
                 sa.select(self.meta.c.value).where(self.meta.c.key == "schema_version")
             ).scalar()
-            if found is None:
-                with contextlib.suppress(sa.exc.IntegrityError):  # a racing process did it
-                    conn.execute(
-                        self.meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
-                    )
-            elif int(found) > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"table {self.table.name} has schema {found}, newer than this "
-                    f"twilio-feedback understands ({SCHEMA_VERSION}): upgrade the package"
-                )
+        if found is not None and int(found) > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"table {self.table.name} has schema version {found}, newer than this "
+                f"twilio-feedback understands ({SCHEMA_VERSION}): upgrade twilio-feedback"
+            )
+        self._created = True
+
+    def _create_tables(self) -> None:
+        from sqlalchemy.schema import CreateIndex, CreateTable, SetTableComment
+
+        dialect = self.engine.dialect
+        with self.engine.begin() as conn:
+            for table in (self.table, self.meta):
+                if dialect.has_table(conn, table.name):
+                    continue
+                conn.execute(CreateTable(table, if_not_exists=True))
+                for index in sorted(table.indexes, key=lambda index: str(index.name)):
+                    conn.execute(CreateIndex(index, if_not_exists=True))
+                if table.comment and dialect.supports_comments and not dialect.inline_comments:
+                    conn.execute(SetTableComment(table))
+
+    def _ensure_created(self) -> None:
+        if self._created:
+            return
+        with self._create_lock:
+            if not self._created:
+                self.create()
+
+    def _dialect_insert(self, table: Table) -> Any:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql.insert(table)
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects import sqlite
+
+            return sqlite.insert(table)
+        return None  # pragma: no cover
 
     def _statements(self, sa: Any) -> dict[str, Any]:
         t = self.table
@@ -175,6 +238,9 @@ class SQLStore:
             .returning(*t.c)
         )
         if self.dialect == "postgresql":
+            # The losing branch reads the statement's snapshot: a row a concurrent winner
+            # just confirmed may still show as pending there, which the tracker reports
+            # as a duplicate all the same.
             updated = confirm.cte("updated")
             won = sa.select(*updated.c, sa.literal(True).label("won"))
             lost = sa.select(*t.c, sa.literal(False).label("won")).where(
@@ -202,6 +268,7 @@ class SQLStore:
                 .returning(*t.c)
             )
         else:
+            # SQLite has one writer at a time: the subquery and the update cannot interleave.
             claim = (
                 t.update()
                 .where(
@@ -212,59 +279,76 @@ class SQLStore:
                 .values(lease_until=p("lease"))
                 .returning(*t.c)
             )
-        return {"confirm": confirm, "claim": claim}
-
-    def _upsert(self, values: dict[str, Any]) -> Any:
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects import postgresql as dialect
-        elif self.dialect == "sqlite":
-            from sqlalchemy.dialects import sqlite as dialect  # type: ignore[no-redef]
-        else:  # pragma: no cover - other dialects: delete then insert in one transaction
-            return None
-        statement = dialect.insert(self.table).values(values)
-        return statement.on_conflict_do_update(
-            index_elements=[self.table.c.tracking_id],
-            set_={k: statement.excluded[k] for k in values if k != "tracking_id"},
-        )
-
-    def add(self, record: Record) -> None:
-        """See :meth:`Store.add`."""
-        values = record.to_dict()
-        statement = self._upsert(values)
-        with self.engine.begin() as conn:
-            if statement is None:  # pragma: no cover
-                conn.execute(
-                    self.table.delete().where(self.table.c.tracking_id == record.tracking_id)
-                )
-                conn.execute(self.table.insert().values(values))
-            else:
-                conn.execute(statement)
-
-    def get(self, tracking_id: str) -> Record | None:
-        """See :meth:`Store.get`."""
-        sa = _sqlalchemy()
-        with self._auto() as conn:
-            row = (
-                conn.execute(sa.select(self.table).where(self.table.c.tracking_id == tracking_id))
-                .mappings()
-                .first()
+        requeue = (
+            t.update()
+            .where(c.state == State.FAILED.value)
+            .values(
+                state=confirmed,
+                confirmed_at=p("now"),
+                lease_until=0.0,
+                attempts=0,
+                error_code=None,
+                error_message=None,
+                expires_at=sa.case((c.expires_at > p("keep"), c.expires_at), else_=p("keep")),
             )
-        return _row(row)
+        )
+        return {"confirm": confirm, "claim": claim, "requeue": requeue}
+
+    # -- execution -------------------------------------------------------------------
+
+    def _run(self, work: Callable[[Connection], _T]) -> _T:
+        self._ensure_created()
+        try:
+            with self._connect() as conn:
+                return work(conn)
+        except self._sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        # The server dropped a pooled connection (a restart, a failover) and the pool has
+        # been renewed: one more try, on a fresh connection.
+        with self._connect() as conn:
+            return work(conn)
+
+    def _one(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
+        return self._run(lambda conn: conn.execute(statement, params).mappings().first())
 
     def _update(self, tracking_id: str, **values: Any) -> Record | None:
         t = self.table
-        with self._auto() as conn:
-            row = (
-                conn.execute(
-                    t.update()
-                    .where(t.c.tracking_id == tracking_id)
-                    .values(**values)
-                    .returning(*t.c)
-                )
-                .mappings()
-                .first()
+        return _row(
+            self._one(
+                t.update().where(t.c.tracking_id == tracking_id).values(**values).returning(*t.c)
             )
-        return _row(row)
+        )
+
+    # -- the Store protocol ----------------------------------------------------------
+
+    def add(self, record: Record) -> None:
+        """See :meth:`Store.add`: one upsert."""
+        values = record.to_dict()
+        values["error_message"] = _message(values["error_message"])
+        insert = self._dialect_insert(self.table)
+        if insert is None:  # pragma: no cover - other dialects
+            t = self.table
+
+            def replace(conn: Connection) -> None:
+                conn.execute(t.delete().where(t.c.tracking_id == record.tracking_id))
+                conn.execute(t.insert().values(values))
+
+            self._ensure_created()
+            with self.engine.begin() as conn:
+                replace(conn)
+            return
+        statement = insert.values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[self.table.c.tracking_id],
+            set_={k: statement.excluded[k] for k in values if k != "tracking_id"},
+        )
+        self._run(lambda conn: conn.execute(statement))
+
+    def get(self, tracking_id: str) -> Record | None:
+        """See :meth:`Store.get`."""
+        t = self.table
+        return _row(self._one(self._sa.select(t).where(t.c.tracking_id == tracking_id)))
 
     def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
         """See :meth:`Store.attach_sid`."""
@@ -272,16 +356,15 @@ class SQLStore:
 
     def delete(self, tracking_id: str) -> None:
         """See :meth:`Store.delete`."""
-        with self._auto() as conn:
-            conn.execute(self.table.delete().where(self.table.c.tracking_id == tracking_id))
+        t = self.table
+        self._run(lambda conn: conn.execute(t.delete().where(t.c.tracking_id == tracking_id)))
 
     def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
     ) -> tuple[bool, Record | None]:
         """See :meth:`Store.confirm`: one statement."""
         params = {"id": tracking_id, "now": now, "lease": lease_until, "keep": keep_until}
-        with self._auto() as conn:
-            row = conn.execute(self._sql["confirm"], params).mappings().first()
+        row = self._one(self._sql["confirm"], params)
         if self.dialect == "postgresql":
             return (bool(row["won"]), _row(row)) if row is not None else (False, None)
         if row is not None:
@@ -291,9 +374,8 @@ class SQLStore:
     def claim(self, *, now: float, lease_until: float, limit: int) -> list[Record]:
         """See :meth:`Store.claim`: one statement."""
         params = {"now": now, "lease": lease_until, "limit": limit}
-        with self._auto() as conn:
-            rows = conn.execute(self._sql["claim"], params).mappings().all()
-        return [record for record in map(_row, rows) if record is not None]
+        rows = self._run(lambda conn: conn.execute(self._sql["claim"], params).mappings().all())
+        return _rows(rows)
 
     def mark_reported(self, tracking_id: str) -> None:
         """See :meth:`Store.mark_reported`."""
@@ -306,7 +388,7 @@ class SQLStore:
             state=State.FAILED.value,
             lease_until=0.0,
             error_code=code,
-            error_message=(message or "")[:500] or None,
+            error_message=_message(message),
         )
 
     def defer(
@@ -324,37 +406,27 @@ class SQLStore:
             lease_until=lease_until,
             attempts=attempts,
             error_code=code,
-            error_message=(message or "")[:500] or None,
+            error_message=_message(message),
         )
-
-    def requeue_failed(self) -> int:
-        """Turn every ``failed`` record back into ``confirmed`` for another try."""
-        t = self.table
-        with self._auto() as conn:
-            result = conn.execute(
-                t.update()
-                .where(t.c.state == State.FAILED.value)
-                .values(state=State.CONFIRMED.value, lease_until=0.0, attempts=0)
-            )
-        return int(result.rowcount)
 
     def purge(self, *, now: float) -> int:
         """See :meth:`Store.purge`."""
         t = self.table
-        with self._auto() as conn:
-            result = conn.execute(t.delete().where(t.c.expires_at <= now))
+        result = self._run(lambda conn: conn.execute(t.delete().where(t.c.expires_at <= now)))
         return int(result.rowcount)
 
     def counts(self) -> dict[str, int]:
         """See :meth:`Store.counts`."""
-        sa = _sqlalchemy()
+        sa = self._sa
         t = self.table
-        result = {state.value: 0 for state in State}
-        with self._auto() as conn:
-            for state, count in conn.execute(
+        rows = self._run(
+            lambda conn: conn.execute(
                 sa.select(t.c.state, sa.func.count()).group_by(t.c.state)
-            ):
-                result[state] = int(count)
+            ).all()
+        )
+        result = {state.value: 0 for state in State}
+        for state, count in rows:
+            result[state] = int(count)
         return result
 
     def close(self) -> None:
@@ -362,12 +434,79 @@ class SQLStore:
         if self._owns_engine:
             self.engine.dispose()
 
+    # -- operator commands (AdminStore) ------------------------------------------------
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets readers run beside the one writer; busy_timeout makes writers queue
-    # instead of failing with "database is locked" when several processes confirm.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+    def list_records(self, state: State, *, limit: int) -> list[Record]:
+        """See :meth:`AdminStore.list_records`."""
+        t = self.table
+        statement = (
+            self._sa.select(t)
+            .where(t.c.state == State(state).value)
+            .order_by(t.c.created_at.desc())
+            .limit(limit)
+        )
+        rows = self._run(lambda conn: conn.execute(statement).mappings().all())
+        return _rows(rows)
+
+    def requeue_failed(self, *, now: float, keep_until: float) -> int:
+        """See :meth:`AdminStore.requeue_failed`: one statement."""
+        params = {"now": now, "keep": keep_until}
+        result = self._run(lambda conn: conn.execute(self._sql["requeue"], params))
+        return int(result.rowcount)
+
+    # -- async -----------------------------------------------------------------------
+
+    def as_async(self) -> ThreadedAsyncStore:
+        """The async twin: this store's operations in a worker thread; the event loop
+        never blocks.
+
+        Measured on PostgreSQL, the thread hop adds about as much to a confirm as
+        SQLAlchemy's asyncio extension does (~0.15 ms), and does better under concurrency,
+        without needing greenlet or aiosqlite.
+        """
+        return ThreadedAsyncStore(self)
+
+
+def _create_engine(
+    sa: Any, url: Any, connect_timeout: float, busy_timeout: float, options: dict[str, Any]
+) -> Engine:
+    backend = url.get_backend_name()
+    # No pool_pre_ping: it would cost a round trip on every confirm. A connection the
+    # server dropped fails once and the operation is retried on a fresh one (_run).
+    options.setdefault("pool_recycle", 1800)
+    connect_args: dict[str, Any] = dict(options.pop("connect_args", {}))
+    if backend == "sqlite":
+        if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+            raise ConfigurationError(
+                "an in-memory SQLite database is private to one connection: use "
+                "memory:// for an in-process store, or a file (sqlite:///feedback.db)"
+            )
+        connect_args.setdefault("timeout", busy_timeout)
+        connect_args.setdefault("check_same_thread", False)
+    elif backend == "postgresql" and "connect_timeout" not in url.query:
+        # libpq counts whole seconds and treats anything under 2 as 2.
+        connect_args.setdefault("connect_timeout", max(2, round(connect_timeout)))
+    try:
+        engine: Engine = sa.create_engine(url, connect_args=connect_args, **options)
+    except ImportError as exc:
+        if backend == "postgresql":
+            raise MissingDependencyError("psycopg", "postgres", "the PostgreSQL store") from None
+        raise MissingDependencyError(exc.name or str(exc), "sql", f"the {backend} store") from None
+    except sa.exc.NoSuchModuleError:
+        raise ConfigurationError(
+            f"SQLAlchemy has no dialect for {url.drivername!r}: use sqlite:/// or postgresql://"
+        ) from None
+    return engine
+
+
+def _sqlite_pragmas(busy_timeout: float) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers run beside the one writer; busy_timeout makes writers queue
+        # instead of failing with "database is locked" when several processes confirm.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return on_connect

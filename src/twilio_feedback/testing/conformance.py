@@ -3,6 +3,7 @@
 Subclass :class:`StoreConformance` in your test suite and provide a ``store`` fixture
 that yields a fresh, empty store::
 
+    import pytest
     from twilio_feedback.testing.conformance import StoreConformance
 
     class TestMyStore(StoreConformance):
@@ -11,23 +12,34 @@ that yields a fresh, empty store::
             store = MyStore(...)
             yield store
             store.close()
+
+The tests cover every :class:`~twilio_feedback.stores.Store` method, expiry, exactly-once
+confirmation under thread contention, claim leases, re-binding, a confirmation that
+arrives before the message SID, counts and purge; the operator commands of
+:class:`~twilio_feedback.stores.AdminStore` when the store has them, and the async twin
+(``as_async()``, or the thread offload). Times are passed in, as the tracker does, except
+where a backend's own expiry (a Redis TTL) is the subject.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from ..records import Record, State
-from ..stores.base import Store
+from ..stores.base import AdminStore, Store, as_async_store
 
 __all__ = ["StoreConformance"]
 
 SID = "SM" + "ab" * 16
+OTHER_SID = "SM" + "ef" * 16
 ACCOUNT = "AC" + "cd" * 16
+KEEP = 7200.0
 
 
 def _record(tracking_id: str = "t1", *, ttl: float = 3600.0, sid: str | None = SID) -> Record:
@@ -43,7 +55,34 @@ def _record(tracking_id: str = "t1", *, ttl: float = 3600.0, sid: str | None = S
 
 def _confirm(store: Store, tracking_id: str, *, lease: float = 60.0) -> tuple[bool, Record | None]:
     now = time.time()
-    return store.confirm(tracking_id, now=now, lease_until=now + lease, keep_until=now + 7200)
+    return store.confirm(tracking_id, now=now, lease_until=now + lease, keep_until=now + KEEP)
+
+
+def _claim_ids(store: Store, *, at: float | None = None, limit: int = 100) -> list[str]:
+    now = time.time() if at is None else at
+    return [r.tracking_id for r in store.claim(now=now, lease_until=now + 60, limit=limit)]
+
+
+def _in_threads(count: int, target: Callable[[int], None], timeout: float = 30.0) -> None:
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait(timeout)
+            target(index)
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not any(thread.is_alive() for thread in threads), "threads did not finish in time"
+    if errors:
+        raise errors[0]
 
 
 class StoreConformance:
@@ -52,7 +91,9 @@ class StoreConformance:
     @pytest.fixture
     def store(self) -> Any:
         """Override: yield a fresh, empty store."""
-        raise NotImplementedError("provide a `store` fixture")
+        raise NotImplementedError("provide a `store` fixture that yields a fresh, empty store")
+
+    # -- add, get, delete --------------------------------------------------------------
 
     def test_add_get_round_trip(self, store: Store) -> None:
         record = _record()
@@ -63,51 +104,166 @@ class StoreConformance:
         assert got.state is State.PENDING
         assert (got.message_sid, got.account_sid) == (SID, ACCOUNT)
         assert got.expires_at == pytest.approx(record.expires_at, abs=0.01)
+        assert got.created_at == pytest.approx(record.created_at, abs=0.01)
+        assert got.confirmed_at is None
+        assert (got.attempts, got.error_code, got.error_message) == (0, None, None)
         assert store.get("missing") is None
+
+    def test_every_field_survives(self, store: Store) -> None:
+        now = time.time()
+        record = Record(
+            "full",
+            expires_at=now + 3600,
+            state=State.CONFIRMED,
+            message_sid=SID,
+            account_sid=ACCOUNT,
+            created_at=now - 10,
+            confirmed_at=now - 5,
+            lease_until=now + 30,
+            attempts=3,
+            error_code=20429,
+            error_message="Too Many Requests",
+        )
+        store.add(record)
+        got = store.get("full")
+        assert got is not None
+        for name in ("expires_at", "created_at", "confirmed_at", "lease_until"):
+            assert getattr(got, name) == pytest.approx(getattr(record, name), abs=0.01), name
+        assert (
+            got.replace(
+                expires_at=record.expires_at,
+                created_at=record.created_at,
+                confirmed_at=record.confirmed_at,
+                lease_until=record.lease_until,
+            )
+            == record
+        )
+
+    def test_long_error_message_is_kept_or_shortened(self, store: Store) -> None:
+        store.add(_record())
+        _confirm(store, "t1", lease=-1)
+        store.mark_failed("t1", code=21610, message="x" * 2000)
+        got = store.get("t1")
+        assert got is not None
+        assert got.error_message is not None
+        assert got.error_message.startswith("x" * 200)
 
     def test_add_replaces(self, store: Store) -> None:
         store.add(_record())
-        store.add(_record(sid="SM" + "ef" * 16))
+        store.add(_record(sid=OTHER_SID))
         got = store.get("t1")
         assert got is not None
-        assert got.message_sid == "SM" + "ef" * 16
+        assert got.message_sid == OTHER_SID
+
+    def test_rebind_replaces_a_confirmed_record(self, store: Store) -> None:
+        store.add(_record())
+        assert _confirm(store, "t1", lease=-1)[0]
+        store.add(_record(sid=OTHER_SID))  # the same key bound to a resent code
+        got = store.get("t1")
+        assert got is not None
+        assert (got.state, got.message_sid) == (State.PENDING, OTHER_SID)
+        assert _claim_ids(store) == []
+        won, record = _confirm(store, "t1", lease=-1)
+        assert won
+        assert record is not None
+        assert record.message_sid == OTHER_SID
+
+    def test_add_confirmed_record_enters_outbox(self, store: Store) -> None:
+        now = time.time()
+        store.add(Record("c", expires_at=now + 600, state=State.CONFIRMED, message_sid=SID))
+        assert _claim_ids(store) == ["c"]
+
+    def test_delete(self, store: Store) -> None:
+        store.add(_record())
+        _confirm(store, "t1", lease=-1)
+        store.delete("t1")
+        assert store.get("t1") is None
+        assert _claim_ids(store) == []
+        store.delete("t1")  # deleting what is gone is no error
+
+    # -- confirm -------------------------------------------------------------------------
 
     def test_confirm_once(self, store: Store) -> None:
         store.add(_record())
-        won, record = _confirm(store, "t1")
+        now = time.time()
+        won, record = store.confirm("t1", now=now, lease_until=now + 60, keep_until=now + KEEP)
         assert won
         assert record is not None
         assert record.state is State.CONFIRMED
-        assert record.confirmed_at is not None
-        assert record.expires_at >= time.time() + 7000
+        assert record.confirmed_at == pytest.approx(now, abs=0.01)
+        assert record.lease_until == pytest.approx(now + 60, abs=0.01)
+        assert record.expires_at == pytest.approx(now + KEEP, abs=0.01)
         again, record2 = _confirm(store, "t1")
         assert not again
         assert record2 is not None
         assert record2.state is State.CONFIRMED
+        assert record2.confirmed_at == pytest.approx(now, abs=0.01)
 
-    def test_confirm_unknown_and_expired(self, store: Store) -> None:
+    def test_confirm_keeps_a_later_expiry(self, store: Store) -> None:
+        store.add(_record(ttl=KEEP * 3))
+        won, record = _confirm(store, "t1")
+        assert won
+        assert record is not None
+        assert record.expires_at >= time.time() + KEEP * 2
+
+    def test_confirm_unknown(self, store: Store) -> None:
         assert _confirm(store, "nope") == (False, None)
-        store.add(_record("old", ttl=0.5))
+
+    def test_confirm_expired_changes_nothing(self, store: Store) -> None:
+        store.add(_record("old", ttl=30))
         now = time.time()
-        won, _ = store.confirm("old", now=now + 1, lease_until=now + 60, keep_until=now + 60)
+        # The caller's clock decides: 60 s from now the record has expired.
+        won, record = store.confirm("old", now=now + 60, lease_until=now + 120, keep_until=now)
         assert not won
+        assert record is None or record.state is State.PENDING
+        got = store.get("old")
+        assert got is not None
+        assert got.state is State.PENDING
+
+    def test_confirm_leaves_other_states_alone(self, store: Store) -> None:
+        for name in ("reported", "failed"):
+            store.add(_record(name))
+            _confirm(store, name, lease=-1)
+        store.mark_reported("reported")
+        store.mark_failed("failed", code=21610, message="unsubscribed")
+        for name, state in (("reported", State.REPORTED), ("failed", State.FAILED)):
+            won, record = _confirm(store, name)
+            assert not won
+            assert record is not None
+            assert record.state is state
 
     def test_confirm_under_contention_has_one_winner(self, store: Store) -> None:
         store.add(_record())
         wins: list[bool] = []
-        barrier = threading.Barrier(16)
+        lock = threading.Lock()
 
-        def attempt() -> None:
-            barrier.wait()
-            wins.append(_confirm(store, "t1")[0])
+        def attempt(_: int) -> None:
+            won = _confirm(store, "t1")[0]
+            with lock:
+                wins.append(won)
 
-        threads = [threading.Thread(target=attempt) for _ in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
+        _in_threads(16, attempt)
         assert wins.count(True) == 1
         assert len(wins) == 16
+
+    def test_many_tokens_many_threads_each_confirmed_once(self, store: Store) -> None:
+        ids = [f"m{n}" for n in range(50)]
+        for tracking_id in ids:
+            store.add(_record(tracking_id))
+        won: list[str] = []
+        lock = threading.Lock()
+
+        def attempt(index: int) -> None:
+            order = ids[index:] + ids[:index]  # threads start on different tokens
+            mine = [tracking_id for tracking_id in order if _confirm(store, tracking_id)[0]]
+            with lock:
+                won.extend(mine)
+
+        _in_threads(8, attempt)
+        assert sorted(won) == sorted(ids)
+        assert store.counts()["confirmed"] == len(ids)
+
+    # -- the race between send() and a click ----------------------------------------------
 
     def test_attach_sid_after_confirm_enters_outbox(self, store: Store) -> None:
         store.add(_record(sid=None))
@@ -115,15 +271,27 @@ class StoreConformance:
         assert won
         assert record is not None
         assert record.message_sid is None
-        now = time.time()
-        assert store.claim(now=now, lease_until=now + 60, limit=10) == []
+        assert _claim_ids(store) == []  # nothing to report until the SID is known
         attached = store.attach_sid("t1", SID, ACCOUNT)
         assert attached is not None
         assert attached.state is State.CONFIRMED
-        assert attached.message_sid == SID
-        claimed = store.claim(now=time.time(), lease_until=time.time() + 60, limit=10)
-        assert [r.tracking_id for r in claimed] == ["t1"]
+        assert (attached.message_sid, attached.account_sid) == (SID, ACCOUNT)
+        assert _claim_ids(store) == ["t1"]
+
+    def test_attach_sid_before_confirm(self, store: Store) -> None:
+        store.add(_record(sid=None))
+        attached = store.attach_sid("t1", SID, ACCOUNT)
+        assert attached is not None
+        assert attached.state is State.PENDING
+        assert _claim_ids(store) == []
+        assert _confirm(store, "t1", lease=-1)[0]
+        assert _claim_ids(store) == ["t1"]
+
+    def test_attach_sid_to_missing_record(self, store: Store) -> None:
         assert store.attach_sid("missing", SID, ACCOUNT) is None
+        assert store.get("missing") is None
+
+    # -- claim and the reporter's outcomes --------------------------------------------------
 
     def test_claim_respects_leases_and_limits(self, store: Store) -> None:
         for n in range(5):
@@ -134,6 +302,7 @@ class StoreConformance:
         first = store.claim(now=now, lease_until=now + 60, limit=3)
         assert len(first) == 3
         assert all(r.lease_until == pytest.approx(now + 60, abs=0.01) for r in first)
+        assert all(r.state is State.CONFIRMED and r.message_sid == SID for r in first)
         second = store.claim(now=now, lease_until=now + 60, limit=10)
         assert len(second) == 2
         assert {r.tracking_id for r in first + second} == {f"t{n}" for n in range(5)}
@@ -141,26 +310,27 @@ class StoreConformance:
         later = store.claim(now=now + 61, lease_until=now + 120, limit=10)
         assert len(later) == 5
 
+    def test_a_fresh_confirmation_is_leased_to_its_confirmer(self, store: Store) -> None:
+        store.add(_record())
+        _confirm(store, "t1", lease=60)
+        now = time.time()
+        assert _claim_ids(store, at=now) == []
+        assert _claim_ids(store, at=now + 61) == ["t1"]
+
     def test_concurrent_claims_do_not_overlap(self, store: Store) -> None:
         for n in range(40):
             store.add(_record(f"t{n}"))
             _confirm(store, f"t{n}", lease=-1)
         taken: list[str] = []
         lock = threading.Lock()
-        barrier = threading.Barrier(8)
 
-        def claim() -> None:
-            barrier.wait()
+        def claim(_: int) -> None:
             now = time.time()
             got = store.claim(now=now, lease_until=now + 60, limit=10)
             with lock:
                 taken.extend(r.tracking_id for r in got)
 
-        threads = [threading.Thread(target=claim) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
+        _in_threads(8, claim)
         assert sorted(taken) == sorted(set(taken))
         assert len(taken) == 40
 
@@ -174,36 +344,121 @@ class StoreConformance:
         store.defer("later", lease_until=now + 30, attempts=2, code=20503, message="down")
         ok, bad, later = (store.get(n) for n in ("ok", "bad", "later"))
         assert ok is not None
-        assert ok.state is State.REPORTED
+        assert (ok.state, ok.lease_until) == (State.REPORTED, 0.0)
         assert bad is not None
         assert (bad.state, bad.error_code, bad.error_message) == (State.FAILED, 20404, "not found")
         assert later is not None
         assert (later.state, later.attempts, later.error_code) == (State.CONFIRMED, 2, 20503)
+        assert later.error_message == "down"
         assert store.claim(now=now, lease_until=now + 60, limit=10) == []
-        assert [
-            r.tracking_id for r in store.claim(now=now + 31, lease_until=now + 90, limit=10)
-        ] == ["later"]
+        assert _claim_ids(store, at=now + 31) == ["later"]
         counts = store.counts()
         assert (counts["reported"], counts["failed"], counts["confirmed"]) == (1, 1, 1)
-        store.mark_reported("missing")  # no error, and nothing created
-        assert store.get("missing") is None
 
-    def test_delete(self, store: Store) -> None:
-        store.add(_record())
-        _confirm(store, "t1", lease=-1)
-        store.delete("t1")
-        assert store.get("t1") is None
-        now = time.time()
-        assert store.claim(now=now, lease_until=now + 60, limit=10) == []
-        store.delete("t1")
+    def test_outcomes_for_missing_records_create_nothing(self, store: Store) -> None:
+        store.mark_reported("missing")
+        store.mark_failed("missing", code=None, message=None)
+        store.defer("missing", lease_until=time.time(), attempts=1, code=None, message=None)
+        assert store.get("missing") is None
+        assert sum(store.counts().values()) == 0
+
+    # -- counts and expiry -----------------------------------------------------------------
+
+    def test_counts(self, store: Store) -> None:
+        assert store.counts() == {"pending": 0, "confirmed": 0, "reported": 0, "failed": 0}
+        for n in range(3):
+            store.add(_record(f"p{n}"))
+        store.add(_record("c"))
+        _confirm(store, "c")
+        assert store.counts() == {"pending": 3, "confirmed": 1, "reported": 0, "failed": 0}
 
     def test_expired_records_are_purged(self, store: Store) -> None:
         store.add(_record("short", ttl=0.2))
         store.add(_record("long"))
+        store.add(_record("kept", ttl=0.2))
+        assert _confirm(store, "kept")[0]  # the outbox outlives the link
         purged = store.purge(now=time.time() + 1)
+        assert purged >= 0
         assert store.get("long") is not None
+        assert store.get("kept") is not None
         deadline = time.monotonic() + 5
         while store.get("short") is not None and time.monotonic() < deadline:
-            store.purge(now=time.time() + 1)  # backends that expire by themselves
+            time.sleep(0.05)  # backends that expire records by themselves, on their clock
+            store.purge(now=time.time() + 1)
         assert store.get("short") is None
-        assert purged >= 0
+        assert store.counts()["pending"] == 1
+
+    # -- operator commands -----------------------------------------------------------------
+
+    def _admin(self, store: Store) -> AdminStore:
+        if not isinstance(store, AdminStore):
+            pytest.skip("the store has no operator commands (AdminStore)")
+        return store
+
+    def test_list_records(self, store: Store) -> None:
+        admin = self._admin(store)
+        now = time.time()
+        for n in range(4):
+            store.add(Record(f"f{n}", expires_at=now + 600, message_sid=SID, created_at=now + n))
+            _confirm(store, f"f{n}", lease=-1)
+            store.mark_failed(f"f{n}", code=21610, message="unsubscribed")
+        store.add(_record("p"))
+        failed = admin.list_records(State.FAILED, limit=3)
+        assert [r.tracking_id for r in failed] == ["f3", "f2", "f1"]
+        assert all(r.error_code == 21610 for r in failed)
+        assert [r.tracking_id for r in admin.list_records(State.PENDING, limit=10)] == ["p"]
+        assert admin.list_records(State.REPORTED, limit=10) == []
+
+    def test_requeue_failed(self, store: Store) -> None:
+        admin = self._admin(store)
+        for name in ("f1", "f2", "ok"):
+            store.add(_record(name, ttl=60))
+            _confirm(store, name, lease=-1)
+        store.mark_failed("f1", code=20003, message="auth")
+        store.mark_failed("f2", code=None, message="retry window over")
+        store.mark_reported("ok")
+        now = time.time()
+        assert admin.requeue_failed(now=now, keep_until=now + KEEP * 2) == 2
+        assert admin.requeue_failed(now=now, keep_until=now + KEEP * 2) == 0
+        for name in ("f1", "f2"):
+            record = store.get(name)
+            assert record is not None
+            assert record.state is State.CONFIRMED
+            assert (record.attempts, record.error_code, record.error_message) == (0, None, None)
+            assert record.confirmed_at == pytest.approx(now, abs=0.01)
+            assert record.expires_at >= now + KEEP * 2 - 1
+        assert sorted(_claim_ids(store)) == ["f1", "f2"]
+        assert store.counts() == {"pending": 0, "confirmed": 2, "reported": 1, "failed": 0}
+
+    # -- the async twin --------------------------------------------------------------------
+
+    def test_async_twin(self, store: Store) -> None:
+        async def scenario() -> None:
+            astore = as_async_store(store)
+            try:
+                await astore.add(_record("a", sid=None))
+                got = await astore.get("a")
+                assert got is not None
+                assert got.state is State.PENDING
+                now = time.time()
+                won, record = await astore.confirm(
+                    "a", now=now, lease_until=now - 1, keep_until=now + KEEP
+                )
+                assert won
+                assert record is not None
+                assert record.state is State.CONFIRMED
+                again, _ = await astore.confirm(
+                    "a", now=now, lease_until=now - 1, keep_until=now + KEEP
+                )
+                assert not again
+                assert await astore.attach_sid("missing", SID, ACCOUNT) is None
+                attached = await astore.attach_sid("a", SID, ACCOUNT)
+                assert attached is not None
+                assert attached.message_sid == SID
+                assert _claim_ids(store) == ["a"]  # the sync view sees the same record
+                await astore.delete("a")
+                assert await astore.get("a") is None
+            finally:
+                await astore.aclose()
+
+        asyncio.run(scenario())

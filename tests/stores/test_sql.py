@@ -1,0 +1,207 @@
+"""What the SQL store adds to the contract: URLs, the table, sharing an engine, dialects."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from twilio_feedback import ConfigurationError, MissingDependencyError, Record, State
+from twilio_feedback.stores import ThreadedAsyncStore, store_from_url
+from twilio_feedback.stores.sql import SCHEMA_VERSION, SQLStore, normalize_url
+
+from ..servers import PostgresServer
+
+SID = "SM" + "a" * 32
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/feedback.db"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[SQLStore]:
+    store = SQLStore(url)
+    yield store
+    store.close()
+
+
+def test_postgres_urls_use_psycopg_3() -> None:
+    for given in ("postgres://u@h/db", "postgresql://u@h/db", "postgresql+psycopg://u@h/db"):
+        assert normalize_url(given) == "postgresql+psycopg://u@h/db"
+        store = store_from_url(given)
+        assert isinstance(store, SQLStore)
+        assert store.engine.url.drivername == "postgresql+psycopg"
+        store.close()
+    assert normalize_url("sqlite:///f.db") == "sqlite:///f.db"
+
+
+def test_nothing_is_opened_before_first_use() -> None:
+    store = SQLStore("postgresql://u@127.0.0.1:1/db")  # nothing listens there
+    with pytest.raises(sa.exc.OperationalError):
+        store.get("x")
+    store.close()
+
+
+def test_table_created_on_first_use_with_schema_version(url: str) -> None:
+    store = SQLStore(url + "?table=app_feedback")
+    assert store.table.name == "app_feedback"
+    assert "app_feedback" not in sa.inspect(store.engine).get_table_names()
+    store.add(Record("x", expires_at=time.time() + 60))
+    inspector = sa.inspect(store.engine)
+    assert {"app_feedback", "app_feedback_meta"} <= set(inspector.get_table_names())
+    indexes = {tuple(ix["column_names"]) for ix in inspector.get_indexes("app_feedback")}
+    assert ("state", "lease_until") in indexes  # the sweep's index
+    assert ("expires_at",) in indexes  # purge's
+    with store.engine.connect() as conn:
+        version = conn.execute(sa.select(store.meta.c.value)).scalar()
+    assert version == str(SCHEMA_VERSION)
+    if store.dialect == "postgresql":
+        comment = inspector.get_table_comment("app_feedback")["text"]
+        assert comment == f"twilio-feedback schema {SCHEMA_VERSION}"
+    store.close()
+
+
+def test_a_newer_schema_is_refused(url: str) -> None:
+    first = SQLStore(url)
+    first.create()
+    with first.engine.begin() as conn:
+        conn.execute(first.meta.update().values(value=str(SCHEMA_VERSION + 1)))
+    first.close()
+    second = SQLStore(url)
+    with pytest.raises(ConfigurationError, match="upgrade twilio-feedback"):
+        second.get("x")
+    second.close()
+
+
+def test_create_false_leaves_the_schema_to_you(url: str) -> None:
+    store = SQLStore(url, create=False)
+    with pytest.raises(sa.exc.DBAPIError):
+        store.get("x")
+    store.create()
+    assert store.get("x") is None
+    store.close()
+
+
+def test_many_processes_creating_the_table_at_once(url: str) -> None:
+    stores = [SQLStore(url) for _ in range(8)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(stores))
+
+    def first_use(store: SQLStore) -> None:
+        try:
+            barrier.wait(10)
+            store.get("x")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for store in stores:
+        store.close()
+    assert errors == []
+
+
+def test_a_shared_engine_is_left_open(url: str) -> None:
+    engine = sa.create_engine(normalize_url(url))
+    pool = engine.pool
+    store = SQLStore(engine)
+    store.add(Record("x", expires_at=time.time() + 60))
+    store.close()
+    assert engine.pool is pool  # not disposed
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.table)).scalar() == 1
+    engine.dispose()
+
+
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path}/f.db", busy_timeout=7.5)
+    store.get("x")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 7500
+    store.close()
+
+
+def test_in_memory_sqlite_is_refused() -> None:
+    for url in ("sqlite://", "sqlite:///:memory:"):
+        with pytest.raises(ConfigurationError, match="memory://"):
+            SQLStore(url)
+
+
+def test_postgres_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[dict[str, Any]] = []
+    real = sa.create_engine
+
+    def spy(url: Any, **options: Any) -> Any:
+        seen.append(options["connect_args"])
+        return real(url, **options)
+
+    monkeypatch.setattr(sa, "create_engine", spy)
+    SQLStore("postgresql://u@127.0.0.1:1/db", connect_timeout=4).close()
+    SQLStore("postgresql://u@127.0.0.1:1/db", connect_timeout=0.5).close()
+    SQLStore("postgresql://u@127.0.0.1:1/db?connect_timeout=9").close()
+    assert seen == [{"connect_timeout": 4}, {"connect_timeout": 2}, {}]  # 2: libpq's floor
+
+
+@pytest.mark.parametrize(
+    ("module", "url", "extra"),
+    [
+        ("sqlalchemy", "sqlite:///f.db", "sql"),
+        ("psycopg", "postgresql://u@h/db", "postgres"),
+    ],
+)
+def test_missing_packages_name_the_extra(
+    module: str, url: str, extra: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(MissingDependencyError, match=rf"twilio-feedback\[{extra}\]"):
+        store_from_url(url)
+
+
+def test_the_async_twin_runs_in_a_thread(store: SQLStore) -> None:
+    assert isinstance(store.as_async(), ThreadedAsyncStore)
+
+
+def test_claim_takes_the_longest_waiting_first(store: SQLStore) -> None:
+    now = time.time()
+    for n, lease in enumerate((30.0, 10.0, 20.0)):
+        store.add(Record(f"t{n}", expires_at=now + 600, message_sid=SID))
+        store.confirm(f"t{n}", now=now, lease_until=now - lease, keep_until=now)
+    claimed = store.claim(now=now, lease_until=now + 60, limit=2)
+    assert [r.tracking_id for r in claimed] == ["t0", "t2"]
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_postgres_restart_costs_no_request() -> None:
+    server = PostgresServer()
+    try:
+        store = SQLStore(server.fresh_database())
+        now = time.time()
+        for name in ("a", "b"):
+            store.add(Record(name, expires_at=now + 600, message_sid=SID))
+        assert store.confirm("a", now=now, lease_until=now, keep_until=now)[0]
+        server.halt()
+        server.start()
+        # The pooled connection died with the server; the store retries on a new one.
+        won, record = store.confirm("b", now=now, lease_until=now, keep_until=now)
+        assert won
+        assert record is not None
+        assert record.state is State.CONFIRMED
+        store.close()
+    finally:
+        server.stop()

@@ -1,0 +1,372 @@
+"""The ``twilio-feedback`` command: store operations, errors, the demo's delegation."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from twilio_feedback import Record
+from twilio_feedback.cli import Progress, main, redact
+from twilio_feedback.stores import base, register_store
+from twilio_feedback.stores.sql import SQLStore
+from twilio_feedback.testing import FakeTwilio
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No stray TWILIO_* variables from the machine running the tests."""
+    for name in list(os.environ):
+        if name.startswith("TWILIO_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/feedback.db"
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[SQLStore]:
+    store = SQLStore(url)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def twilio_env(fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch) -> FakeTwilio:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", fake_twilio.account_sid)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", fake_twilio.auth_token)
+    monkeypatch.setenv("TWILIO_FEEDBACK_API_BASE_URL", fake_twilio.base_url)
+    monkeypatch.setenv("TWILIO_FEEDBACK_REQUEST_TIMEOUT", "2")
+    return fake_twilio
+
+
+def confirmed(store: SQLStore, sids: list[str], *, lease: float = -1.0) -> list[str]:
+    """Confirmed records, one per SID, whose lease has ended (a crashed app's outbox)."""
+    now = time.time()
+    ids = []
+    for n, sid in enumerate(sids):
+        tracking_id = f"t{n}"
+        store.add(Record(tracking_id, expires_at=now + 3600, message_sid=sid, created_at=now))
+        assert store.confirm(tracking_id, now=now, lease_until=now + lease, keep_until=now)[0]
+        ids.append(tracking_id)
+    return ids
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+def test_status_counts_by_state(
+    store: SQLStore, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    confirmed(store, ["SM" + "a" * 32, "SM" + "b" * 32])
+    store.add(Record("p", expires_at=time.time() + 60))
+    assert main(["status", "--store", url]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line.split()[1] for line in out.splitlines()}
+    assert (lines["pending"], lines["confirmed"], lines["reported"]) == ("1", "2", "0")
+
+
+def test_status_reads_the_store_from_the_environment(
+    store: SQLStore, url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TWILIO_FEEDBACK_STORE", url)
+    assert main(["status", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data == {
+        "store": url,
+        "counts": {"pending": 0, "confirmed": 0, "reported": 0, "failed": 0},
+    }
+
+
+def test_status_lists_failed_records(
+    store: SQLStore, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = confirmed(store, ["SM" + "a" * 32, "SM" + "b" * 32])
+    store.mark_failed(ids[0], code=21610, message="Attempt to send to unsubscribed recipient")
+    assert main(["status", "--store", url, "--failed"]) == 0
+    out = capsys.readouterr().out
+    assert f"{ids[0]}  SM{'a' * 32}" in out
+    assert "error 21610: Attempt to send to unsubscribed recipient" in out
+    assert main(["status", "--store", url, "--failed", "5", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [r["tracking_id"] for r in data["failed"]] == [ids[0]]
+    assert data["failed"][0]["state"] == "failed"
+
+
+# -- drain -------------------------------------------------------------------------------
+
+
+def test_drain_reports_every_unreported_confirmation(
+    store: SQLStore, url: str, twilio_env: FakeTwilio, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sids = twilio_env.add_messages(150)  # more than one claim batch
+    confirmed(store, sids)
+    store.add(
+        Record("pending", expires_at=time.time() + 60, message_sid=twilio_env.add_messages(1)[0])
+    )
+    assert main(["drain", "--store", url]) == 0
+    captured = capsys.readouterr()
+    assert "150 reported, 0 failed, 0 left undelivered" in captured.out
+    assert "drain [##############################] 150/150" in captured.err
+    assert sorted(p.message_sid for p in twilio_env.feedback) == sorted(sids)
+    assert store.counts() == {"pending": 1, "confirmed": 0, "reported": 150, "failed": 0}
+
+
+def test_drain_with_nothing_to_do(
+    store: SQLStore, url: str, twilio_env: FakeTwilio, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["drain", "--store", url, "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "0 reported, 0 failed, 0 left undelivered" in captured.out
+    assert captured.err == ""
+
+
+def test_drain_leaves_records_another_process_holds(
+    store: SQLStore, url: str, twilio_env: FakeTwilio, capsys: pytest.CaptureFixture[str]
+) -> None:
+    confirmed(store, twilio_env.add_messages(2), lease=600)  # a live app is reporting them
+    assert main(["drain", "--store", url, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "0 reported" in out
+    assert "2 other confirmed record(s) are not due yet" in out
+    assert twilio_env.feedback == []
+
+
+def test_drain_records_refusals_as_failed(
+    store: SQLStore, url: str, twilio_env: FakeTwilio, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = confirmed(store, twilio_env.add_messages(3))
+    twilio_env.fail_always(404)
+    assert main(["drain", "--store", url, "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "0 reported, 3 failed, 0 left undelivered" in captured.out
+    assert "status --failed" in captured.out
+    assert "failed for good" in captured.err  # the reporter's warning, one line each
+    assert all((r := store.get(i)) is not None and r.error_code == 20404 for i in ids)
+
+
+def test_drain_gives_up_at_its_timeout_and_keeps_the_outbox(
+    store: SQLStore, url: str, twilio_env: FakeTwilio, capsys: pytest.CaptureFixture[str]
+) -> None:
+    confirmed(store, twilio_env.add_messages(2))
+    twilio_env.fail_always(503)
+    started = time.monotonic()
+    assert main(["drain", "--store", url, "--timeout", "1", "--quiet"]) == 1
+    assert time.monotonic() - started < 10
+    assert "0 reported, 0 failed, 2 left undelivered" in capsys.readouterr().out
+    assert store.counts()["confirmed"] == 2
+
+
+def test_drain_needs_twilio_credentials(
+    url: str, capsys: pytest.CaptureFixture[str], store: SQLStore
+) -> None:
+    assert main(["drain", "--store", url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("twilio-feedback: account_sid is missing")
+    assert err.count("\n") == 1
+
+
+# -- retry-failed and purge ----------------------------------------------------------------
+
+
+def test_retry_failed_requeues_then_drain_delivers(
+    store: SQLStore, url: str, twilio_env: FakeTwilio, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sids = twilio_env.add_messages(3)
+    ids = confirmed(store, sids)
+    for tracking_id in ids[:2]:
+        store.mark_failed(tracking_id, code=20003, message="Authenticate")
+    store.mark_reported(ids[2])
+    assert main(["retry-failed", "--store", url]) == 0
+    assert "re-queued 2 failed record(s)" in capsys.readouterr().out
+    assert store.counts()["confirmed"] == 2
+
+    store.mark_failed(ids[0], code=20003, message="Authenticate")
+    assert main(["retry-failed", "--store", url, "--drain", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "re-queued 1 failed record(s)" in out
+    assert "2 reported, 0 failed, 0 left undelivered" in out  # ids[1] was due as well
+    assert store.counts() == {"pending": 0, "confirmed": 0, "reported": 3, "failed": 0}
+
+
+def test_purge(store: SQLStore, url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    now = time.time()
+    store.add(Record("old", expires_at=now - 1))
+    store.add(Record("new", expires_at=now + 60))
+    assert main(["purge", "--store", url]) == 0
+    assert "purged 1 expired record(s)" in capsys.readouterr().out
+    assert store.get("new") is not None
+
+
+# -- mistakes --------------------------------------------------------------------------------
+
+
+def _error(argv: list[str], capsys: pytest.CaptureFixture[str], code: int = 2) -> str:
+    assert main(argv) == code
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1, captured.err  # one line, no traceback
+    return captured.err
+
+
+def test_no_store(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "pass --store URL or set TWILIO_FEEDBACK_STORE" in _error(["status"], capsys)
+
+
+def test_memory_store_is_out_of_reach(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "memory:// lives inside each app process" in _error(
+        ["purge", "--store", "memory://"], capsys
+    )
+
+
+def test_unknown_scheme(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "unknown store scheme mongodb://" in _error(
+        ["status", "--store", "mongodb://db/x"], capsys
+    )
+
+
+def test_unreachable_store_hides_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    err = _error(["status", "--store", "postgresql://app:s3cr3t@127.0.0.1:1/db"], capsys, 1)
+    assert "postgresql://app:***@127.0.0.1:1/db" in err
+    assert "s3cr3t" not in err
+    err = _error(["status", "--store", "redis://:s3cr3t@127.0.0.1:1/0"], capsys, 1)
+    assert "redis://:***@127.0.0.1:1/0" in err
+    assert "s3cr3t" not in err
+
+
+def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--debug", "status", "--store", "redis://127.0.0.1:1/0"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_sqlite_in_memory_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "use memory://" in _error(["status", "--store", "sqlite://"], capsys)
+
+
+def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["nope"], ["status", "--bogus"], ["drain", "--timeout", "-1"], []):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+    assert "usage: twilio-feedback" in capsys.readouterr().err
+
+
+class _PlainStore:
+    """A Store without the operator commands."""
+
+    def __init__(self, url: str) -> None:
+        from twilio_feedback.stores.memory import MemoryStore
+
+        self.inner = MemoryStore()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("list_records", "requeue_failed"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def test_store_without_operator_commands(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    register_store("plain-test", _PlainStore)
+    assert main(["status", "--store", "plain-test://x"]) == 0
+    capsys.readouterr()
+    err = _error(["retry-failed", "--store", "plain-test://x"], capsys)
+    assert "cannot re-queue failed records" in err
+    assert "AdminStore" in err
+
+
+def test_redact() -> None:
+    assert redact("postgresql://u:p@h:5432/db?x=1") == "postgresql://u:***@h:5432/db?x=1"
+    assert redact("redis://:p@h/0") == "redis://:***@h/0"
+    assert redact("sqlite:///f.db") == "sqlite:///f.db"
+    assert redact("redis://h:bad-port/0") == "redis://h:bad-port/0"
+
+
+# -- the progress bar ---------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_redraws_in_place_on_a_terminal() -> None:
+    out = _Terminal()
+    progress = Progress(out)
+    progress.update(0, 4, 0)
+    progress.update(2, 4, 1, final=True)
+    assert out.getvalue() == (
+        "\rdrain [------------------------------] 0/4"
+        "\rdrain [###############---------------] 2/4 (1 failed)\n"
+    )
+
+
+def test_progress_prints_lines_elsewhere() -> None:
+    out = io.StringIO()
+    progress = Progress(out)
+    progress.update(1, 2, 0)
+    progress.update(1, 2, 0)  # within a second: not repeated
+    progress.update(2, 2, 0, final=True)
+    assert out.getvalue().splitlines() == [
+        "drain [###############---------------] 1/2",
+        "drain [##############################] 2/2",
+    ]
+    quiet = io.StringIO()
+    Progress(quiet, enabled=False).update(1, 1, 0, final=True)
+    assert quiet.getvalue() == ""
+
+
+# -- the demo -------------------------------------------------------------------------------
+
+
+def test_demo_is_imported_only_when_it_runs(
+    monkeypatch: pytest.MonkeyPatch, url: str, store: SQLStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "twilio_feedback.demo", None)  # as if it did not exist
+    assert main(["status", "--store", url]) == 0
+    capsys.readouterr()
+    assert main(["demo"]) == 2
+    assert "the demo is not available" in capsys.readouterr().err
+
+
+def test_demo_options_reach_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from twilio_feedback import demo
+
+    seen: list[argparse.Namespace] = []
+
+    def run(args: argparse.Namespace) -> int:
+        seen.append(args)
+        return 0
+
+    monkeypatch.setattr(demo, "run", run)
+    assert main(["demo", "--twilio-latency", "0.1", "--to", "+15550000000"]) == 0
+    assert seen[0].twilio_latency == 0.1
+    assert seen[0].to == "+15550000000"
+
+
+def test_console_script_runs(url: str, store: SQLStore) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "twilio_feedback.cli", "status", "--store", url, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["counts"]["pending"] == 0
