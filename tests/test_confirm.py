@@ -1,12 +1,46 @@
+"""ConfirmGate: every rule of the middleware, without a protocol in sight."""
+
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from twilio_feedback import ConfirmResult, FeedbackTracker, Settings
+from twilio_feedback import ConfirmResult, FeedbackTracker, Settings, Ticket
 from twilio_feedback.bots import BotMatcher
-from twilio_feedback.confirm import MAX_FORM_BYTES, ConfirmGate
+from twilio_feedback.confirm import MAX_FORM_BYTES, ConfirmGate, Decision
+from twilio_feedback.stores.memory import MemoryStore
+from twilio_feedback.tokens import TokenSigner
 
-from .conftest import CHROME
+from .conftest import CHROME, SECRET_KEY
+
+SID = "SM" + "ab" * 16
+FORM = {"content-type": "application/x-www-form-urlencoded", "user-agent": CHROME}
+BROWSER = {"user-agent": CHROME}
+
+
+@pytest.fixture
+def offline() -> Settings:
+    """Settings for a tracker that never reaches Twilio (records are bound by hand)."""
+    return Settings(
+        account_sid="AC" + "0" * 32,
+        auth_token="token",
+        secret_key=SECRET_KEY,
+        store=MemoryStore(),
+        api_base_url="http://127.0.0.1:9",
+    )
+
+
+@pytest.fixture
+def tracker(offline: Settings) -> Iterator[FeedbackTracker]:
+    tracker = FeedbackTracker(offline)
+    yield tracker
+    tracker.close(timeout=0)  # confirmed records would wait for a Twilio that is not there
 
 
 @pytest.fixture
@@ -14,34 +48,93 @@ def gate(tracker: FeedbackTracker) -> ConfirmGate:
     return ConfirmGate(tracker)
 
 
-def _gate(settings: Settings, **changes: object) -> ConfirmGate:
+def bound(tracker: FeedbackTracker) -> Ticket:
+    ticket = tracker.ticket()
+    tracker.bind(ticket, SID)
+    return ticket
+
+
+def make_gate(settings: Settings, **kwargs: Any) -> ConfirmGate:
+    changes = {k: v for k, v in kwargs.items() if k not in ("paths", "bots")}
     tracker = FeedbackTracker(settings.replace(**changes))
     tracker.close()
-    return ConfirmGate(tracker, bots=BotMatcher([]))
+    options = {k: v for k, v in kwargs.items() if k in ("paths", "bots")}
+    return ConfirmGate(tracker, **options)
 
 
-def test_exact_and_prefix_paths(gate: ConfirmGate, settings: Settings) -> None:
+# -- paths ---------------------------------------------------------------------------
+
+
+def test_exact_paths(gate: ConfirmGate) -> None:
     assert gate.matches("/confirm")
-    assert not gate.matches("/confirm/x")
+    assert not gate.matches("/confirm/")
+    assert not gate.matches("/confirmx")
     assert not gate.matches("/")
-    prefix = _gate(settings, confirm_paths=("/c/",), path_match="prefix")
-    assert prefix.matches("/c/abc")
-    assert not prefix.matches("/cabc")
+    assert isinstance(gate.paths, frozenset)
 
 
-@pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "PUT", "DELETE"])
-def test_methods_that_never_confirm(gate: ConfirmGate, method: str) -> None:
-    assert gate.screen(method, CHROME) == ConfirmResult("ignored", reason="method does not confirm")
+def test_prefix_paths(offline: Settings) -> None:
+    gate = make_gate(offline, confirm_paths=("/c/", "/v/"), path_match="prefix")
+    assert gate.matches("/c/abc")
+    assert gate.matches("/v/")
+    assert not gate.matches("/cabc")
+    assert None not in gate.paths
 
 
-def test_head_never_confirms_even_if_configured(settings: Settings) -> None:
-    assert _gate(settings, confirm_methods=("GET", "HEAD")).screen("HEAD", CHROME) is not None
+def test_pattern_paths_match_the_whole_path(offline: Settings) -> None:
+    gate = make_gate(offline, paths=re.compile(r"/(en|fr)/confirm"))
+    assert gate.matches("/fr/confirm")
+    assert not gate.matches("/fr/confirm/x")
+    assert not gate.matches("/confirm")
+    assert None not in gate.paths
 
 
-def test_bots_are_screened_people_pass(gate: ConfirmGate) -> None:
-    assert gate.screen("GET", "TelegramBot (like TwitterBot)") is not None
-    assert gate.screen("GET", CHROME) is None
-    assert gate.screen("POST", CHROME) is None
+# -- screening -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"])
+def test_methods_that_do_not_confirm(
+    tracker: FeedbackTracker, gate: ConfirmGate, method: str
+) -> None:
+    ticket = bound(tracker)
+    decision = gate.decide(method, f"id={ticket.token}", BROWSER)
+    assert decision.result == ConfirmResult("ignored", reason="method does not confirm")
+    assert gate.decide("GET", f"id={ticket.token}", BROWSER).result.status == "confirmed"
+
+
+def test_head_and_options_never_confirm_even_if_configured(offline: Settings) -> None:
+    gate = make_gate(offline, confirm_methods=("GET", "HEAD", "OPTIONS"))
+    assert gate.methods == frozenset({"GET"})
+    assert gate.decide("HEAD", "id=x", BROWSER).result.status == "ignored"
+
+
+def test_post_only(offline: Settings) -> None:
+    gate = make_gate(offline, confirm_methods=("POST",))
+    assert gate.decide("GET", "id=x", BROWSER).result.status == "ignored"
+    assert gate.decide("POST", "id=x", BROWSER).result.status == "invalid"
+
+
+def test_bots_are_ignored_before_the_token_is_looked_at(
+    tracker: FeedbackTracker, gate: ConfirmGate
+) -> None:
+    ticket = bound(tracker)
+    for agent in ("TelegramBot (like TwitterBot)", "", "WhatsApp/2.23.20.0 A"):
+        decision = gate.decide("GET", f"id={ticket.token}", {"user-agent": agent})
+        assert decision.result == ConfirmResult("ignored", reason="link preview or scanner")
+    assert gate.decide("GET", f"id={ticket.token}", {}).result.status == "ignored"
+    assert gate.decide("GET", f"id={ticket.token}", BROWSER).result.status == "confirmed"
+
+
+def test_own_bot_patterns(offline: Settings) -> None:
+    gate = make_gate(offline, bot_user_agents=("AcmeLinkCheck",))
+    assert gate.decide("GET", "id=x", {"user-agent": "acmelinkcheck/1"}).result.status == (
+        "ignored"
+    )
+    replaced = make_gate(offline, bots=BotMatcher([]))
+    assert replaced.decide("GET", "id=x", {"user-agent": "curl/8"}).result.status == "invalid"
+
+
+# -- tokens ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -51,10 +144,14 @@ def test_bots_are_screened_people_pass(gate: ConfirmGate) -> None:
         ("a=1&id=abc&id=def", "abc"),
         ("a=1", None),
         ("", None),
+        ("id", ""),
         ("id=", ""),
         ("i%64=abc", "abc"),
         ("id=a%2Bb", "a+b"),
+        ("id=a+b", "a b"),
         ("&&&=&id", ""),
+        ("xid=1&idx=2", None),
+        ("id=%FF%FE", "\ufffd\ufffd"),
     ],
 )
 def test_token_from_query(gate: ConfirmGate, query: str, token: str | None) -> None:
@@ -62,34 +159,204 @@ def test_token_from_query(gate: ConfirmGate, query: str, token: str | None) -> N
 
 
 def test_token_from_form(gate: ConfirmGate) -> None:
-    assert gate.token_from_form(b"x=1&id=tok") == "tok"
+    assert gate.token_from_form(b"x=1&id=tok&id=other") == "tok"
     assert gate.token_from_form(b"x=1") is None
+    assert gate.token_from_form(b"") is None
     assert gate.token_from_form("id=\u00e9".encode()) == "\u00e9"
+    assert gate.token_from_form(b"id=\xff") == "\ufffd"
 
 
-def test_wants_body(gate: ConfirmGate) -> None:
-    form = "application/x-www-form-urlencoded; charset=utf-8"
-    assert gate.wants_body("POST", form, 10)
-    assert not gate.wants_body("GET", form, 10)
-    assert not gate.wants_body("POST", "application/json", 10)
-    assert not gate.wants_body("POST", form, None)
-    assert not gate.wants_body("POST", form, MAX_FORM_BYTES + 1)
+def test_form_length(offline: Settings, gate: ConfirmGate) -> None:
+    form = {**FORM, "content-length": "10"}
+    assert gate.form_length("POST", "", form) == 10
+    assert gate.form_length("POST", "", {**form, "content-type": FORM["content-type"] + "; a=b"})
+    assert gate.form_length("POST", "a=1", form) == 10
+    assert gate.form_length("POST", "id=x", form) == 0  # the query has it
+    assert gate.form_length("GET", "", form) == 0
+    assert gate.form_length("PUT", "", form) == 0
+    assert gate.form_length("POST", "", {**form, "content-type": "application/json"}) == 0
+    assert gate.form_length("POST", "", {**form, "content-type": "multipart/form-data"}) == 0
+    assert gate.form_length("POST", "", {**form, "user-agent": "curl/8.4.0"}) == 0
+    assert gate.form_length("POST", "", {**form, "content-length": ""}) == 0
+    assert gate.form_length("POST", "", {**form, "content-length": "0"}) == 0
+    assert gate.form_length("POST", "", {**form, "content-length": "-1"}) == 0
+    assert gate.form_length("POST", "", {**form, "content-length": "\u00b2"}) == 0
+    assert gate.form_length("POST", "", {**form, "content-length": str(MAX_FORM_BYTES)})
+    too_long = {**form, "content-length": str(MAX_FORM_BYTES + 1)}
+    assert gate.form_length("POST", "", too_long) == 0
+    assert make_gate(offline, confirm_methods=("GET",)).form_length("POST", "", form) == 0
+
+
+# -- confirming ------------------------------------------------------------------------
+
+
+def test_confirm_then_duplicate(tracker: FeedbackTracker, gate: ConfirmGate) -> None:
+    ticket = bound(tracker)
+    first = gate.decide("GET", f"a=1&id={ticket.token}", BROWSER)
+    assert first == Decision(
+        ConfirmResult("confirmed", ticket.tracking_id, SID), f"a=1&id={ticket.token}"
+    )
+    again = gate.decide("GET", f"id={ticket.token}", BROWSER)
+    assert again.result == ConfirmResult("duplicate", ticket.tracking_id, SID)
+    assert again.redirect is None
+
+
+def test_confirm_from_the_form_body(tracker: FeedbackTracker, gate: ConfirmGate) -> None:
+    ticket = bound(tracker)
+    body = f"id={ticket.token}".encode()
+    assert gate.decide("POST", "", FORM, body).result.status == "confirmed"
+
+
+async def test_async_twin(tracker: FeedbackTracker, gate: ConfirmGate) -> None:
+    ticket = bound(tracker)
+    assert (await gate.decide_async("GET", f"id={ticket.token}", BROWSER)).result.confirmed
+    assert (await gate.decide_async("GET", f"id={ticket.token}", BROWSER)).result.status == (
+        "duplicate"
+    )
+    assert (await gate.decide_async("HEAD", "", BROWSER)).result.status == "ignored"
+    body = f"id={bound(tracker).token}".encode()
+    assert (await gate.decide_async("POST", "", FORM, body)).result.confirmed
+
+
+def test_bad_tokens(tracker: FeedbackTracker, gate: ConfirmGate) -> None:
+    ticket = bound(tracker)
+    tampered = ticket.token[:-1] + ("A" if ticket.token[-1] != "A" else "B")
+    old = TokenSigner(SECRET_KEY, timer=lambda: time.time() - 30 * 86400).issue()[1]
+    unbound = tracker.ticket().token
+    cases = {
+        "": "invalid",
+        "id=": "invalid",
+        "id=" + "A" * 32: "invalid",
+        "id=" + tampered: "invalid",
+        "id=" + old: "expired",
+        "id=" + unbound: "unknown",
+        "id=" + "z" * 100_000: "invalid",
+        "id=%00%FF" * 1000: "invalid",
+    }
+    for query, status in cases.items():
+        assert gate.decide("GET", query, BROWSER).result.status == status, query
+    assert tracker.store.get(ticket.tracking_id).state.value == "pending"  # type: ignore[union-attr]
+
+
+def test_store_down_is_an_error_result(offline: Settings) -> None:
+    class Down(MemoryStore):
+        def confirm(self, *args: Any, **kwargs: Any) -> Any:
+            raise ConnectionError("down")
+
+    with FeedbackTracker(offline.replace(store=Down())) as tracker:
+        gate = ConfirmGate(tracker)
+        token = tracker.ticket().token
+        assert gate.decide("GET", f"id={token}", BROWSER).result.status == "error"
+
+
+def test_an_unexpected_failure_is_logged_not_raised(
+    gate: ConfirmGate, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(token: str | None) -> ConfirmResult:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(gate.tracker, "confirm_token", explode)
+    decision = gate.decide("GET", "id=x", BROWSER)
+    assert decision.result == ConfirmResult("error", reason="internal error")
+    assert "confirming a request failed" in caplog.text
+
+
+async def test_an_unexpected_failure_is_logged_not_raised_async(
+    gate: ConfirmGate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def explode(token: str | None) -> ConfirmResult:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(gate.tracker, "confirm_token_async", explode)
+    assert (await gate.decide_async("GET", "id=x", BROWSER)).result.status == "error"
+
+
+@settings(max_examples=300, deadline=None)
+@given(query=st.text(max_size=300), agent=st.text(max_size=50), body=st.binary(max_size=200))
+def test_arbitrary_input_never_raises_and_never_confirms(
+    query: str, agent: str, body: bytes
+) -> None:
+    gate = _shared_gate()
+    for method in ("GET", "POST"):
+        decision = gate.decide(method, query, {"user-agent": agent}, body)
+        assert decision.result.status in ("ignored", "invalid")
+
+
+_GATE: list[ConfirmGate] = []
+
+
+def _shared_gate() -> ConfirmGate:
+    if not _GATE:
+        tracker = FeedbackTracker(
+            Settings(
+                account_sid="AC" + "0" * 32,
+                auth_token="token",
+                secret_key=SECRET_KEY,
+                store=MemoryStore(),
+                api_base_url="http://127.0.0.1:9",
+            )
+        )
+        tracker.close()
+        _GATE.append(ConfirmGate(tracker))
+    return _GATE[0]
+
+
+# -- answering -------------------------------------------------------------------------
 
 
 def test_strip_token(gate: ConfirmGate) -> None:
     assert gate.strip_token("a=1&id=x&b=2") == "a=1&b=2"
     assert gate.strip_token("id=x") == ""
+    assert gate.strip_token("i%64=x&b=%20") == "b=%20"
+    assert gate.strip_token("a=1") == "a=1"
+    assert gate.strip_token("id=1&id=2&idx=3") == "idx=3"
+    assert gate.strip_token("") == ""
 
 
-def test_redirects_only_from_settings(settings: Settings, gate: ConfirmGate) -> None:
-    assert gate.redirect_for(ConfirmResult("confirmed")) is None
-    g = _gate(settings, confirmed_redirect="/ok", invalid_redirect="/bad")
-    assert g.redirect_for(ConfirmResult("confirmed")) == "/ok"
-    assert g.redirect_for(ConfirmResult("duplicate")) == "/ok"
-    assert g.redirect_for(ConfirmResult("ignored")) == "/ok"
-    assert g.redirect_for(ConfirmResult("invalid")) == "/bad"
-    assert g.redirect_for(ConfirmResult("expired")) == "/bad"
-    assert g.redirect_for(ConfirmResult("error")) == "/bad"
-    g2 = _gate(settings, confirmed_redirect="/ok", expired_redirect="/old")
-    assert g2.redirect_for(ConfirmResult("expired")) == "/old"
-    assert g2.redirect_for(ConfirmResult("unknown")) == "/ok"
+def test_strip_token_from_uri(gate: ConfirmGate) -> None:
+    assert gate.strip_token_from_uri("/confirm?id=x&a=1") == "/confirm?a=1"
+    assert gate.strip_token_from_uri("/confirm?id=x") == "/confirm"
+    assert gate.strip_token_from_uri("/confirm") == "/confirm"
+
+
+def test_hide_token(offline: Settings) -> None:
+    gate = make_gate(offline, hide_token=True)
+    assert gate.decide("GET", "a=1&id=x", BROWSER).query == "a=1"
+    assert gate.decide("HEAD", "a=1&id=x", BROWSER).query == "a=1"
+    assert gate.decide("GET", "a=1&id=x", {"user-agent": "curl/8"}).query == "a=1"
+
+
+def test_no_redirect_unless_configured(gate: ConfirmGate) -> None:
+    for status in ("confirmed", "duplicate", "ignored", "invalid", "expired", "unknown", "error"):
+        assert gate.redirect_for(ConfirmResult(status)) is None
+
+
+def test_redirects_come_only_from_settings(offline: Settings) -> None:
+    gate = make_gate(offline, confirmed_redirect="/ok", invalid_redirect="/bad")
+    expected = {
+        "confirmed": "/ok",
+        "duplicate": "/ok",
+        "ignored": "/ok",
+        "invalid": "/bad",
+        "unknown": "/bad",
+        "error": "/bad",
+        "expired": "/bad",
+    }
+    for status, target in expected.items():
+        assert gate.redirect_for(ConfirmResult(status)) == target  # type: ignore[arg-type]
+    assert gate.redirect_for(ConfirmResult("confirmed"), "OPTIONS") is None
+    decision = gate.decide("GET", "id=x&next=https://evil.example", BROWSER)
+    assert decision.redirect == "/bad"
+    assert (decision.status, decision.headers) == (
+        303,
+        [("Location", "/bad"), ("Cache-Control", "no-store"), ("Content-Length", "0")],
+    )
+
+
+def test_redirect_fallbacks(offline: Settings) -> None:
+    only = make_gate(offline, confirmed_redirect="https://app.example/ok")
+    assert only.redirect_for(ConfirmResult("invalid")) == "https://app.example/ok"
+    assert only.redirect_for(ConfirmResult("expired")) == "https://app.example/ok"
+    expired = make_gate(offline, confirmed_redirect="/ok", expired_redirect="/old")
+    assert expired.redirect_for(ConfirmResult("expired")) == "/old"
+    assert expired.redirect_for(ConfirmResult("unknown")) == "/ok"

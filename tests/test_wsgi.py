@@ -1,23 +1,26 @@
-"""The WSGI adapter in process, with wsgiref.validate on both sides."""
+"""The WSGI adapter in process, with wsgiref.validate on both sides of the middleware."""
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Iterable
 from typing import Any
 from wsgiref.validate import validator
 
 import pytest
-from werkzeug.test import Client
+from werkzeug.test import Client, EnvironBuilder
 
 from twilio_feedback import FeedbackTracker, Settings
 from twilio_feedback.testing import FakeTwilio
-from twilio_feedback.wsgi import FeedbackMiddleware
+from twilio_feedback.wsgi import ENVIRON_KEY, FeedbackMiddleware
 
 from .apps import ClosingIterable, wsgi_app
 from .conftest import CHROME
 
 
-def _client(tracker: FeedbackTracker) -> Client:
-    return Client(validator(FeedbackMiddleware(validator(wsgi_app), tracker)))
+def _client(tracker: FeedbackTracker, app: Any = wsgi_app, **options: Any) -> Client:
+    return Client(validator(FeedbackMiddleware(validator(app), tracker, **options)))
 
 
 def _send(tracker: FeedbackTracker, fake: FakeTwilio) -> str:
@@ -28,7 +31,7 @@ def _send(tracker: FeedbackTracker, fake: FakeTwilio) -> str:
 def _get(client: Client, url: str, **kw: Any) -> Any:
     headers = kw.pop("headers", {"User-Agent": CHROME})
     response = client.open(url, headers=headers, **kw)
-    data = response.get_json(force=True) if response.status_code == 200 else None
+    data = response.get_json(force=True) if response.status_code == 200 and response.data else None
     response.close()
     return response, data
 
@@ -44,31 +47,81 @@ def test_confirm_duplicate_and_close_untouched(
     assert ClosingIterable.closed
     assert _get(client, f"/confirm?id={token}")[1]["status"] == "duplicate"
     assert tracker.flush(5) == 0
-    assert len(fake_twilio.feedback) == 1
+    assert [p.outcome for p in fake_twilio.feedback] == ["confirmed"]
 
 
-def test_post_form(tracker: FeedbackTracker, fake_twilio: FakeTwilio) -> None:
+def test_the_apps_iterable_is_returned_as_it_is(tracker: FeedbackTracker) -> None:
+    # Called directly: a validator in between would wrap the iterable.
+    returned: list[Any] = []
+
+    def app(environ: Any, start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        returned.append(ClosingIterable(b"ok"))
+        return returned[-1]  # type: ignore[no-any-return]
+
+    def start_response(*args: Any) -> Any:
+        return None
+
+    middleware = FeedbackMiddleware(app, tracker)
+    for path in ("/confirm", "/other"):
+        environ = EnvironBuilder(path=path, headers=[("User-Agent", CHROME)]).get_environ()
+        assert middleware(environ, start_response) is returned[-1]
+
+
+def test_confirm_does_not_wait_for_twilio(
+    tracker: FeedbackTracker, fake_twilio: FakeTwilio
+) -> None:
+    token = _send(tracker, fake_twilio)
+    fake_twilio.latency = 2.0
+    started = time.perf_counter()
+    _, data = _get(_client(tracker), f"/confirm?id={token}")
+    assert time.perf_counter() - started < 1.0
+    assert data["status"] == "confirmed"
+    assert len(fake_twilio.wait_for_feedback(1, timeout=10)) == 1
+
+
+def test_post_form_body_is_replayed(tracker: FeedbackTracker, fake_twilio: FakeTwilio) -> None:
     token = _send(tracker, fake_twilio)
     _, data = _get(_client(tracker), "/confirm", method="POST", data={"id": token, "c": "1"})
-    assert data["status"] == "confirmed"
-    assert data["body"] == f"id={token}&c=1"
+    assert data == {"status": "confirmed", "query": "", "body": f"id={token}&c=1"}
+
+
+def test_other_posts_are_not_read(tracker: FeedbackTracker) -> None:
+    body = b'{"id": "x"}'
+    _, data = _get(
+        _client(tracker), "/confirm", method="POST", data=body, content_type="application/json"
+    )
+    assert data == {"status": "invalid", "query": "", "body": body.decode()}
+    big = b"id=x&pad=" + b"p" * 70_000
+    _, data = _get(
+        _client(tracker),
+        "/confirm",
+        method="POST",
+        data=big,
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert data["status"] == "invalid"
+    assert data["body"] == big.decode()
 
 
 @pytest.mark.parametrize(
     ("method", "ua", "query", "status"),
     [
         ("HEAD", CHROME, "id=x", None),
+        ("OPTIONS", CHROME, "id=x", "ignored"),
         (
             "GET",
             "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
             "id=x",
             "ignored",
         ),
+        ("GET", "", "id=x", "ignored"),
         ("GET", CHROME, "", "invalid"),
         ("GET", CHROME, "id=" + "z" * 5000, "invalid"),
+        ("GET", CHROME, "id=%FF%00&id=2", "invalid"),
     ],
 )
-def test_non_confirming(
+def test_non_confirming_requests_reach_the_app(
     tracker: FeedbackTracker,
     fake_twilio: FakeTwilio,
     method: str,
@@ -86,17 +139,77 @@ def test_non_confirming(
 
 
 def test_other_paths_untouched(tracker: FeedbackTracker) -> None:
-    assert _get(_client(tracker), "/x?id=1")[1] == {"status": None, "query": "id=1", "body": ""}
+    seen: list[dict[str, Any]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        seen.append(dict(environ))
+        return wsgi_app(environ, start_response)
+
+    _, data = _get(_client(tracker, app), "/x?id=1", method="POST", data={"id": "2"})
+    assert data == {"status": None, "query": "id=1", "body": "id=2"}
+    assert ENVIRON_KEY not in seen[0]
 
 
-def test_redirect_and_hide_token(settings: Settings, fake_twilio: FakeTwilio) -> None:
-    with FeedbackTracker(settings.replace(confirmed_redirect="https://app.example/ok")) as tracker:
+def test_missing_path_info_is_the_root(tracker: FeedbackTracker) -> None:
+    environ = EnvironBuilder(path="/").get_environ()
+    del environ["PATH_INFO"]
+    started: list[str] = []
+
+    def start_response(status: str, headers: Any, *exc_info: Any) -> Any:
+        started.append(status)
+        return lambda data: None
+
+    # Not under wsgiref.validate: formatting its PATH_INFO message raises KeyError here.
+    body = FeedbackMiddleware(wsgi_app, tracker)(environ, start_response)
+    assert b'"status": null' in b"".join(body)
+    assert started == ["200 OK"]
+
+
+def test_pattern_paths(tracker: FeedbackTracker, fake_twilio: FakeTwilio) -> None:
+    token = _send(tracker, fake_twilio)
+    client = _client(tracker, paths=re.compile(r"/c/\w+"))
+    assert _get(client, f"/c/signin?id={token}")[1]["status"] == "confirmed"
+    assert _get(client, f"/confirm?id={token}")[1]["status"] is None
+
+
+def test_redirects(settings: Settings, fake_twilio: FakeTwilio) -> None:
+    with FeedbackTracker(
+        settings.replace(confirmed_redirect="https://app.example/ok", invalid_redirect="/bad")
+    ) as tracker:
         token = _send(tracker, fake_twilio)
-        response, _ = _get(_client(tracker), f"/confirm?id={token}")
+        client = _client(tracker)
+        response, _ = _get(client, f"/confirm?id={token}&next=//evil.example")
         assert (response.status_code, response.headers["Location"]) == (
             303,
             "https://app.example/ok",
         )
+        assert response.headers["Cache-Control"] == "no-store"
+        response, _ = _get(client, "/confirm?id=forged", method="POST")
+        assert (response.status_code, response.headers["Location"]) == (303, "/bad")
+        response, _ = _get(client, f"/confirm?id={token}", method="HEAD")
+        assert response.status_code == 303
+        response, data = _get(client, f"/confirm?id={token}", method="OPTIONS")
+        assert (response.status_code, data["status"]) == (200, "ignored")
+
+
+def test_hide_token_in_query_and_request_uri(settings: Settings, fake_twilio: FakeTwilio) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        seen.append({k: environ.get(k) for k in ("QUERY_STRING", "REQUEST_URI", "RAW_URI")})
+        return wsgi_app(environ, start_response)
+
     with FeedbackTracker(settings.replace(hide_token=True)) as tracker:
         token = _send(tracker, fake_twilio)
-        assert _get(_client(tracker), f"/confirm?id={token}&a=b")[1]["query"] == "a=b"
+        client = _client(tracker, app)
+        uri = f"/confirm?id={token}&a=b"
+        _, data = _get(client, uri, environ_base={"REQUEST_URI": uri, "RAW_URI": uri})
+        assert data["status"] == "confirmed"
+        assert seen[-1] == {
+            "QUERY_STRING": "a=b",
+            "REQUEST_URI": "/confirm?a=b",
+            "RAW_URI": "/confirm?a=b",
+        }
+        _, data = _get(client, f"/confirm?id={token}")
+        assert (data["status"], data["query"]) == ("duplicate", "")
+        assert seen[-1]["REQUEST_URI"] == "/confirm"  # werkzeug sets it too

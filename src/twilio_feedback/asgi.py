@@ -7,40 +7,58 @@
 
 The app sees the :class:`~twilio_feedback.ConfirmResult` at ``scope["twilio_feedback"]``
 and ``scope["state"]["twilio_feedback"]`` (Starlette: ``request.state.twilio_feedback``).
+The rules are those of :class:`~twilio_feedback.confirm.ConfirmGate`.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .confirm import ConfirmGate
-from .records import ConfirmResult
 from .tracker import FeedbackTracker
 
-__all__ = ["FeedbackMiddleware"]
+__all__ = ["SCOPE_KEY", "FeedbackMiddleware"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# What the constructor accepts: any ASGI 3 app, however its parameters are annotated
+# (a raw app's ``scope: dict`` would not fit ``Scope``).
+AnyASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 SCOPE_KEY = "twilio_feedback"
+"""Key of the :class:`~twilio_feedback.ConfirmResult` in the scope and its ``state``."""
+
+logger = logging.getLogger("twilio_feedback")
 
 
 class FeedbackMiddleware:
-    """Wraps an ASGI app. Store I/O uses the tracker's async methods; Twilio is reported
-    by the background reporter, so the response never waits for it. Websockets pass
-    straight through; lifespan too, except that shutdown first flushes pending reports
-    (up to ``flush_timeout`` seconds)."""
+    """Wraps an ASGI app.
+
+    Store I/O goes through the tracker's async methods and Twilio is told by the
+    background reporter, so neither blocks the event loop nor the response. Websockets
+    pass straight through; lifespan too, except that on shutdown pending reports are
+    flushed (up to ``flush_timeout`` seconds) before the app hears of it. ``paths``: see
+    :class:`~twilio_feedback.confirm.ConfirmGate`.
+    """
 
     def __init__(
-        self, app: ASGIApp, tracker: FeedbackTracker, *, flush_timeout: float = 5.0
+        self,
+        app: AnyASGIApp,
+        tracker: FeedbackTracker,
+        *,
+        paths: re.Pattern[str] | None = None,
+        flush_timeout: float = 5.0,
     ) -> None:
-        self.app = app
+        self.app: ASGIApp = app
         self.tracker = tracker
-        self.gate = ConfirmGate(tracker)
+        self.gate = ConfirmGate(tracker, paths=paths)
         self.flush_timeout = flush_timeout
         self._paths = self.gate.paths
 
@@ -54,74 +72,76 @@ class FeedbackMiddleware:
         await self.app(scope, receive, send)
 
     def _flushing(self, receive: Receive) -> Receive:
-        async def wrapped() -> Message:
+        async def receive_and_flush() -> Message:
             message = await receive()
             if message["type"] == "lifespan.shutdown":
-                await self.tracker.flush_async(self.flush_timeout)
+                try:
+                    await self.tracker.flush_async(self.flush_timeout)
+                except Exception:
+                    logger.exception("flushing pending reports at shutdown failed")
             return message
 
-        return wrapped
+        return receive_and_flush
 
     async def _confirm(self, scope: Scope, receive: Receive, send: Send) -> None:
         gate = self.gate
-        headers = dict(scope.get("headers") or ())
         method = scope["method"]
-        result: ConfirmResult | None = gate.screen(
-            method, headers.get(b"user-agent", b"").decode("latin-1")
-        )
         query = scope.get("query_string", b"").decode("latin-1")
-        if result is None:
-            token = gate.token_from_query(query)
-            length = headers.get(b"content-length", b"")
-            if token is None and gate.wants_body(
-                method,
-                headers.get(b"content-type", b"").decode("latin-1"),
-                int(length) if length.isdigit() else None,
-            ):
-                body, receive = await _buffer(receive)
-                token = gate.token_from_form(body)
-            result = await gate.confirm_async(token)
-        scope = dict(scope)
-        scope[SCOPE_KEY] = result
-        scope["state"] = {**scope.get("state", {}), SCOPE_KEY: result}
-        if gate.settings.hide_token:
-            scope["query_string"] = gate.strip_token(query).encode("latin-1")
-        location = gate.redirect_for(result)
-        if location is None:
-            await self.app(scope, receive, send)
+        # Reversed, so that the first of repeated headers wins.
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in reversed(scope.get("headers") or ())
+        }
+        body = None
+        length = gate.form_length(method, query, headers)
+        if length:
+            body, receive = await _read_body(receive, length)
+        decision = await gate.decide_async(method, query, headers, body)
+        if decision.redirect is not None:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": decision.status,
+                    "headers": [
+                        (name.lower().encode("latin-1"), value.encode("latin-1"))
+                        for name, value in decision.headers
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 303,
-                "headers": [
-                    (b"location", location.encode("latin-1")),
-                    (b"cache-control", b"no-store"),
-                    (b"content-length", b"0"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": b""})
+        scope = dict(scope)
+        scope[SCOPE_KEY] = decision.result
+        scope["state"] = {**scope.get("state", {}), SCOPE_KEY: decision.result}
+        if decision.query != query:
+            scope["query_string"] = decision.query.encode("latin-1")
+        await self.app(scope, receive, send)
 
 
-async def _buffer(receive: Receive) -> tuple[bytes, Receive]:
-    """Read the whole request body, and a ``receive`` that replays it to the app."""
-    chunks = []
-    more = True
-    while more:
+async def _read_body(receive: Receive, length: int) -> tuple[bytes | None, Receive]:
+    """Read the request body (``None`` if it turns out longer than ``length`` or the
+    client leaves), and a ``receive`` that replays every message read to the app."""
+    messages: list[Message] = []
+    size = 0
+    while True:
         message = await receive()
+        messages.append(message)
         if message["type"] != "http.request":
-            return b"", _replay([message], receive)
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    body = b"".join(chunks)
-    return body, _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
+            return None, _replay(messages, receive)
+        size += len(message.get("body", b""))
+        if size > length:
+            return None, _replay(messages, receive)
+        if not message.get("more_body", False):
+            break
+    return b"".join(m.get("body", b"") for m in messages), _replay(messages, receive)
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = deque(messages)
+
     async def replay() -> Message:
-        if messages:
-            return messages.pop(0)
+        if pending:
+            return pending.popleft()
         return await receive()
 
     return replay

@@ -1,13 +1,27 @@
-"""The protocol-free decision for one request: is it a confirmation, and of what?
+"""The protocol-free decision for one request: is it a confirmation, and what follows?
 
-The ASGI and WSGI adapters feed :class:`ConfirmGate` the request's path, method, query
-string, user agent and (for a form POST) body, and act on what it says. Everything both
-adapters need lives here, so neither holds logic the other would have to repeat.
+The ASGI and WSGI adapters hand :class:`ConfirmGate` what they read from the request
+(path, method, query string, a few headers, and for a small form POST the body) and do
+what the returned :class:`Decision` says. Every rule lives here, so neither adapter holds
+logic the other would have to repeat.
+
+For one request on a confirm path:
+
+1. methods outside ``confirm_methods``, and always ``HEAD`` and ``OPTIONS``: ``ignored``;
+2. link-preview bots and scanners (by user agent, see :mod:`twilio_feedback.bots`):
+   ``ignored``, before any token check or store access;
+3. the token: the ``token_param`` query parameter, else the form field of that name in an
+   urlencoded POST body of at most :data:`MAX_FORM_BYTES`;
+4. the tracker confirms it (signature and age first, then one atomic store operation);
+5. the app runs with the result, unless the settings ask for a redirect instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container
+import logging
+import re
+from collections.abc import Container, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote_plus
 
@@ -17,109 +31,220 @@ from .records import ConfirmResult
 if TYPE_CHECKING:
     from .tracker import FeedbackTracker
 
-__all__ = ["FORM_CONTENT_TYPE", "MAX_FORM_BYTES", "ConfirmGate"]
+__all__ = [
+    "FORM_CONTENT_TYPE",
+    "MAX_FORM_BYTES",
+    "NEVER_CONFIRM",
+    "ConfirmGate",
+    "Decision",
+    "Headers",
+]
+
+logger = logging.getLogger("twilio_feedback")
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_BYTES = 64 * 1024
-"""A POST body larger than this is not read for a token (and passes through untouched)."""
+"""A POST body larger than this is not read for a token (it reaches the app untouched)."""
 NEVER_CONFIRM = frozenset({"HEAD", "OPTIONS"})
+"""Methods that never confirm, whatever ``confirm_methods`` says: browsers, proxies and
+bots send them without a person acting."""
+REDIRECT_STATUS = 303
+
+Headers = Mapping[str, str]
+"""Request headers by lower-case name (only ``user-agent``, ``content-type`` and
+``content-length`` are read)."""
 
 IGNORED_METHOD = ConfirmResult("ignored", reason="method does not confirm")
 IGNORED_BOT = ConfirmResult("ignored", reason="link preview or scanner")
+INTERNAL_ERROR = ConfirmResult("error", reason="internal error")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one request on a confirm path.
+
+    Pass the request to the app with ``result`` attached and ``query`` as its query
+    string, or, when ``redirect`` is set, answer with a redirect there instead.
+    """
+
+    result: ConfirmResult
+    query: str
+    redirect: str | None = None
+
+    @property
+    def status(self) -> int:
+        """HTTP status of the redirect answer (303 See Other: a GET follows, even after
+        a POST)."""
+        return REDIRECT_STATUS
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Headers of the redirect answer."""
+        return [
+            ("Location", self.redirect or "/"),
+            ("Cache-Control", "no-store"),
+            ("Content-Length", "0"),
+        ]
 
 
 class ConfirmGate:
-    """What the middleware decides, shared by both adapters.
+    """The rules of the middleware, shared by both adapters.
 
-    ``bots`` replaces the user-agent matcher built from the tracker's settings
+    ``paths`` replaces ``confirm_paths`` / ``path_match`` with a compiled pattern that must
+    match the whole path; ``bots`` replaces the user-agent matcher built from the settings
     (``bot_user_agents``, ``default_bot_list``).
     """
 
-    def __init__(self, tracker: FeedbackTracker, *, bots: BotMatcher | None = None) -> None:
+    def __init__(
+        self,
+        tracker: FeedbackTracker,
+        *,
+        paths: re.Pattern[str] | None = None,
+        bots: BotMatcher | None = None,
+    ) -> None:
         s = tracker.settings
         self.tracker = tracker
         self.settings = s
         self.param = s.token_param
         self.methods = frozenset(s.confirm_methods) - NEVER_CONFIRM
         self.bots = bots or BotMatcher.default(s.bot_user_agents, maintained=s.default_bot_list)
-        self._exact = frozenset(s.confirm_paths)
-        self._prefixes = tuple(s.confirm_paths) if s.path_match == "prefix" else None
+        self.paths: Container[object]
+        """The confirm paths, for ``path in gate.paths``. With exact matching it is a
+        frozenset, so a request on any other path costs one hash lookup."""
+        if paths is not None:
+            self.paths = _Pattern(paths)
+        elif s.path_match == "prefix":
+            self.paths = _Prefixes(tuple(s.confirm_paths))
+        else:
+            self.paths = frozenset(s.confirm_paths)
 
-    def matches(self, path: str | None) -> bool:
+    def matches(self, path: str) -> bool:
         """Whether ``path`` is a confirm path."""
         return path in self.paths
 
-    @property
-    def paths(self) -> Container[str | None]:
-        """The confirm paths, for ``path in gate.paths``: the exact paths' frozenset itself
-        (one C-level membership test, the only work a request on any other path sees),
-        or a prefix matcher when ``path_match="prefix"``."""
-        if self._prefixes is None:
-            return self._exact
-        return _Prefixes(self._prefixes)
-
-    def screen(self, method: str, user_agent: str) -> ConfirmResult | None:
-        """An ``ignored`` result for visits that must not confirm, else ``None``.
-
-        Checked before the token, so a preview bot never costs a store lookup.
-        """
-        if method not in self.methods:
-            return IGNORED_METHOD
-        if self.bots.is_bot(user_agent):
-            return IGNORED_BOT
-        return None
-
-    def wants_body(self, method: str, content_type: str, content_length: int | None) -> bool:
-        """Whether to read a POST body for the token (a small urlencoded form only)."""
-        return (
-            method == "POST"
-            and content_type.split(";", 1)[0].strip().lower() == FORM_CONTENT_TYPE
-            and content_length is not None
-            and 0 < content_length <= MAX_FORM_BYTES
-        )
+    # -- reading the request ---------------------------------------------------------
 
     def token_from_query(self, query: str) -> str | None:
-        """The first value of the token parameter in a raw query string."""
+        """The first value of the token parameter in a raw query string, or ``None``."""
+        param = self.param
         for piece in query.split("&"):
             name, _, value = piece.partition("=")
-            if name == self.param or (name and unquote_plus(name) == self.param):
+            if name == param or ("%" in name and unquote_plus(name) == param):
                 return unquote_plus(value)
         return None
 
     def token_from_form(self, body: bytes) -> str | None:
-        """The token field of an urlencoded form body."""
-        try:
-            text = body.decode("ascii")
-        except UnicodeDecodeError:
-            text = body.decode("utf-8", "replace")
-        for name, value in parse_qsl(text, keep_blank_values=True):
+        """The first value of the token field in an urlencoded form body, or ``None``."""
+        text = body.decode("utf-8", "replace")
+        for name, value in parse_qsl(text, keep_blank_values=True, max_num_fields=1000):
             if name == self.param:
                 return value
         return None
 
-    def confirm(self, token: str | None) -> ConfirmResult:
-        """Confirm the token (sync; for WSGI)."""
-        return self.tracker.confirm_token(token)
+    def form_length(self, method: str, query: str, headers: Headers) -> int:
+        """How many body bytes the adapter should read for the token: the declared length
+        of a small urlencoded POST form, on a request that may confirm and carries no
+        token in its query; ``0`` (read nothing, the body is left alone) otherwise."""
+        if method != "POST" or method not in self.methods:
+            return 0
+        content_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+        if content_type != FORM_CONTENT_TYPE:
+            return 0
+        declared = headers.get("content-length", "").strip()
+        if not (declared.isascii() and declared.isdigit()):
+            return 0
+        length = int(declared)
+        if not 0 < length <= MAX_FORM_BYTES:
+            return 0
+        if self.bots.is_bot(headers.get("user-agent")) or self.token_from_query(query):
+            return 0
+        return length
 
-    async def confirm_async(self, token: str | None) -> ConfirmResult:
-        """Confirm the token without blocking the event loop (for ASGI)."""
-        return await self.tracker.confirm_token_async(token)
+    # -- deciding ----------------------------------------------------------------------
+
+    def _screen(
+        self, method: str, query: str, headers: Headers, body: bytes | None
+    ) -> ConfirmResult | str | None:
+        """An ``ignored`` result for a visit that must not confirm, else the token."""
+        if method not in self.methods:
+            logger.debug("confirm ignored: method %s", method[:16])
+            return IGNORED_METHOD
+        user_agent = headers.get("user-agent")
+        if self.bots.is_bot(user_agent):
+            logger.debug("confirm ignored: link preview or scanner %r", (user_agent or "")[:120])
+            return IGNORED_BOT
+        token = self.token_from_query(query)
+        if token is None and body is not None:
+            token = self.token_from_form(body)
+        return token
+
+    def decide(
+        self, method: str, query: str, headers: Headers, body: bytes | None = None
+    ) -> Decision:
+        """Decide for one request on a confirm path, confirming in this thread (WSGI).
+
+        ``body`` is the form body when :meth:`form_length` asked for it. Never raises:
+        bad input is a result, and an unexpected failure is logged and becomes ``error``.
+        """
+        try:
+            screened = self._screen(method, query, headers, body)
+            if isinstance(screened, ConfirmResult):
+                return self._decision(method, query, screened)
+            return self._decision(method, query, self.tracker.confirm_token(screened))
+        except Exception:
+            logger.exception("confirming a request failed")
+            return self._decision(method, query, INTERNAL_ERROR)
+
+    async def decide_async(
+        self, method: str, query: str, headers: Headers, body: bytes | None = None
+    ) -> Decision:
+        """Async twin of :meth:`decide`: store I/O never blocks the event loop (ASGI)."""
+        try:
+            screened = self._screen(method, query, headers, body)
+            if isinstance(screened, ConfirmResult):
+                return self._decision(method, query, screened)
+            result = await self.tracker.confirm_token_async(screened)
+            return self._decision(method, query, result)
+        except Exception:
+            logger.exception("confirming a request failed")
+            return self._decision(method, query, INTERNAL_ERROR)
+
+    def _decision(self, method: str, query: str, result: ConfirmResult) -> Decision:
+        if self.settings.hide_token:
+            query = self.strip_token(query)
+        return Decision(result, query, self.redirect_for(result, method))
+
+    # -- answering ---------------------------------------------------------------------
 
     def strip_token(self, query: str) -> str:
-        """The query string without the token parameter (``hide_token``)."""
+        """``query`` without the token parameter (``hide_token``); every other piece is
+        kept byte for byte, in order."""
+        param = self.param
+        if param not in query and "%" not in query:
+            return query
         return "&".join(
             piece
             for piece in query.split("&")
-            if piece and unquote_plus(piece.partition("=")[0]) != self.param
+            if piece and unquote_plus(piece.partition("=")[0]) != param
         )
 
-    def redirect_for(self, result: ConfirmResult) -> str | None:
-        """Where the middleware should answer with a redirect itself, or ``None`` to pass
-        the request to the app. Targets only ever come from the settings, never from the
-        request, so a link cannot be turned into an open redirect."""
+    def strip_token_from_uri(self, uri: str) -> str:
+        """A request URI (``/confirm?id=...&a=1``) without the token parameter."""
+        path, mark, query = uri.partition("?")
+        if not mark:
+            return uri
+        query = self.strip_token(query)
+        return f"{path}?{query}" if query else path
+
+    def redirect_for(self, result: ConfirmResult, method: str = "GET") -> str | None:
+        """Where the middleware answers with a redirect itself, or ``None`` to let the app
+        answer. Only with ``confirmed_redirect`` set, and never for ``OPTIONS`` (CORS
+        preflights are the app's)."""
         s = self.settings
-        if s.confirmed_redirect is None:
+        if s.confirmed_redirect is None or method == "OPTIONS":
             return None
+        # Targets come from the settings only, never from the request: a confirm link
+        # cannot be turned into an open redirect.
         if result.status in ("confirmed", "duplicate", "ignored"):
             return s.confirmed_redirect
         if result.status == "expired":
@@ -128,6 +253,8 @@ class ConfirmGate:
 
 
 class _Prefixes:
+    """Container of the paths that start with one of ``prefixes``."""
+
     __slots__ = ("prefixes",)
 
     def __init__(self, prefixes: tuple[str, ...]) -> None:
@@ -135,3 +262,15 @@ class _Prefixes:
 
     def __contains__(self, path: object) -> bool:
         return isinstance(path, str) and path.startswith(self.prefixes)
+
+
+class _Pattern:
+    """Container of the paths a compiled pattern matches whole."""
+
+    __slots__ = ("pattern",)
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and self.pattern.fullmatch(path) is not None

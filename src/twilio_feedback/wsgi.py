@@ -7,14 +7,16 @@
 
 The app sees the :class:`~twilio_feedback.ConfirmResult` at
 ``environ["twilio_feedback.result"]`` (PEP 3333 asks extension keys to be dotted). The
-app's response iterable, and its ``close()``, are returned untouched.
+app's response iterable, and its ``close()``, are returned untouched. The rules are those
+of :class:`~twilio_feedback.confirm.ConfirmGate`.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from werkzeug.utils import redirect
 
@@ -27,49 +29,71 @@ if TYPE_CHECKING:
 __all__ = ["ENVIRON_KEY", "FeedbackMiddleware"]
 
 ENVIRON_KEY = "twilio_feedback.result"
+"""Key of the :class:`~twilio_feedback.ConfirmResult` in the WSGI environ."""
 
 
 class FeedbackMiddleware:
-    """Wraps a WSGI app. The confirmation is one store operation in the request thread;
-    Twilio is reported by the background reporter, so the response never waits for it."""
+    """Wraps a WSGI app. The confirmation is one store operation in the request's thread;
+    Twilio is told by the background reporter, so the response never waits for it.
+    ``paths``: see :class:`~twilio_feedback.confirm.ConfirmGate`."""
 
-    def __init__(self, app: WSGIApplication, tracker: FeedbackTracker) -> None:
+    def __init__(
+        self,
+        app: WSGIApplication,
+        tracker: FeedbackTracker,
+        *,
+        paths: re.Pattern[str] | None = None,
+    ) -> None:
         self.app = app
         self.tracker = tracker
-        self.gate = ConfirmGate(tracker)
+        self.gate = ConfirmGate(tracker, paths=paths)
         self._paths = self.gate.paths
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         try:
             path = environ["PATH_INFO"]
-        except KeyError:  # PEP 3333 lets a server leave it out for the root
+        except KeyError:  # PEP 3333 lets a server leave an empty one out
             path = ""
         if path not in self._paths:
             return self.app(environ, start_response)
+        return self._confirm(environ, start_response)
+
+    def _confirm(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         gate = self.gate
         method = environ.get("REQUEST_METHOD", "GET")
-        result = gate.screen(method, environ.get("HTTP_USER_AGENT", ""))
         query = environ.get("QUERY_STRING", "")
-        if result is None:
-            token = gate.token_from_query(query)
-            length = _length(environ)
-            if token is None and gate.wants_body(method, environ.get("CONTENT_TYPE", ""), length):
-                assert length is not None
-                body = environ["wsgi.input"].read(length)
-                environ["wsgi.input"] = io.BytesIO(body)
-                token = gate.token_from_form(body)
-            result = gate.confirm(token)
-        environ[ENVIRON_KEY] = result
-        if gate.settings.hide_token:
-            environ["QUERY_STRING"] = gate.strip_token(query)
-        location = gate.redirect_for(result)
-        if location is None:
-            return self.app(environ, start_response)
-        response: Any = redirect(location, code=303)
-        response.headers["Cache-Control"] = "no-store"
-        return response(environ, start_response)  # type: ignore[no-any-return]
+        headers = {
+            "user-agent": environ.get("HTTP_USER_AGENT", ""),
+            "content-type": environ.get("CONTENT_TYPE", ""),
+            "content-length": environ.get("CONTENT_LENGTH", ""),
+        }
+        body = None
+        length = gate.form_length(method, query, headers)
+        if length:
+            body = _read(environ["wsgi.input"], length)
+            environ["wsgi.input"] = io.BytesIO(body)
+        decision = gate.decide(method, query, headers, body)
+        if decision.redirect is not None:
+            response = redirect(decision.redirect, code=decision.status)
+            response.headers["Cache-Control"] = "no-store"
+            return response(environ, start_response)
+        environ[ENVIRON_KEY] = decision.result
+        if decision.query != query:
+            environ["QUERY_STRING"] = decision.query
+            for key in ("REQUEST_URI", "RAW_URI"):  # set by gunicorn, uWSGI, werkzeug
+                if key in environ:
+                    environ[key] = gate.strip_token_from_uri(environ[key])
+        return self.app(environ, start_response)
 
 
-def _length(environ: WSGIEnvironment) -> int | None:
-    value = environ.get("CONTENT_LENGTH", "")
-    return int(value) if value.isdigit() else None
+def _read(stream: IO[bytes], length: int) -> bytes:
+    """Up to ``length`` bytes of the request body (``read`` may return fewer at a time)."""
+    chunks = []
+    remaining = length
+    while remaining > 0:
+        chunk = stream.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)

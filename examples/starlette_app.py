@@ -1,0 +1,52 @@
+"""Starlette + twilio-feedback.
+
+    uvicorn starlette_app:app        # configured from the environment, see README.md
+
+``POST /send`` with ``{"to": "+1..."}`` texts a tracked sign-in link; opening it lands on
+``/confirm``, where the middleware has already confirmed it and Twilio hears of it in the
+background.
+"""
+
+from __future__ import annotations
+
+import os
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from twilio_feedback import ConfirmResult, FeedbackTracker, Settings
+from twilio_feedback.asgi import FeedbackMiddleware
+
+tracker = FeedbackTracker(Settings.from_env())
+
+
+async def home(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("twilio-feedback Starlette example: POST /send {'to': '+1...'}")
+
+
+async def send(request: Request) -> JSONResponse:
+    payload = await request.json()
+    message = await tracker.send_async(
+        to=payload["to"],
+        from_=os.environ["TWILIO_PHONE_NUMBER"],
+        body="Your sign-in link: {link}",
+        link=str(request.url_for("confirm")),
+    )
+    return JSONResponse({"message_sid": message.sid})
+
+
+async def confirm(request: Request) -> JSONResponse:
+    result: ConfirmResult = request.state.twilio_feedback
+    return JSONResponse({"status": result.status, "message_sid": result.message_sid})
+
+
+app = Starlette(
+    routes=[
+        Route("/", home),
+        Route("/send", send, methods=["POST"]),
+        Route("/confirm", confirm, methods=["GET", "POST"]),
+    ]
+)
+app.add_middleware(FeedbackMiddleware, tracker=tracker)
