@@ -193,6 +193,13 @@ class SQLStore:
 
         dialect = self.engine.dialect
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # Processes starting at once would otherwise deadlock on the new table's
+                # locks (CREATE INDEX and COMMENT each take one): take turns instead.
+                conn.execute(
+                    self._sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                    {"name": f"twilio_feedback.create:{self.table.name}"},
+                )
             for table in (self.table, self.meta):
                 if dialect.has_table(conn, table.name):
                     continue
