@@ -12,6 +12,7 @@ import time
 from .common import Figure, Section, percentile
 
 CLIENTS = 50
+THINK = 0.2  # seconds each client waits between requests: 250 requests/s offered in all
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120"
 
 
@@ -35,6 +36,7 @@ async def _load(base: str, paths: list[str]) -> list[float]:
                 times.append(time.perf_counter() - start)
                 assert response.status_code == 200, response.text
                 assert response.text.startswith("ok"), response.text
+                await asyncio.sleep(THINK)  # pacing: the load stays below saturation
 
         await asyncio.gather(*(client() for _ in range(CLIENTS)))
     return times
@@ -60,13 +62,18 @@ def run(quick: bool = False) -> Section:
     section = Section("Confirm latency under uvicorn (50 concurrent clients, Twilio takes 1 s)")
     with FakeTwilio() as fake:
         sids = fake.add_messages(per_round * rounds + inline_count + 10)
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+            handle.write("\n".join(sids[: per_round * rounds + 10]))
+            sids_file = handle.name
         port = _port()
         env = {
             **os.environ,
             "BENCH_TWILIO_URL": fake.base_url,
             "BENCH_ACCOUNT_SID": fake.account_sid,
             "BENCH_AUTH_TOKEN": fake.auth_token,
-            "BENCH_SIDS": ",".join(sids[: per_round * rounds + 10]),
+            "BENCH_SIDS_FILE": sids_file,
         }
         server = subprocess.Popen(
             [
@@ -95,6 +102,7 @@ def run(quick: bool = False) -> Section:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
+            asyncio.run(_load(base, ["/bare"] * CLIENTS * 4))  # warm-up: connections, caches
             fake.latency = 1.0
             results: dict[str, list[float]] = {"bare": [], "confirm": []}
             for _ in range(rounds):
@@ -132,6 +140,11 @@ def run(quick: bool = False) -> Section:
             target="<= 2 ms",
             verdict="met" if gap <= 2 else "missed",
         )
+    )
+    section.notes.append(
+        f"{CLIENTS} clients with keep-alive connections, each pausing {THINK * 1000:.0f} ms "
+        "between requests, so the server runs below saturation and the percentiles show "
+        "the route's own latency rather than queueing; a warm-up round is not counted."
     )
     section.notes.append(
         f"Rounds of {per_round} bare and {per_round} confirm requests alternate ({rounds} "

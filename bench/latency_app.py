@@ -6,7 +6,7 @@
 - ``/_tickets?n=``: issues tokens bound to seeded message SIDs (benchmark set-up only).
 
 Configured from the environment: BENCH_TWILIO_URL, BENCH_ACCOUNT_SID, BENCH_AUTH_TOKEN,
-BENCH_SIDS (comma list of seeded message SIDs).
+BENCH_SIDS_FILE (a file of seeded message SIDs).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ settings = Settings(
     queue_size=100_000,
 )
 tracker = FeedbackTracker(settings)
-sids = os.environ["BENCH_SIDS"].split(",")
+with open(os.environ["BENCH_SIDS_FILE"]) as handle:
+    sids = handle.read().split()
 _next_sid = iter(sids)
 
 
