@@ -122,8 +122,10 @@ def run(quick: bool = False) -> Section:
     )
     section.notes.append(
         f"During the outage the reporter made {failed:,} attempts ({failed / backlog:.1f} per "
-        "record): retries back off exponentially with full jitter, capped at 60 s, so after a "
-        "long outage the backlog drains as the jittered retries come due."
+        "record), backing off exponentially with full jitter (capped at 60 s). The first post "
+        "that succeeds after the outage makes every waiting retry due at once, so the backlog "
+        "drains at full concurrency instead of as the jittered backoffs come due (47 s for "
+        "500 records after a 10 s outage before this was added)."
     )
     section.notes.append(
         "Throughput: FakeTwilio runs in a process of its own (as Twilio would be remote); "

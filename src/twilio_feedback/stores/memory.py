@@ -8,6 +8,7 @@ warning, when created from the default settings.
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 import warnings
@@ -60,8 +61,10 @@ class MemoryStore:
         self._cache: TLRUCache[str, Record] = TLRUCache(
             maxsize=maxsize, ttu=_ttu, timer=timer or time.time
         )
-        # The outbox: ids of confirmed records, so claim() never scans the whole cache.
-        self._outbox: dict[str, None] = {}
+        # The outbox: (lease end, id) of confirmed records with a SID, in a heap, so
+        # claim() pops only what is due. Entries go stale when a record changes; claim()
+        # drops those whose lease no longer matches the record's.
+        self._outbox: list[tuple[float, str]] = []
         if warn:
             _warn_once()
 
@@ -83,10 +86,8 @@ class MemoryStore:
 
     def _put(self, record: Record) -> None:
         self._cache[record.tracking_id] = record
-        if record.state is State.CONFIRMED:
-            self._outbox[record.tracking_id] = None
-        else:
-            self._outbox.pop(record.tracking_id, None)
+        if record.state is State.CONFIRMED and record.message_sid is not None:
+            heapq.heappush(self._outbox, (record.lease_until, record.tracking_id))
 
     def add(self, record: Record) -> None:
         """See :meth:`Store.add`."""
@@ -112,7 +113,6 @@ class MemoryStore:
         """See :meth:`Store.delete`."""
         with self._lock:
             self._cache.pop(tracking_id, None)
-            self._outbox.pop(tracking_id, None)
 
     def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
@@ -134,16 +134,18 @@ class MemoryStore:
     def claim(self, *, now: float, lease_until: float, limit: int) -> list[Record]:
         """See :meth:`Store.claim`."""
         claimed: list[Record] = []
+        outbox = self._outbox
         with self._lock:
-            for tracking_id in list(self._outbox):
-                if len(claimed) >= limit:
-                    break
+            while outbox and outbox[0][0] <= now and len(claimed) < limit:
+                lease, tracking_id = heapq.heappop(outbox)
                 record = self._get(tracking_id)
-                if record is None or record.state is not State.CONFIRMED:
-                    self._outbox.pop(tracking_id, None)
-                    continue
-                if record.message_sid is None or record.lease_until > now:
-                    continue
+                if (
+                    record is None
+                    or record.state is not State.CONFIRMED
+                    or record.message_sid is None
+                    or record.lease_until != lease
+                ):
+                    continue  # a stale entry: the record moved on
                 record = record.replace(lease_until=lease_until)
                 self._put(record)
                 claimed.append(record)
@@ -192,8 +194,13 @@ class MemoryStore:
         touches only the expired ones."""
         with self._lock:
             expired = self._cache.expire(now)
-            for key, _ in expired:
-                self._outbox.pop(key, None)
+            if len(self._outbox) > 2 * len(self._cache) + 1024:
+                self._outbox = [
+                    (lease, key)
+                    for lease, key in self._outbox
+                    if (r := self._cache.get(key)) is not None and r.lease_until == lease
+                ]
+                heapq.heapify(self._outbox)
             return len(expired)
 
     def list_records(self, state: State, *, limit: int) -> list[Record]:
