@@ -237,10 +237,11 @@ class FeedbackTracker:
             body = body.replace(LINK_PLACEHOLDER, ticket.link(link))
         return self._new_record(ticket, key, None, account_sid), body
 
-    def _sent(self, record: Record, message: Any) -> Record | None:
-        sid = str(message.sid)
+    @staticmethod
+    def _sids(record: Record, message: Any) -> tuple[str, str, str]:
+        """``(tracking_id, message_sid, account_sid)`` to attach once Twilio answered."""
         account = str(message.account_sid or record.account_sid)
-        return self.store.attach_sid(record.tracking_id, sid, account)
+        return record.tracking_id, str(message.sid), account
 
     def _after_attach(self, bound: Record | None) -> None:
         # A click that raced the send was kept; now that the SID is known, report it.
@@ -276,7 +277,7 @@ class FeedbackTracker:
         except BaseException:
             self._forget(record.tracking_id)
             raise
-        self._after_attach(self._sent(record, message))
+        self._after_attach(self.store.attach_sid(*self._sids(record, message)))
         return message
 
     async def send_async(
@@ -302,9 +303,7 @@ class FeedbackTracker:
         except BaseException:
             await asyncio.to_thread(self._forget, record.tracking_id)
             raise
-        sid = str(message.sid)
-        account = str(message.account_sid or record.account_sid)
-        self._after_attach(await self.astore.attach_sid(record.tracking_id, sid, account))
+        self._after_attach(await self.astore.attach_sid(*self._sids(record, message)))
         return message
 
     def _forget(self, tracking_id: str) -> None:
