@@ -33,8 +33,10 @@ class FeedbackError(TwilioFeedbackError):
     """Twilio did not accept a request (message create or feedback post).
 
     ``retryable`` says whether trying again later can succeed (network errors, 5xx, 408,
-    429); ``retry_after`` is Twilio's Retry-After in seconds when it sent one. ``code`` and
-    ``status`` are Twilio's error code and HTTP status when there was a response.
+    429, and rejected credentials); ``retry_after`` is Twilio's Retry-After in seconds when
+    it sent one. ``code`` and ``status`` are Twilio's error code and HTTP status when there
+    was a response. ``credentials`` is ``True`` when Twilio refused the credentials (401,
+    403): the operator's to fix, so the report is kept and retried, not failed.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class FeedbackError(TwilioFeedbackError):
         status: int | None = None,
         code: int | None = None,
         retry_after: float | None = None,
+        credentials: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -52,6 +55,7 @@ class FeedbackError(TwilioFeedbackError):
         self.status = status
         self.code = code
         self.retry_after = retry_after
+        self.credentials = credentials
 
     def __repr__(self) -> str:
         return (
