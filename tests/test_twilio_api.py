@@ -41,7 +41,8 @@ def test_success_and_provide_feedback(api: TwilioAPI, fake_twilio: FakeTwilio, s
         (408, True, 408, 20408, None),
         (Status(429, retry_after=2), True, 429, 20429, 2.0),
         (Status(400, code=21610), False, 400, 21610, None),
-        (403, False, 403, 20003, None),
+        (403, True, 403, 20003, None),
+        (401, True, 401, 20003, None),
     ],
 )
 def test_classification(
@@ -90,6 +91,8 @@ def test_secrets_not_in_errors(settings: Settings, fake_twilio: FakeTwilio) -> N
     with pytest.raises(FeedbackError) as info:
         bad.post_feedback(fake_twilio.account_sid, "SM" + "0" * 32)
     assert info.value.status == 401
+    assert info.value.credentials
+    assert info.value.retryable
     assert "wrong-token-value" not in str(info.value) + repr(info.value)
 
 

@@ -61,8 +61,8 @@ def _retry_after(headers: Any) -> float | None:
 def classify(exc: BaseException, headers: Any = None) -> FeedbackError:
     """Turn whatever a Twilio call raised into a :class:`FeedbackError`.
 
-    Network errors, 5xx, 408 and 429 are retryable; other 4xx are permanent and keep
-    Twilio's error code and message. Nothing secret is copied into the message.
+    Network errors, 5xx, 408, 429 and rejected credentials (401, 403) are retryable; other
+    4xx are permanent and keep Twilio's error code and message. Nothing secret is copied into the message.
     """
     if isinstance(exc, FeedbackError):
         return exc
@@ -72,10 +72,13 @@ def classify(exc: BaseException, headers: Any = None) -> FeedbackError:
         text = getattr(exc, "msg", None) or getattr(exc, "detail", None) or str(exc)
         if isinstance(exc, TwilioRestException):
             text = exc.msg
-        retryable = status >= 500 or status in _RETRYABLE_STATUSES
+        # Rejected credentials are the operator's to fix, not a verdict on the message.
+        credentials = status in (401, 403)
+        retryable = status >= 500 or status in _RETRYABLE_STATUSES or credentials
         return FeedbackError(
             f"Twilio answered {status}" + (f" (code {code})" if code else "") + f": {text}",
             retryable=retryable,
+            credentials=credentials,
             status=status,
             code=code if isinstance(code, int) else None,
             retry_after=_retry_after(headers) if status in (429, 503) else None,
