@@ -62,7 +62,8 @@ def classify(exc: BaseException, headers: Any = None) -> FeedbackError:
     """Turn whatever a Twilio call raised into a :class:`FeedbackError`.
 
     Network errors, 5xx, 408, 429 and rejected credentials (401, 403) are retryable; other
-    4xx are permanent and keep Twilio's error code and message. Nothing secret is copied into the message.
+    4xx are permanent and keep Twilio's error code and message. Nothing secret is copied
+    into the message.
     """
     if isinstance(exc, FeedbackError):
         return exc
