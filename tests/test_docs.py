@@ -1,0 +1,172 @@
+"""The documentation site, built as CI and Read the Docs build it (``mkdocs build --strict``):
+the generated parts are complete and the guides link into the API reference."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from twilio_feedback import Settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[1]
+HOOKS = ROOT / "docs" / "hooks"
+REFERENCE_PAGES = {
+    "twilio_feedback": "twilio_feedback",
+    "settings": "twilio_feedback.settings",
+    "tracker": "twilio_feedback.tracker",
+    "records": "twilio_feedback.records",
+    "errors": "twilio_feedback.errors",
+    "tokens": "twilio_feedback.tokens",
+    "confirm": "twilio_feedback.confirm",
+    "bots": "twilio_feedback.bots",
+    "asgi": "twilio_feedback.asgi",
+    "wsgi": "twilio_feedback.wsgi",
+    "stores": "twilio_feedback.stores",
+    "testing": "twilio_feedback.testing",
+    "cli": "twilio_feedback.cli",
+}
+
+
+def _hook(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"docs_hooks_{name}", HOOKS / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    return out
+
+
+def _page(site: Path, path: str) -> str:
+    return (site / path / "index.html").read_text(encoding="utf-8")
+
+
+def _rows(html: str) -> dict[str, str]:
+    """Table rows of the settings table, by the field name they anchor."""
+    rows = re.findall(r"<tr>.*?</tr>", html, flags=re.DOTALL)
+    found = {}
+    for row in rows:
+        anchor = re.search(r'<span id="([a-z_0-9]+)"></span>', row)
+        if anchor:
+            found[anchor.group(1)] = row
+    return found
+
+
+def test_the_configuration_page_lists_every_setting(site: Path) -> None:
+    rows = _rows(_page(site, "configuration"))
+    fields = dataclasses.fields(Settings)
+    assert set(rows) == {f.name for f in fields}
+    for field in fields:
+        row = rows[field.name]
+        for name in Settings.env_names()[field.name]:
+            assert f"<code>{name}</code>" in row, (field.name, name)
+        cells = re.findall(r"<td>(.*?)</td>", row, flags=re.DOTALL)
+        assert len(cells) == 4, row
+        assert "<br><code>" in cells[0], f"{field.name}: no type shown"
+        assert cells[2].strip(), f"{field.name}: no default shown"
+        assert cells[3].strip(), f"{field.name}: no description (a field docstring is missing)"
+    assert "<code>604800.0</code> (7 days)" in rows["token_max_age"]
+    assert "<code>memory://</code>" in rows["store"]
+
+
+def test_a_new_setting_shows_up_without_touching_the_docs() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Extended(Settings):
+        shiny_new_knob: int = 7
+
+    table = _hook("generated").settings_table(Extended)
+    row = next(line for line in table.splitlines() if 'id="shiny_new_knob"' in line)
+    assert "`TWILIO_FEEDBACK_SHINY_NEW_KNOB`" in row
+    assert "`7`" in row
+    assert "<br>`int`" in row
+
+
+def test_every_public_module_has_a_reference_page(site: Path) -> None:
+    for page, module in REFERENCE_PAGES.items():
+        html = _page(site, f"reference/{page}")
+        assert f'id="{module}"' in html, page
+
+
+def test_docstrings_render_as_markdown_with_links(site: Path) -> None:
+    for page in REFERENCE_PAGES:
+        html = _page(site, f"reference/{page}")
+        assert ":class:`" not in html, page
+        assert ":meth:`" not in html, page
+        assert ".. code-block::" not in html, page
+    settings = _page(site, "reference/settings")
+    # Settings.store's docstring names the Store protocol: a link to the stores page.
+    assert 'href="../stores/#twilio_feedback.stores.Store"' in settings
+    asgi = _page(site, "reference/asgi")
+    assert '<code class="language-python"' in asgi or "highlight" in asgi
+
+
+def test_the_package_page_lists_every_public_name(site: Path) -> None:
+    import twilio_feedback
+
+    html = _page(site, "reference/twilio_feedback")
+    for name in twilio_feedback.__all__:
+        if not name.startswith("__"):
+            assert f"<code>{name}</code></a>" in html, name
+
+
+def test_the_changelog_and_the_verify_page_are_in_the_site(site: Path) -> None:
+    changelog = _page(site, "changelog")
+    assert "Unreleased" in changelog
+    assert "0.1.0" in changelog
+    assert "Verify" in _page(site, "do-i-need-this")
+
+
+def test_code_blocks_have_copy_buttons_and_the_site_knows_its_home() -> None:
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert "content.code.copy" in config
+    assert "site_url: https://twilio-feedback.readthedocs.io/" in config
+    assert "repo_url: https://github.com/twilio-feedback/twilio-feedback" in config
+
+
+def test_rest_blocks_become_fences() -> None:
+    convert = _hook("griffe_markdown").blocks_to_markdown
+    text = convert("Wrap it:\n\n.. code-block:: python\n\n    app = Wrap(app)\n\nThen go.")
+    assert "\n```python\napp = Wrap(app)\n```\n" in text
+    assert "code-block" not in text
+    assert text.startswith("Wrap it:")
+    assert text.endswith("\nThen go.")
+    layout = convert("Layout::\n\n    version | id\n\nThat is all.")
+    assert layout.startswith("Layout:\n")
+    assert "\n```\nversion | id\n```\n" in layout
+    assert layout.endswith("\nThat is all.")
+
+
+def test_roles_become_links_or_code() -> None:
+    convert = _hook("griffe_markdown").roles_to_markdown
+    paths = {"Store.confirm": "twilio_feedback.stores.base.Store.confirm"}
+    text = convert("See :meth:`Store.confirm`, :class:`~datetime.timedelta` and ``x``.", paths.get)
+    assert (
+        '<autoref identifier="twilio_feedback.stores.base.Store.confirm" optional>'
+        "<code>Store.confirm</code></autoref>"
+    ) in text
+    assert "`timedelta`" in text
+    assert "``x``" in text
