@@ -133,6 +133,22 @@ def test_the_package_page_lists_every_public_name(site: Path) -> None:
             assert f"<code>{name}</code></a>" in html, name
 
 
+@pytest.mark.parametrize(
+    ("page", "target"),
+    [
+        ("tracking", "reference/tracker/#twilio_feedback.tracker.FeedbackTracker.send"),
+        ("tracking", "reference/records/#twilio_feedback.records.ConfirmResult"),
+        ("middleware", "reference/asgi/#twilio_feedback.asgi.FeedbackMiddleware"),
+        ("middleware", "reference/confirm/#twilio_feedback.confirm.ConfirmGate"),
+        ("stores", "reference/stores/#twilio_feedback.stores.Store"),
+        ("testing", "reference/testing/#twilio_feedback.testing.FakeTwilio"),
+        ("configuration", "reference/settings/#twilio_feedback.settings.Settings"),
+    ],
+)
+def test_guides_link_names_to_the_reference(site: Path, page: str, target: str) -> None:
+    assert f'href="../{target}"' in _page(site, page)
+
+
 def test_the_changelog_and_the_verify_page_are_in_the_site(site: Path) -> None:
     changelog = _page(site, "changelog")
     assert "Unreleased" in changelog
