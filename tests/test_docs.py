@@ -163,6 +163,18 @@ def test_code_blocks_have_copy_buttons_and_the_site_knows_its_home() -> None:
     assert "repo_url: https://github.com/twilio-feedback/twilio-feedback" in config
 
 
+def test_read_the_docs_builds_the_same_site_with_the_docs_group() -> None:
+    import yaml
+
+    rtd = yaml.safe_load((ROOT / ".readthedocs.yaml").read_text())
+    assert rtd["mkdocs"] == {"configuration": "mkdocs.yml", "fail_on_warning": True}
+    install = " && ".join(rtd["build"]["jobs"]["install"])
+    assert "pip install --upgrade pip" in install  # --group needs pip >= 25.1
+    assert "pip install --group docs ." in install
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r"^docs = \[", pyproject, flags=re.MULTILINE)
+
+
 def test_rest_blocks_become_fences() -> None:
     convert = _hook("griffe_markdown").blocks_to_markdown
     text = convert("Wrap it:\n\n.. code-block:: python\n\n    app = Wrap(app)\n\nThen go.")
