@@ -12,15 +12,17 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from twilio_feedback.testing import (
     Delay,
     Drop,
     FakeTwilio,
     Hang,
+    RawAnswer,
     RecordedRequest,
     Status,
+    Trickle,
     WaitTimeout,
 )
 
@@ -215,9 +217,10 @@ def test_bad_paths_are_404(fake_twilio: FakeTwilio) -> None:
 
 def test_wrong_method_is_405(fake_twilio: FakeTwilio) -> None:
     auth = (fake_twilio.account_sid, fake_twilio.auth_token)
-    response = httpx.get(messages_url(fake_twilio), auth=auth)
+    response = httpx.delete(messages_url(fake_twilio), auth=auth)
     assert (response.status_code, response.json()["code"]) == (405, 20004)
-    assert httpx.delete(messages_url(fake_twilio), auth=auth).status_code == 405
+    sid = send(fake_twilio)
+    assert httpx.get(feedback_url(fake_twilio, sid), auth=auth).status_code == 405
 
 
 @pytest.mark.parametrize(
@@ -567,3 +570,246 @@ def test_seeded_messages_accept_feedback(fake_twilio: FakeTwilio) -> None:
         outcome="confirmed"
     )
     assert [p.message_sid for p in fake_twilio.feedback] == [sids[1]]
+
+
+# -- ListMessage (GET .../Messages.json), as twilio-oai's twilio_api_v2010.json says ------
+
+# The ListMessageResponse envelope and the Message properties of the spec.
+LIST_ENVELOPE = {
+    "end",
+    "first_page_uri",
+    "next_page_uri",
+    "page",
+    "page_size",
+    "previous_page_uri",
+    "start",
+    "uri",
+    "messages",
+}
+MESSAGE_PROPERTIES = {
+    "account_sid",
+    "api_version",
+    "body",
+    "date_created",
+    "date_sent",
+    "date_updated",
+    "direction",
+    "error_code",
+    "error_message",
+    "from",
+    "messaging_service_sid",
+    "num_media",
+    "num_segments",
+    "price",
+    "price_unit",
+    "sid",
+    "status",
+    "subresource_uris",
+    "to",
+    "uri",
+}
+
+
+def get(fake: FakeTwilio, params: dict[str, str], **kwargs: Any) -> httpx.Response:
+    kwargs.setdefault("auth", (fake.account_sid, fake.auth_token))
+    return httpx.get(messages_url(fake), params=params, timeout=10, **kwargs)
+
+
+def test_list_envelope_and_filters_follow_the_spec(fake_twilio: FakeTwilio) -> None:
+    first = send(fake_twilio, body="one")
+    second = send(fake_twilio, body="two")
+    send(fake_twilio, to="+15550000000", body="other recipient")
+    send(fake_twilio, from_="+15551111111", body="other sender")
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    response = get(fake_twilio, {"To": PHONE, "From": SENDER, "DateSent>": today})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == LIST_ENVELOPE
+    assert [m["sid"] for m in body["messages"]] == [second, first]  # newest first
+    assert (body["page"], body["page_size"], body["start"], body["end"]) == (0, 50, 0, 1)
+    assert (body["next_page_uri"], body["previous_page_uri"]) == (None, None)
+    account = fake_twilio.account_sid
+    assert body["uri"].startswith(f"/2010-04-01/Accounts/{account}/Messages.json?To=%2B1555")
+    assert "DateSent%3E=" + today in body["uri"]
+    listed = body["messages"][0]
+    assert set(listed) == MESSAGE_PROPERTIES
+    assert (listed["to"], listed["from"], listed["body"]) == (PHONE, SENDER, "two")
+    assert listed["status"] == "sent"
+    assert email.utils.parsedate_to_datetime(listed["date_sent"]).tzinfo is not None
+    recorded = fake_twilio.requests[-1]
+    assert (recorded.method, recorded.status, recorded.query["To"]) == ("GET", 200, PHONE)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "found"),
+    [
+        ("DateSent", "today", True),
+        ("DateSent", "2008-01-02", False),
+        ("DateSent<", "2008-01-02", False),
+        ("DateSent<", "tomorrow", True),
+        ("DateSent>", "tomorrow", False),
+        ("DateSent>", "2019-06-11 22:05:25.000", True),  # the spec's example formats
+        ("DateSent>", "06/11/2019 22:05:25 MST", True),
+        ("DateSent>", "Wed, 19 Jun 2019 22:04:00 -0000", True),
+        ("DateSent>", "2019-06-11T22:05:25Z", True),  # what the official client sends
+    ],
+)
+def test_list_date_filters(fake_twilio: FakeTwilio, name: str, value: str, found: bool) -> None:
+    sid = send(fake_twilio)
+    days = {"today": 0, "tomorrow": 1}
+    if value in days:
+        value = time.strftime("%Y-%m-%d", time.gmtime(time.time() + days[value] * 86400))
+    messages = get(fake_twilio, {name: value}).json()["messages"]
+    assert [m["sid"] for m in messages] == ([sid] if found else [])
+
+
+def test_list_pages_through_the_official_client(fake_twilio: FakeTwilio) -> None:
+    sids = [send(fake_twilio, body=f"m{i}") for i in range(5)]
+    client = fake_twilio.client()
+    listed = client.messages.list(to=PHONE, page_size=2)
+    assert [m.sid for m in listed] == sids[::-1]
+    assert listed[0].date_sent is not None
+    pages = [r for r in fake_twilio.requests if r.method == "GET"]
+    assert [r.query.get("Page") for r in pages] == [None, "1", "2"]
+    assert pages[1].query["PageToken"] == "PA" + sids[3]
+    page = client.messages.page(to=PHONE, page_size=2, page_number=1, page_token="PA" + sids[3])
+    assert [m.sid for m in page] == [sids[2], sids[1]]
+    assert page.previous_page() is not None
+
+
+def test_list_bad_parameters_are_400(fake_twilio: FakeTwilio) -> None:
+    for params in [
+        {"PageSize": "0"},
+        {"PageSize": "1001"},
+        {"PageSize": "x"},
+        {"Page": "-1"},
+        {"DateSent>": "soon"},
+        {"PageToken": "PAnope"},
+    ]:
+        response = get(fake_twilio, params)
+        assert (response.status_code, response.json()["code"]) == (400, 20001), params
+        assert set(response.json()) == {"code", "message", "more_info", "status"}
+
+
+def test_list_is_per_account_and_authenticated(fake_twilio: FakeTwilio) -> None:
+    send(fake_twilio)
+    sub_sid, sub_token = fake_twilio.add_account(parent=fake_twilio.account_sid)
+    sub_client = fake_twilio.client(username=sub_sid, password=sub_token)
+    sub_client.messages.create(to=PHONE, from_=SENDER, body="sub")
+    assert [m.body for m in sub_client.messages.list()] == ["sub"]
+    parent = fake_twilio.client().api.v2010.accounts(sub_sid).messages.list()
+    assert [m.body for m in parent] == ["sub"]  # a parent reads its subaccounts
+    assert get(fake_twilio, {}, auth=None).status_code == 401
+    assert get(fake_twilio, {}, auth=(sub_sid, sub_token)).status_code == 403
+
+
+def test_list_faults_are_their_own_endpoint(fake_twilio: FakeTwilio) -> None:
+    fake_twilio.fail_next(503, endpoint="list")
+    sid = send(fake_twilio)  # a create does not take a list fault
+    with pytest.raises(TwilioException, match="Unable to fetch page"):
+        fake_twilio.client().messages.list()
+    assert fake_twilio.requests[-1].status == 503
+    assert [m.sid for m in fake_twilio.client().messages.list()] == [sid]
+
+
+# -- faults after Twilio acted, slow and odd answers ------------------------------------
+
+
+def test_drop_after_create_loses_the_answer_not_the_message(fake_twilio: FakeTwilio) -> None:
+    fake_twilio.fail_next(Drop(after=True), endpoint="messages")
+    with pytest.raises(requests.ConnectionError):
+        send(fake_twilio, body="made anyway")
+    [made] = fake_twilio.messages
+    assert made.body == "made anyway"
+    assert fake_twilio.requests[-1].status is None
+    assert [m.sid for m in fake_twilio.client().messages.list(to=PHONE)] == [made.sid]
+
+
+@pytest.mark.timeout(30)
+def test_hang_after_create_times_out_the_client(fake_twilio: FakeTwilio) -> None:
+    fake_twilio.fail_next(Hang(after=True), endpoint="messages")
+    client = fake_twilio.client()
+    client.http_client.timeout = 0.5
+    with pytest.raises(requests.Timeout):
+        client.messages.create(to=PHONE, from_=SENDER, body="x")
+    assert len(fake_twilio.messages) == 1
+    fake_twilio.release()
+    assert fake_twilio.wait_for_requests(lambda r: r.status is None, timeout=5)
+
+
+def test_drop_after_feedback_keeps_the_feedback(fake_twilio: FakeTwilio) -> None:
+    sid = send(fake_twilio)
+    fake_twilio.fail_next(Drop(after=True))
+    with pytest.raises(requests.ConnectionError):
+        confirm(fake_twilio, sid)
+    assert [f.message_sid for f in fake_twilio.feedback] == [sid]
+
+
+@pytest.mark.timeout(30)
+def test_trickle_sends_headers_then_a_byte_at_a_time(
+    fake_twilio: FakeTwilio, pool: ThreadPoolExecutor
+) -> None:
+    sid = send(fake_twilio)
+    fake_twilio.fail_next(Trickle(interval=0.05))
+    with httpx.stream(
+        "POST",
+        feedback_url(fake_twilio, sid),
+        data={"Outcome": "confirmed"},
+        auth=(fake_twilio.account_sid, fake_twilio.auth_token),
+        timeout=5,
+    ) as response:
+        assert response.status_code == 200
+        assert int(response.headers["Content-Length"]) > 1 << 20
+        received = 0
+        for chunk in response.iter_raw(1):
+            received += len(chunk)
+            if received >= 5:
+                break
+    assert fake_twilio.feedback == []  # the request was not handled
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [RawAnswer(200, b"<html>ok</html>", content_type="text/html"), RawAnswer(201), RawAnswer(502)],
+)
+def test_raw_answers(fake_twilio: FakeTwilio, fault: RawAnswer) -> None:
+    sid = send(fake_twilio)
+    fake_twilio.fail_next(fault)
+    response = post(fake_twilio, feedback_url(fake_twilio, sid), {"Outcome": "confirmed"})
+    assert (response.status_code, response.content) == (fault.status, fault.body)
+    assert response.headers["Content-Type"] == fault.content_type
+    assert fake_twilio.feedback == []
+
+
+def test_raw_answer_streams_a_large_body(fake_twilio: FakeTwilio) -> None:
+    sid = send(fake_twilio)
+    fake_twilio.fail_next(RawAnswer(200, b"x" * 65536, repeat=64))
+    response = post(fake_twilio, feedback_url(fake_twilio, sid), {"Outcome": "confirmed"})
+    assert len(response.content) == 4 << 20
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "header"),
+    [
+        (0, "0"),
+        (-1, "-1"),
+        (float("nan"), "nan"),
+        (float("inf"), "inf"),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", "Wed, 21 Oct 2015 07:28:00 GMT"),
+    ],
+)
+def test_retry_after_is_sent_as_given(
+    fake_twilio: FakeTwilio, retry_after: float | str, header: str
+) -> None:
+    sid = send(fake_twilio)
+    fake_twilio.fail_next(Status(429, retry_after=retry_after))
+    response = post(fake_twilio, feedback_url(fake_twilio, sid), {"Outcome": "confirmed"})
+    assert response.headers["Retry-After"] == header
+
+
+def test_new_faults_are_validated() -> None:
+    with pytest.raises(ValueError, match="RawAnswer"):
+        RawAnswer(600)
+    with pytest.raises(ValueError, match="RawAnswer"):
+        RawAnswer(200, repeat=-1)

@@ -1,9 +1,9 @@
 """Testing helpers: the FakeTwilio emulator, its faults, and a pytest plugin.
 
-:class:`FakeTwilio` is a real HTTP server on 127.0.0.1 serving Twilio's Messages and
-Message Feedback endpoints, so tests exercise the official client over real HTTP with no
-network and no Twilio account. :class:`Status`, :class:`Drop`, :class:`Hang` and
-:class:`Delay` are the faults it injects on demand. The pytest plugin (registered when
+:class:`FakeTwilio` is a real HTTP server on 127.0.0.1 serving Twilio's Messages (create
+and list) and Message Feedback endpoints, so tests exercise the official client over real
+HTTP with no network and no Twilio account. :class:`Status`, :class:`Drop`, :class:`Hang`,
+:class:`Delay`, :class:`Trickle` and :class:`RawAnswer` are the faults it injects on demand. The pytest plugin (registered when
 the package is installed) provides the ``fake_twilio`` and ``fake_twilio_session``
 fixtures. The Store conformance suite lives in :mod:`twilio_feedback.testing.conformance`.
 """
@@ -18,8 +18,10 @@ from .fake_twilio import (
     FeedbackPost,
     Hang,
     Message,
+    RawAnswer,
     RecordedRequest,
     Status,
+    Trickle,
     WaitTimeout,
 )
 
@@ -31,7 +33,9 @@ __all__ = [
     "FeedbackPost",
     "Hang",
     "Message",
+    "RawAnswer",
     "RecordedRequest",
     "Status",
+    "Trickle",
     "WaitTimeout",
 ]

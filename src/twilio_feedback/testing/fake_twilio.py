@@ -1,12 +1,13 @@
-"""FakeTwilio: a real HTTP server on 127.0.0.1 that speaks the two Twilio endpoints this
+"""FakeTwilio: a real HTTP server on 127.0.0.1 that speaks the Twilio endpoints this
 library uses, with fault injection.
 
-It follows Twilio's OpenAPI description of ``POST .../Messages.json`` and
-``POST .../Messages/{MessageSid}/Feedback.json``: the same paths, Basic auth (account SID
-and auth token, or API key and secret; a parent account acting on its subaccounts), form
-fields, status codes, and error bodies with ``code``, ``message``, ``more_info`` and
-``status``. Every request is recorded; faults (latency, error statuses, 429 with
-Retry-After, dropped connections, hanging) are injected on demand.
+It follows Twilio's OpenAPI description of ``POST .../Messages.json`` (CreateMessage),
+``GET .../Messages.json`` (ListMessage) and ``POST .../Messages/{MessageSid}/Feedback.json``:
+the same paths, Basic auth (account SID and auth token, or API key and secret; a parent
+account acting on its subaccounts), form fields and query parameters, status codes, the
+list envelope, and error bodies with ``code``, ``message``, ``more_info`` and ``status``.
+Every request is recorded; faults (latency, error statuses, 429 with Retry-After, dropped
+connections, hanging, answers that trickle or are not JSON) are injected on demand.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime as dt
 import email.utils
 import json
 import re
@@ -27,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeAlias
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 if TYPE_CHECKING:
     from twilio.rest import Client
@@ -40,13 +42,15 @@ __all__ = [
     "FeedbackPost",
     "Hang",
     "Message",
+    "RawAnswer",
     "RecordedRequest",
     "Status",
+    "Trickle",
     "WaitTimeout",
 ]
 
-Endpoint = Literal["feedback", "messages", "any"]
-_ENDPOINTS: tuple[Endpoint, ...] = ("feedback", "messages", "any")
+Endpoint = Literal["feedback", "messages", "list", "any"]
+_ENDPOINTS: tuple[Endpoint, ...] = ("feedback", "messages", "list", "any")
 _MESSAGES_PATH = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Messages\.json")
 _FEEDBACK_PATH = re.compile(
     r"/2010-04-01/Accounts/(?P<account>[^/]+)/Messages/(?P<message>[^/]+)/Feedback\.json"
@@ -56,6 +60,8 @@ _MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-fA-F]{32}")
 _CODES = {400: 20001, 401: 20003, 403: 20003, 404: 20404, 405: 20004, 429: 20429}
 _REASONS = {429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 _MAX_BODY = 1 << 20
+_PAGE_SIZE, _MAX_PAGE_SIZE = 50, 1000
+_LIST_PARAMS = ("To", "From", "DateSent", "DateSent<", "DateSent>", "PageSize", "Page", "PageToken")
 
 
 @dataclass(frozen=True)
@@ -63,12 +69,14 @@ class Status:
     """Answer with this HTTP status and a Twilio error body (``Retry-After`` if given).
 
     ``code`` defaults to Twilio's code for the status (20429, 20500, 20503, ...).
+    ``retry_after`` is sent as given when it is a string (an HTTP date, garbage), else
+    formatted as a number (``nan``, ``inf`` and negative values included).
     """
 
     status: int
     code: int | None = None
     message: str | None = None
-    retry_after: float | None = None
+    retry_after: float | str | None = None
 
     def __post_init__(self) -> None:
         if not 400 <= self.status <= 599:
@@ -77,13 +85,51 @@ class Status:
 
 @dataclass(frozen=True)
 class Drop:
-    """Close the connection without answering (the client sees a connection error)."""
+    """Close the connection without answering (the client sees a connection error).
+
+    ``after=True`` handles the request first (the message is created, the feedback
+    accepted), then drops: the client sees a network error although Twilio acted.
+    """
+
+    after: bool = False
 
 
 @dataclass(frozen=True)
 class Hang:
     """Answer nothing until :meth:`FakeTwilio.release` or :meth:`FakeTwilio.stop`, then
-    close the connection."""
+    close the connection.
+
+    ``after=True`` handles the request first (the message is created, the feedback
+    accepted), then hangs: the client times out although Twilio acted.
+    """
+
+    after: bool = False
+
+
+@dataclass(frozen=True)
+class Trickle:
+    """A slow-loris answer: the status line and headers (announcing a large JSON body) at
+    once, then one byte of body every ``interval`` seconds until :meth:`FakeTwilio.release`
+    or :meth:`FakeTwilio.stop`. The request is not handled."""
+
+    status: int = 200
+    interval: float = 0.2
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    """Answer with any status (2xx included) and ``body`` repeated ``repeat`` times, as it
+    is: a body that is not JSON, empty, or far larger than Twilio ever sends (streamed, not
+    held in memory). The request is not handled."""
+
+    status: int = 200
+    body: bytes = b""
+    repeat: int = 1
+    content_type: str = "application/json; charset=utf-8"
+
+    def __post_init__(self) -> None:
+        if not 100 <= self.status <= 599 or self.repeat < 0:
+            raise ValueError("RawAnswer needs a status in 100-599 and repeat >= 0")
 
 
 @dataclass(frozen=True)
@@ -93,14 +139,16 @@ class Delay:
     seconds: float
 
 
-Fault: TypeAlias = int | Status | Drop | Hang | Delay
+Fault: TypeAlias = int | Status | Drop | Hang | Delay | Trickle | RawAnswer
 """An injected fault: a bare 4xx/5xx status or one of the fault classes."""
+_FAULT_TYPES = (int, Status, Drop, Hang, Delay, Trickle, RawAnswer)
 
 
 @dataclass(frozen=True)
 class RecordedRequest:
     """One request as the emulator saw it. The Authorization header is not kept;
-    ``status`` is None when no answer was sent (:class:`Drop`, :class:`Hang`, stop)."""
+    ``status`` is None when no answer was sent (:class:`Drop`, :class:`Hang`, stop).
+    ``query`` holds the query parameters (the first value of each)."""
 
     method: str
     path: str
@@ -108,6 +156,7 @@ class RecordedRequest:
     form: dict[str, str]
     status: int | None
     time: float
+    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,6 +194,7 @@ class _Answer:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    fault: Trickle | RawAnswer | None = None
 
 
 @dataclass
@@ -449,7 +499,11 @@ class FakeTwilio:
         self, method: str, target: str, headers: dict[str, str], fields: dict[str, list[str]]
     ) -> _Answer | None:
         """Handle and record one request; None means close the connection unanswered."""
-        path = urlsplit(target).path
+        parts = urlsplit(target)
+        query = {
+            name: values[0]
+            for name, values in parse_qs(parts.query, keep_blank_values=True).items()
+        }
         form = {name: values[0] for name, values in fields.items()}
         media = tuple(fields.get("MediaUrl", ()))
         with self._cond:
@@ -457,7 +511,7 @@ class FakeTwilio:
             self._cond.notify_all()
         answer: _Answer | None = None
         try:
-            answer = self._route(method, path, headers, form, media)
+            answer = self._route(method, parts.path, headers, form, media, query)
         except _Stopped:
             answer = None
         finally:
@@ -466,7 +520,9 @@ class FakeTwilio:
             with self._cond:
                 self._in_flight -= 1
                 self._requests.append(
-                    RecordedRequest(method, path, kept, form, status, time.time())
+                    RecordedRequest(
+                        method, parts.path, kept, form, status, time.time(), query=query
+                    )
                 )
                 self._cond.notify_all()
         return answer
@@ -478,6 +534,7 @@ class FakeTwilio:
         headers: dict[str, str],
         form: dict[str, str],
         media: tuple[str, ...],
+        query: dict[str, str],
     ) -> _Answer | None:
         self._pause(self.latency)
         caller = self._authenticate(headers.get("authorization", ""))
@@ -492,28 +549,39 @@ class FakeTwilio:
             or (feedback is not None and not _MESSAGE_SID.fullmatch(feedback["message"]))
         ):
             return _not_found(path)
-        if method != "POST":
+        if method != "POST" and (feedback is not None or method != "GET"):
             return _error(405, "Method not allowed")
         account = match["account"]
         with self._cond:
             target = self._accounts.get(account)
             if caller != account and (target is None or target.parent != caller):
                 return _error(403, "Authenticate")
-        fault = self._take_fault("feedback" if feedback else "messages")
+        endpoint = "feedback" if feedback else "list" if method == "GET" else "messages"
+        fault = self._take_fault(endpoint)
         if isinstance(fault, Delay):
             self._pause(fault.seconds)
-        elif isinstance(fault, (Drop, Hang)):
+        elif isinstance(fault, (Drop, Hang)) and not fault.after:
             if isinstance(fault, Hang):
                 self._hang()
             return None
-        elif fault is not None:
+        elif isinstance(fault, (Trickle, RawAnswer)):
+            return _Answer(fault.status, {}, fault=fault)
+        elif isinstance(fault, (int, Status)):
             status = fault if isinstance(fault, Status) else Status(fault)
-            extra = {} if status.retry_after is None else {"Retry-After": f"{status.retry_after:g}"}
+            extra = {} if status.retry_after is None else {"Retry-After": _header(status)}
             reason = status.message or _REASONS.get(status.status, "Error")
             return _error(status.status, reason, status.code, extra)
         if feedback is not None:
-            return self._create_feedback(account, feedback["message"], form, path)
-        return self._create_message(account, form, media)
+            answer = self._create_feedback(account, feedback["message"], form, path)
+        elif method == "GET":
+            answer = self._list_messages(account, path, query)
+        else:
+            answer = self._create_message(account, form, media)
+        if isinstance(fault, (Drop, Hang)):  # after=True: Twilio acted, the answer is lost
+            if isinstance(fault, Hang):
+                self._hang()
+            return None
+        return answer
 
     def _authenticate(self, header: str) -> str | None:
         """The account the Basic credentials act as (an API key acts as its account)."""
@@ -551,6 +619,21 @@ class FakeTwilio:
             generation = self._generation
             self._cond.wait_for(lambda: self._stopping or self._generation != generation)
 
+    def _generation_now(self) -> int:
+        with self._cond:
+            return self._generation
+
+    def _trickle_wait(self, seconds: float, generation: int) -> bool:
+        """Wait ``seconds``; False once released or stopping (the trickle ends)."""
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            while not self._stopping and self._generation == generation:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return True
+                self._cond.wait(remaining)
+        return False
+
     def _create_message(
         self, account: str, form: dict[str, str], media: tuple[str, ...]
     ) -> _Answer:
@@ -578,33 +661,64 @@ class FakeTwilio:
             self._messages.append(message)
             self._known[sid] = account
             self._cond.notify_all()
-        uri = f"/2010-04-01/Accounts/{account}/Messages/{sid}"
+        return _Answer(201, _message_json(message, listed=False))
+
+    def _list_messages(self, account: str, path: str, query: dict[str, str]) -> _Answer:
+        """ListMessage: newest first, filtered by To, From and the DateSent family, paged
+        by PageSize, Page and PageToken, in Twilio's list envelope."""
+        try:
+            size = int(query.get("PageSize", _PAGE_SIZE))
+            page = int(query.get("Page", 0))
+            dates: dict[str, dt.date] = {
+                name: _list_date(query[name])
+                for name in ("DateSent", "DateSent<", "DateSent>")
+                if name in query
+            }
+        except ValueError as exc:
+            return _error(400, f"Invalid parameter: {exc}", 20001)
+        if not 1 <= size <= _MAX_PAGE_SIZE or page < 0:
+            return _error(400, f"PageSize must be 1-{_MAX_PAGE_SIZE} and Page >= 0", 20001)
+        with self._cond:
+            listed = [
+                m
+                for m in reversed(self._messages)
+                if m.account_sid == account
+                and query.get("To", m.to) == m.to
+                and query.get("From", m.from_) == m.from_
+                and _sent_on(m, dates)
+            ]
+        token = query.get("PageToken")
+        start = page * size
+        if token is not None:
+            sids = [m.sid for m in listed]
+            if token[:2] not in ("PA", "PB") or token[2:] not in sids:
+                return _error(400, "Invalid PageToken", 20001)
+            at = sids.index(token[2:])
+            start = at + 1 if token.startswith("PA") else max(0, at - size)
+        chunk = listed[start : start + size]
+        kept = {name: query[name] for name in _LIST_PARAMS[:5] if name in query}
+
+        def uri(number: int, page_token: str | None = None) -> str:
+            params = {**kept, "PageSize": str(size), "Page": str(number)}
+            if page_token is not None:
+                params["PageToken"] = page_token
+            return f"{path}?{urlencode(params)}"
+
+        more = start + size < len(listed)
         return _Answer(
-            201,
+            200,
             {
-                "account_sid": account,
-                "api_version": "2010-04-01",
-                "body": body,
-                "date_created": message.date_created,
-                "date_sent": None,
-                "date_updated": message.date_created,
-                "direction": "outbound-api",
-                "error_code": None,
-                "error_message": None,
-                "from": message.from_,
-                "messaging_service_sid": message.messaging_service_sid,
-                "num_media": str(len(media)),
-                "num_segments": str(_segments(body)),
-                "price": None,
-                "price_unit": None,
-                "sid": sid,
-                "status": "queued",
-                "subresource_uris": {
-                    "media": f"{uri}/Media.json",
-                    "feedback": f"{uri}/Feedback.json",
-                },
-                "to": message.to,
-                "uri": f"{uri}.json",
+                "end": start + len(chunk) - 1 if chunk else 0,
+                "first_page_uri": uri(0),
+                "next_page_uri": uri(page + 1, "PA" + chunk[-1].sid) if more and chunk else None,
+                "page": page,
+                "page_size": size,
+                "previous_page_uri": (
+                    uri(page - 1, "PB" + chunk[0].sid) if page > 0 and chunk else None
+                ),
+                "messages": [_message_json(m, listed=True) for m in chunk],
+                "start": start,
+                "uri": uri(page, token),
             },
         )
 
@@ -638,8 +752,11 @@ class FakeTwilio:
 
 
 def _check_fault(fault: object) -> Fault:
-    if isinstance(fault, bool) or not isinstance(fault, (int, Status, Drop, Hang, Delay)):
-        raise TypeError(f"a fault is a status code, Status, Drop, Hang or Delay, not {fault!r}")
+    if isinstance(fault, bool) or not isinstance(fault, _FAULT_TYPES):
+        raise TypeError(
+            "a fault is a status code, Status, Drop, Hang, Delay, Trickle or RawAnswer, "
+            f"not {fault!r}"
+        )
     if isinstance(fault, int):
         Status(fault)  # validates the range
     return fault
@@ -656,6 +773,73 @@ def _error(
         "status": status,
     }
     return _Answer(status, body, headers or {})
+
+
+def _header(status: Status) -> str:
+    value = status.retry_after
+    return value if isinstance(value, str) else f"{value:g}"
+
+
+def _message_json(message: Message, *, listed: bool) -> dict[str, Any]:
+    """A Message resource as Twilio shows it. Created: ``queued``, not yet sent; listed
+    later: ``sent``, at the time it was created (the emulator sends at once)."""
+    uri = f"/2010-04-01/Accounts/{message.account_sid}/Messages/{message.sid}"
+    return {
+        "account_sid": message.account_sid,
+        "api_version": "2010-04-01",
+        "body": message.body,
+        "date_created": message.date_created,
+        "date_sent": message.date_created if listed else None,
+        "date_updated": message.date_created,
+        "direction": "outbound-api",
+        "error_code": None,
+        "error_message": None,
+        "from": message.from_,
+        "messaging_service_sid": message.messaging_service_sid,
+        "num_media": str(len(message.media_urls)),
+        "num_segments": str(_segments(message.body)),
+        "price": None,
+        "price_unit": None,
+        "sid": message.sid,
+        "status": "sent" if listed else "queued",
+        "subresource_uris": {
+            "media": f"{uri}/Media.json",
+            "feedback": f"{uri}/Feedback.json",
+        },
+        "to": message.to,
+        "uri": f"{uri}.json",
+    }
+
+
+_DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S")
+
+
+def _list_date(value: str) -> dt.date:
+    """A DateSent filter value as a GMT date. The spec documents ``YYYY-MM-DD`` and shows
+    ISO date-times, ``MM/DD/YYYY HH:MM:SS TZ`` and RFC 2822 dates too; Twilio filters by
+    day, so only the date counts."""
+    text = value.strip()
+    for pattern in _DATE_FORMATS:
+        with contextlib.suppress(ValueError):
+            return dt.datetime.strptime(text, pattern).date()
+    with contextlib.suppress(ValueError):
+        return dt.datetime.strptime(text.split(" ")[0], "%m/%d/%Y").date()
+    with contextlib.suppress(TypeError, ValueError):
+        parsed = email.utils.parsedate_to_datetime(text)
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(dt.timezone.utc)
+        return parsed.date()
+    raise ValueError(f"DateSent {value[:40]!r} is not a date")
+
+
+def _sent_on(message: Message, dates: dict[str, dt.date]) -> bool:
+    day = email.utils.parsedate_to_datetime(message.date_created).astimezone(dt.timezone.utc)
+    sent = day.date()
+    return (
+        ("DateSent" not in dates or sent == dates["DateSent"])
+        and ("DateSent<" not in dates or sent <= dates["DateSent<"])
+        and ("DateSent>" not in dates or sent >= dates["DateSent>"])
+    )
 
 
 def _not_found(path: str) -> _Answer:
@@ -742,17 +926,40 @@ def _make_handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
                 with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
                 return
-            payload = json.dumps(answer.body).encode()
+            if isinstance(answer.fault, Trickle):
+                self._trickle(answer.fault)
+                return
+            raw = answer.fault
+            payload = json.dumps(answer.body).encode() if raw is None else raw.body
+            repeat = 1 if raw is None else raw.repeat
+            content_type = "application/json; charset=utf-8" if raw is None else raw.content_type
             with contextlib.suppress(OSError):  # the client gave up (timeout, stop)
                 self.send_response(answer.status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload) * repeat))
                 self.send_header("Twilio-Request-Id", "RQ" + secrets.token_hex(16))
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
                 if self.command != "HEAD":
-                    self.wfile.write(payload)
+                    for _ in range(repeat):
+                        self.wfile.write(payload)
+
+        def _trickle(self, fault: Trickle) -> None:
+            self.close_connection = True
+            generation = fake._generation_now()
+            with contextlib.suppress(OSError):
+                self.send_response(fault.status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(_MAX_BODY * 64))
+                self.end_headers()
+                self.wfile.write(b"{")
+                self.wfile.flush()
+                while fake._trickle_wait(fault.interval, generation):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
 
         def _read_fields(self, headers: dict[str, str]) -> dict[str, list[str]]:
             try:
