@@ -1,14 +1,30 @@
-"""Failure classification of feedback posts, over real HTTP to FakeTwilio."""
+"""Twilio I/O over real HTTP to FakeTwilio: failure classification, Retry-After, answer
+size and time bounds."""
 
 from __future__ import annotations
 
+import email.utils
+import json
 import time
+import tracemalloc
 
 import pytest
+import requests
 
-from twilio_feedback import FeedbackError, Settings
-from twilio_feedback.testing import Drop, FakeTwilio, Hang, Status
-from twilio_feedback.twilio_api import TwilioAPI, classify
+from twilio_feedback import FeedbackError, FeedbackTracker, Settings
+from twilio_feedback.testing import Drop, FakeTwilio, Hang, RawAnswer, Status, Trickle
+from twilio_feedback.twilio_api import (
+    MAX_RESPONSE_BYTES,
+    TwilioAPI,
+    classify,
+    parse_retry_after,
+)
+
+
+def _problem(status: int) -> bytes:
+    """An RFC 9457 error body, as newer Twilio APIs send."""
+    problem = {"type": "https://x.example/e", "title": "t", "status": status, "code": 20000}
+    return json.dumps(problem).encode()
 
 
 @pytest.fixture
@@ -109,3 +125,179 @@ def test_edge_and_region_cannot_rewrite_a_custom_base_url(
     sid = str(api.send_message(to="+15558675310", from_="+15017122661", body="x").sid)
     api.post_feedback(fake_twilio.account_sid, sid)
     assert len(fake_twilio.feedback) == 1
+
+
+# -- Retry-After: None or a finite number of seconds >= 0 --------------------------------
+
+
+def _http_date(offset: float) -> str:
+    return email.utils.formatdate(time.time() + offset, usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("0", 0.0),
+        ("2", 2.0),
+        (" 7 ", 7.0),
+        ("2.5", 2.5),
+        ("-1", None),
+        ("-0.5", None),
+        ("nan", None),
+        ("NaN", None),
+        ("inf", None),
+        ("-inf", None),
+        ("1e400", None),
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date in the past
+    ],
+)
+def test_parse_retry_after(header: str | None, expected: float | None) -> None:
+    assert parse_retry_after(header) == expected
+
+
+def test_parse_retry_after_reads_http_dates() -> None:
+    seconds = parse_retry_after(_http_date(120))
+    assert seconds is not None
+    assert 115 <= seconds <= 121
+    assert parse_retry_after(_http_date(-120)) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        (0, 0.0),
+        (3, 3.0),
+        (-1, None),
+        (float("nan"), None),
+        (float("inf"), None),
+        ("garbage", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+    ],
+)
+def test_retry_after_end_to_end(
+    api: TwilioAPI, fake_twilio: FakeTwilio, sid: str, sent: float | str, expected: float | None
+) -> None:
+    fake_twilio.fail_next(Status(429, retry_after=sent))
+    error = _post(api, fake_twilio, sid)
+    assert (error.status, error.retryable, error.retry_after) == (429, True, expected)
+
+
+def test_retry_after_http_date_end_to_end(
+    api: TwilioAPI, fake_twilio: FakeTwilio, sid: str
+) -> None:
+    fake_twilio.fail_next(Status(503, retry_after=_http_date(60)))
+    error = _post(api, fake_twilio, sid)
+    assert error.retry_after is not None
+    assert 55 <= error.retry_after <= 61
+
+
+# -- answers: size cap, the HTTP status decides, a whole-call deadline --------------------
+
+
+def test_oversized_2xx_answer_is_success_in_bounded_memory(
+    api: TwilioAPI, fake_twilio: FakeTwilio, sid: str
+) -> None:
+    api.client()  # built outside the measurement
+    fake_twilio.fail_next(RawAnswer(200, b"x" * 65536, repeat=1024))  # 64 MiB
+    tracemalloc.start()
+    try:
+        api.post_feedback(fake_twilio.account_sid, sid)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MAX_RESPONSE_BYTES
+
+
+def test_oversized_error_answer_is_classified_by_its_status(
+    api: TwilioAPI, fake_twilio: FakeTwilio, sid: str
+) -> None:
+    fake_twilio.fail_next(RawAnswer(502, b"x" * 65536, repeat=64), RawAnswer(400, b"y" * (2 << 20)))
+    first = _post(api, fake_twilio, sid)
+    assert (first.status, first.retryable) == (502, True)
+    second = _post(api, fake_twilio, sid)
+    assert (second.status, second.retryable) == (400, False)
+    api.post_feedback(fake_twilio.account_sid, sid)  # the connection pool still works
+    assert len(fake_twilio.feedback) == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        RawAnswer(200, b"<html>Accepted</html>", content_type="text/html"),
+        RawAnswer(201, b""),
+        RawAnswer(204, b""),
+        RawAnswer(200, b'{"status": 500, "code": 20500, "message": "not really"}'),
+        RawAnswer(200, b"[1, 2"),
+    ],
+    ids=["html", "empty-201", "204", "status-field-500", "truncated-json"],
+)
+def test_any_2xx_is_success_whatever_the_body(
+    api: TwilioAPI, fake_twilio: FakeTwilio, sid: str, answer: RawAnswer
+) -> None:
+    fake_twilio.fail_next(answer)
+    api.post_feedback(fake_twilio.account_sid, sid)
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "retryable"),
+    [
+        # RFC 9457 bodies: the official client takes `status` from the body.
+        (RawAnswer(503, _problem(400)), 503, True),
+        (RawAnswer(400, _problem(503)), 400, False),
+        # Legacy bodies.
+        (RawAnswer(500, b'{"code": 21610, "message": "x", "status": 400}'), 500, True),
+        (RawAnswer(404, b'{"code": 20404, "message": "x", "status": 200}'), 404, False),
+        (RawAnswer(503, b"<html>Service Unavailable</html>"), 503, True),
+    ],
+)
+def test_the_http_status_decides_not_the_body(
+    api: TwilioAPI,
+    fake_twilio: FakeTwilio,
+    sid: str,
+    answer: RawAnswer,
+    status: int,
+    retryable: bool,
+) -> None:
+    fake_twilio.fail_next(answer)
+    error = _post(api, fake_twilio, sid)
+    assert (error.status, error.retryable) == (status, retryable)
+
+
+@pytest.mark.timeout(30)
+def test_a_trickling_answer_is_a_retryable_network_error(
+    api: TwilioAPI, fake_twilio: FakeTwilio, sid: str
+) -> None:
+    fake_twilio.fail_next(Trickle(interval=0.05))
+    started = time.monotonic()
+    error = _post(api, fake_twilio, sid)
+    elapsed = time.monotonic() - started
+    assert (error.retryable, error.status) == (True, None)
+    assert "network error" in error.message
+    # request_timeout is 0.5 s: the whole answer is due within 2 x request_timeout.
+    assert elapsed < 3.0
+    api.post_feedback(fake_twilio.account_sid, sid)
+    assert len(fake_twilio.feedback) == 1
+
+
+@pytest.mark.timeout(30)
+def test_a_trickling_create_times_out(api: TwilioAPI, fake_twilio: FakeTwilio) -> None:
+    fake_twilio.fail_next(Trickle(interval=0.05), endpoint="messages")
+    started = time.monotonic()
+    with pytest.raises(requests.Timeout):
+        api.send_message(to="+15558675310", from_="+15017122661", body="x")
+    assert time.monotonic() - started < 3.0
+
+
+@pytest.mark.timeout(60)
+def test_delivery_goes_on_through_a_trickling_twilio(
+    settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    with FeedbackTracker(settings.replace(request_timeout=0.5)) as tracker:
+        tracker.send(to="+15558675310", from_="+15017122661", body="code", key="trickle")
+        fake_twilio.fail_next(Trickle(interval=0.05), Trickle(interval=0.05))
+        assert tracker.confirm(key="trickle").confirmed
+        fake_twilio.wait_for_feedback(1, timeout=20)
+        assert tracker.stats()["stuck"] == 0

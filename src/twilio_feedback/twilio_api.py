@@ -5,18 +5,35 @@ It uses the official ``twilio`` client over its ``requests`` transport, pointed 
 :class:`~twilio_feedback.errors.FeedbackError` that says whether a retry can succeed.
 One client per thread: ``requests`` sessions are not meant to be shared across threads,
 and the reporter posts from several.
+
+Every answer is streamed and bounded: at most :data:`MAX_RESPONSE_BYTES` of body are kept
+(a longer answer is judged by its HTTP status alone), and the whole answer must arrive
+within :data:`ANSWER_DEADLINE_FACTOR` x ``request_timeout`` of the call's start, so a
+server that trickles its body is a network error, not a worker held forever. The HTTP
+status decides success and failure, never a ``status`` field in the body.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
+import math
+import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import requests
+import urllib3
+from requests import Request, Session
+from twilio.base import values
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
 from twilio.rest import Client
+from urllib3.exceptions import InvalidHeader
 
 from .errors import FeedbackError
 
@@ -25,7 +42,14 @@ if TYPE_CHECKING:
 
     from .settings import Settings
 
-__all__ = ["TwilioAPI", "classify"]
+__all__ = [
+    "ANSWER_DEADLINE_FACTOR",
+    "LOOKUP_LIMIT",
+    "MAX_RESPONSE_BYTES",
+    "TwilioAPI",
+    "classify",
+    "parse_retry_after",
+]
 
 logger = logging.getLogger("twilio_feedback.twilio")
 
@@ -33,46 +57,176 @@ _RETRYABLE_STATUSES = frozenset({408, 425, 429})
 DEFAULT_BASE_URL = "https://api.twilio.com"
 _NO_ENVIRONMENT = {"TWILIO_FEEDBACK_ISOLATED": "1"}
 
+MAX_RESPONSE_BYTES = 1 << 20
+"""Bytes of an answer's body kept, at most (Twilio's answers are a few KB). A longer body is
+dropped unread past this point, and the answer is judged by its HTTP status: a 2xx is a
+success, anything else is classified as usual."""
+ANSWER_DEADLINE_FACTOR = 2.0
+"""A call's whole answer (status, headers and body) must be in within this many
+``request_timeout`` of the call's start; past that the call fails as a (retryable) network
+error. Connecting and each read are also bounded by ``request_timeout``. What this cannot
+bound (headers that trickle in, a hanging DNS lookup) the reporter's watchdog covers."""
+LOOKUP_LIMIT = 200
+"""Messages examined, at most, by one :meth:`TwilioAPI.find_message` call (newest first)."""
+_READ_CHUNK = 64 * 1024
+# urllib3 caps Retry-After at 6 h by default; the reporter applies its own cap (the window).
+_RETRY_AFTER = urllib3.util.Retry(total=0, retry_after_max=sys.maxsize)
 
-class _HttpClient(TwilioHttpClient):  # type: ignore[misc]
-    """Keeps the last response's headers where an exception handler can read them
-    (``TwilioRestException`` drops them, and 429 carries Retry-After there)."""
 
-    def request(self, *args: Any, **kwargs: Any) -> Any:
-        self.last_headers: Any = None
-        response = super().request(*args, **kwargs)
-        self.last_headers = response.headers
-        return response
+def parse_retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` header as seconds to wait: a finite float >= 0, or ``None``.
 
-
-def _retry_after(headers: Any) -> float | None:
-    if not headers:
-        return None
-    value = headers.get("Retry-After")
+    Seconds (``"2"``, ``"2.5"``, ``"0"``) are taken as they are; an HTTP date becomes the
+    seconds from now until then (``0.0`` for a date in the past). Negative, NaN, infinite
+    and unreadable values are ``None``: the caller falls back to its own backoff.
+    """
     if value is None:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        # An HTTP date: Twilio sends seconds; treat anything else as "a while".
+    text = value.strip()
+    if not text:
         return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            return float(_RETRY_AFTER.parse_retry_after(text))
+        except (InvalidHeader, ValueError, OverflowError):
+            return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
 
 
-def classify(exc: BaseException, headers: Any = None) -> FeedbackError:
+class _HttpClient(TwilioHttpClient):  # type: ignore[misc]
+    """The official client's ``requests`` transport, with bounded answers.
+
+    Keeps the last answer's HTTP status and headers where an exception handler can read
+    them (``TwilioRestException`` drops the headers, and 429 carries Retry-After there; an
+    RFC 9457 ``TwilioServiceException`` takes its status from the body). Logs method and
+    path only: query strings (a lookup's phone numbers) stay out of the logs.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self.last_status: int | None = None
+        self.last_headers: Any = None
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Response:
+        """Send one request and read its answer within the size and time bounds."""
+        self.last_status = self.last_headers = None
+        limit = float(self.timeout if timeout is None else timeout)
+        deadline = time.monotonic() + ANSWER_DEADLINE_FACTOR * limit
+        kwargs: dict[str, Any] = {
+            "method": method.upper(),
+            "url": url,
+            "params": params,
+            "headers": headers,
+            "auth": auth,
+            "hooks": self.request_hooks,
+        }
+        json_body = headers and headers.get("Content-Type") in (
+            "application/json",
+            "application/scim+json",
+        )
+        kwargs["json" if json_body else "data"] = data
+        logger.debug("%s %s", kwargs["method"], urlsplit(url).path)
+        session = self.session or Session()
+        prepared = session.prepare_request(Request(**kwargs))
+        environment = session.merge_environment_settings(
+            prepared.url or url, self.proxy, None, None, None
+        )
+        environment["stream"] = True
+        answer = session.send(
+            prepared, allow_redirects=allow_redirects, timeout=limit, **environment
+        )
+        try:
+            text = _read_body(answer, deadline, limit)
+        finally:
+            answer.close()  # a fully read answer already gave its connection back to the pool
+        self.last_status, self.last_headers = answer.status_code, answer.headers
+        return Response(answer.status_code, text, answer.headers)
+
+
+def _read_body(answer: requests.Response, deadline: float, limit: float) -> str:
+    raw = answer.raw
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise requests.ReadTimeout(
+                    f"the answer was not complete {ANSWER_DEADLINE_FACTOR:g} x "
+                    f"{limit:g}s after the call started"
+                )
+            if sock is not None:
+                # Each read waits at most for what is left of the deadline.
+                sock.settimeout(min(limit, remaining))
+            data = raw.read1(_READ_CHUNK, decode_content=True)
+            if not data:
+                break
+            size += len(data)
+            if size > MAX_RESPONSE_BYTES:
+                logger.warning(
+                    "Twilio's answer (HTTP %d) is longer than %d bytes: its body is ignored",
+                    answer.status_code,
+                    MAX_RESPONSE_BYTES,
+                )
+                return ""
+            chunks.append(data)
+    except requests.RequestException:
+        raise
+    except (TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
+        raise requests.ReadTimeout(f"reading the answer timed out: {exc}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise requests.ConnectionError(f"reading the answer failed: {exc}") from exc
+    return b"".join(chunks).decode(answer.encoding or "utf-8", "replace")
+
+
+def _error_fields(exc: BaseException) -> tuple[int | None, str]:
+    """Twilio's error code and message, from the exception or the answer it carries."""
+    code = getattr(exc, "code", None)
+    if isinstance(exc, TwilioRestException):
+        return code, exc.msg
+    text = getattr(exc, "detail", None) or getattr(exc, "title", None)
+    if code is None and len(exc.args) > 1 and isinstance(exc.args[1], Response):
+        # A failed page (list) request: TwilioException("Unable to fetch page", response).
+        try:
+            body = json.loads(exc.args[1].text)
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            code, text = body.get("code"), body.get("message") or text
+        text = text or str(exc.args[0])
+    return code, str(text or exc)
+
+
+def classify(exc: BaseException, headers: Any = None, status: int | None = None) -> FeedbackError:
     """Turn whatever a Twilio call raised into a :class:`FeedbackError`.
 
-    Network errors, 5xx, 408, 429 and rejected credentials (401, 403) are retryable; other
-    4xx are permanent and keep Twilio's error code and message. Nothing secret is copied
-    into the message.
+    ``status`` is the HTTP status of the answer, when there was one: it decides, whatever
+    the body or the exception says. Network errors, 5xx, 408, 429 and rejected credentials
+    (401, 403) are retryable; other 4xx are permanent and keep Twilio's error code and
+    message. Nothing secret is copied into the message.
     """
     if isinstance(exc, FeedbackError):
         return exc
-    status = getattr(exc, "status", None)
-    if isinstance(exc, TwilioException) and isinstance(status, int):
-        code = getattr(exc, "code", None)
-        text = getattr(exc, "msg", None) or getattr(exc, "detail", None) or str(exc)
-        if isinstance(exc, TwilioRestException):
-            text = exc.msg
+    if status is None and isinstance(exc, TwilioException):
+        found = getattr(exc, "status", None)
+        status = found if isinstance(found, int) else None
+    if isinstance(exc, TwilioException) and status is not None:
+        code, text = _error_fields(exc)
         # Rejected credentials are the operator's to fix, not a verdict on the message.
         credentials = status in (401, 403)
         retryable = status >= 500 or status in _RETRYABLE_STATUSES or credentials
@@ -82,15 +236,30 @@ def classify(exc: BaseException, headers: Any = None) -> FeedbackError:
             credentials=credentials,
             status=status,
             code=code if isinstance(code, int) else None,
-            retry_after=_retry_after(headers) if status in (429, 503) else None,
+            retry_after=(
+                parse_retry_after(headers.get("Retry-After"))
+                if headers and status in (429, 503)
+                else None
+            ),
         )
     if isinstance(exc, requests.RequestException | OSError | TimeoutError):
         return FeedbackError(f"network error: {type(exc).__name__}", retryable=True)
     return FeedbackError(f"unexpected error: {type(exc).__name__}: {exc}", retryable=True)
 
 
+def _unsent(exc: BaseException) -> bool:
+    """True when the request certainly never reached Twilio: no connection was made."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.ReadTimeout):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return isinstance(reason, urllib3.exceptions.NewConnectionError)  # DNS failures too
+    return False
+
+
 class TwilioAPI:
-    """Sends tracked messages and posts feedback through the official client."""
+    """Sends tracked messages, posts feedback and looks messages up, through the official
+    client."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -124,20 +293,53 @@ class TwilioAPI:
             self._local.http = http
         return client
 
+    def _http(self) -> _HttpClient:
+        self.client()
+        http: _HttpClient = self._local.http
+        return http
+
     def send_message(self, *, account_sid: str | None = None, **params: Any) -> MessageInstance:
-        """Create a message with ``provide_feedback=True``; Twilio's own exceptions pass
-        through unchanged. ``params`` are those of ``client.messages.create``."""
+        """Create a message with ``provide_feedback=True``; Twilio's own exceptions and
+        network errors pass through unchanged. ``params`` are those of
+        ``client.messages.create``.
+
+        A 2xx answer whose body cannot be read (not JSON, too long) raises a
+        non-retryable :class:`FeedbackError` with that ``status``: Twilio accepted the
+        message, but its SID is unknown. Call :meth:`not_created` with whatever this
+        raised, in the same thread, to learn whether the message certainly does not exist.
+        """
         params["provide_feedback"] = True
         client = self.client()
         messages = client.api.v2010.accounts(account_sid or self.settings.account_sid).messages
-        message: MessageInstance = messages.create(**params)
+        try:
+            message: MessageInstance = messages.create(**params)
+        except Exception:
+            status = self._http().last_status
+            if status is None or not 200 <= status < 300:
+                raise
+            raise FeedbackError(
+                f"Twilio accepted the message (HTTP {status}) but its answer could not be "
+                "read: its SID is unknown",
+                retryable=False,
+                status=status,
+            ) from None
         return message
+
+    def not_created(self, exc: BaseException) -> bool:
+        """Whether the message whose :meth:`send_message` raised ``exc`` certainly does not
+        exist: Twilio answered 4xx, or no connection was made. Anything else (a timeout, a
+        dropped connection, a 5xx, an unreadable 2xx) leaves it unknown. Call it in the
+        thread that called :meth:`send_message`."""
+        status = self._http().last_status
+        if isinstance(exc, TwilioException) and status is not None:
+            return 400 <= status < 500
+        return _unsent(exc)
 
     def post_feedback(self, account_sid: str, message_sid: str) -> None:
         """POST ``Outcome=confirmed`` for one message; raise :class:`FeedbackError` on failure.
 
-        Any 2xx is success: the spec says 200, Twilio answered 201 until mid-2025.
-        Only ``confirmed`` is ever sent.
+        Any 2xx is success, whatever its body (the spec says 200, Twilio answered 201
+        until mid-2025). Only ``confirmed`` is ever sent.
         """
         client = self.client()
         try:
@@ -145,4 +347,50 @@ class TwilioAPI:
                 outcome="confirmed"
             )
         except Exception as exc:
-            raise classify(exc, getattr(self._local.http, "last_headers", None)) from None
+            http = self._http()
+            status = http.last_status
+            if status is not None and 200 <= status < 300:
+                return  # accepted; the body was not JSON, or too long to read
+            raise classify(exc, http.last_headers, status) from None
+
+    def find_message(
+        self,
+        *,
+        account_sid: str,
+        to: str,
+        since: float,
+        from_: str | None = None,
+        body: str | None = None,
+        contains: str | None = None,
+    ) -> str | None:
+        """The SID of a message Twilio lists as sent to ``to`` (and from ``from_``, when
+        given), created at or after ``since`` (epoch seconds), whose body is ``body`` or
+        contains ``contains``; ``None`` when none is listed (yet).
+
+        One ``GET .../Messages.json`` with ``To``, ``From`` and ``DateSent>`` (the day of
+        ``since``), following pages up to :data:`LOOKUP_LIMIT` messages, newest first; the
+        newest match wins. Raises :class:`FeedbackError` when the lookup fails.
+        """
+        if (body is None) == (contains is None):
+            raise ValueError("pass body= (the exact text) or contains= (a unique part)")
+        client = self.client()
+        messages = client.api.v2010.accounts(account_sid).messages
+        day = dt.datetime.fromtimestamp(since, dt.timezone.utc).date()
+        try:
+            for message in messages.stream(
+                to=to,
+                from_=values.unset if from_ is None else from_,
+                date_sent_after=day,
+                limit=LOOKUP_LIMIT,
+                page_size=50,
+            ):
+                created = message.date_created
+                if created is not None and created.timestamp() < since:
+                    continue
+                text = message.body or ""
+                if text == body or (contains is not None and contains in text):
+                    return str(message.sid)
+        except Exception as exc:
+            http = self._http()
+            raise classify(exc, http.last_headers, http.last_status) from None
+        return None
