@@ -301,3 +301,50 @@ def test_delivery_goes_on_through_a_trickling_twilio(
         assert tracker.confirm(key="trickle").confirmed
         fake_twilio.wait_for_feedback(1, timeout=20)
         assert tracker.stats()["stuck"] == 0
+
+
+# -- find_message: ListMessage through the official client --------------------------------
+
+PHONE, SENDER = "+15558675310", "+15017122661"
+
+
+def test_find_message_follows_pages_and_matches(api: TwilioAPI, fake_twilio: FakeTwilio) -> None:
+    since = time.time() - 1
+    wanted = str(api.send_message(to=PHONE, from_=SENDER, body="open https://a.example/c?id=T").sid)
+    exact = str(api.send_message(to=PHONE, from_=SENDER, body="Your code is 1").sid)
+    fake_twilio.client().messages.create(to="+15550000000", from_=SENDER, body="Your code is 1")
+    for i in range(120):  # the wanted ones are on the third page, newest first
+        api.send_message(to=PHONE, from_=SENDER, body=f"filler {i}")
+    account = fake_twilio.account_sid
+    assert api.find_message(account_sid=account, to=PHONE, since=since, contains="id=T") == wanted
+    found = api.find_message(account_sid=account, to=PHONE, since=since, body="Your code is 1")
+    assert found == exact
+    assert api.find_message(account_sid=account, to=PHONE, since=since, body="Your code") is None
+    assert (
+        api.find_message(
+            account_sid=account, to=PHONE, from_="+15551111111", since=since, contains="id=T"
+        )
+        is None
+    )
+    later = time.time() + 5
+    assert api.find_message(account_sid=account, to=PHONE, since=later, contains="id=T") is None
+    pages = [r for r in fake_twilio.requests if r.method == "GET"]
+    assert {r.query.get("To") for r in pages} == {PHONE}
+    with pytest.raises(ValueError, match=r"body= .* or contains="):
+        api.find_message(account_sid=account, to=PHONE, since=since)
+
+
+def test_find_message_failures_are_classified(api: TwilioAPI, fake_twilio: FakeTwilio) -> None:
+    account = fake_twilio.account_sid
+    fake_twilio.fail_next(Status(429, retry_after=3), Status(400, code=21211), endpoint="list")
+    with pytest.raises(FeedbackError) as info:
+        api.find_message(account_sid=account, to=PHONE, since=0, body="x")
+    assert (info.value.status, info.value.retryable, info.value.retry_after) == (429, True, 3.0)
+    assert info.value.code == 20429
+    with pytest.raises(FeedbackError) as info:
+        api.find_message(account_sid=account, to=PHONE, since=0, body="x")
+    assert (info.value.status, info.value.retryable, info.value.code) == (400, False, 21211)
+    fake_twilio.fail_next(Drop(), endpoint="list")
+    with pytest.raises(FeedbackError) as info:
+        api.find_message(account_sid=account, to=PHONE, since=0, body="x")
+    assert (info.value.status, info.value.retryable) == (None, True)

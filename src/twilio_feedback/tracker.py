@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
+import functools
 import hashlib
 import logging
 import os
@@ -18,6 +19,7 @@ from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from itsdangerous import BadSignature
 
+from .lookups import SidLookups
 from .records import ConfirmResult, Record, State
 from .reporter import OnFailed, OnReported, Reporter
 from .settings import Settings
@@ -124,6 +126,11 @@ class FeedbackTracker:
         self.reporter = Reporter(
             settings, self.store, self.api, on_reported=on_reported, on_failed=on_failed
         )
+        # Not a bound method of the tracker: the lookup thread must not keep it alive.
+        self.sid_lookups = SidLookups(
+            self.api, self.store, functools.partial(_report_if_confirmed, self.reporter)
+        )
+        """Background lookups of SIDs after ambiguous send failures (see :meth:`send`)."""
         self._lock = threading.Lock()
         self._counts = {
             "confirmed": 0,
@@ -136,7 +143,7 @@ class FeedbackTracker:
         self._closed = False
         self._pid = os.getpid()
         # Registered weakly: an unreferenced tracker is collected and its threads stop.
-        self._finalizer = weakref.finalize(self, self.reporter.close, 0.0)
+        self._finalizer = weakref.finalize(self, _stop, self.reporter, self.sid_lookups)
         self._finalizer.atexit = False
         _open_trackers.add(self)
         self.reporter.start()
@@ -201,6 +208,7 @@ class FeedbackTracker:
         if message_sid is None:
             raise ValueError("message_sid is required")
         record = self._new_record(ticket, key, message_sid, account_sid)
+        self.sid_lookups.cancel(record.tracking_id)
         self.store.add(record)
         return record
 
@@ -216,12 +224,13 @@ class FeedbackTracker:
         if message_sid is None:
             raise ValueError("message_sid is required")
         record = self._new_record(ticket, key, message_sid, account_sid)
+        self.sid_lookups.cancel(record.tracking_id)
         await self.astore.add(record)
         return record
 
     def _prepare_send(
         self, body: str, link: str | None, key: str | None, account_sid: str | None
-    ) -> tuple[Record, str]:
+    ) -> tuple[Record, str, str | None]:
         if link is not None and key is not None:
             raise ValueError("pass link= (a confirm URL) or key= (a code typed back), not both")
         if link is None and key is None:
@@ -234,8 +243,9 @@ class FeedbackTracker:
                     "e.g. body='Confirm your sign-in: {link}'"
                 )
             ticket = self.ticket()
-            body = body.replace(LINK_PLACEHOLDER, ticket.link(link))
-        return self._new_record(ticket, key, None, account_sid), body
+            link = ticket.link(link)
+            body = body.replace(LINK_PLACEHOLDER, link)
+        return self._new_record(ticket, key, None, account_sid), body, link
 
     @staticmethod
     def _sids(record: Record, message: Any) -> tuple[str, str, str]:
@@ -244,9 +254,29 @@ class FeedbackTracker:
         return record.tracking_id, str(message.sid), account
 
     def _after_attach(self, bound: Record | None) -> None:
-        # A click that raced the send was kept; now that the SID is known, report it.
-        if bound is not None and bound.state is State.CONFIRMED:
-            self.reporter.submit(bound)
+        _report_if_confirmed(self.reporter, bound)
+
+    def _after_failed_send(
+        self, record: Record, to: str, text: str, link: str | None, params: dict[str, Any]
+    ) -> None:
+        """Twilio may have created the message: keep the record (the click counts) and
+        look its SID up in the background."""
+        logger.warning(
+            "sending the message for %s failed, and Twilio may have created it: the record "
+            "is kept and its SID looked up",
+            record.tracking_id,
+        )
+        from_ = params.get("from_")
+        self.sid_lookups.schedule(
+            tracking_id=record.tracking_id,
+            created_at=record.created_at,
+            account_sid=str(record.account_sid or self.settings.account_sid),
+            to=to,
+            from_=str(from_) if from_ is not None else None,
+            since=record.created_at - self.settings.clock_skew,
+            contains=link,
+            body=text if link is None else None,
+        )
 
     def send(
         self,
@@ -264,18 +294,28 @@ class FeedbackTracker:
         With ``link=``, ``{link}`` in ``body`` becomes the confirm URL with a fresh token;
         with ``key=``, the message is tracked under that key for :meth:`confirm`. Always
         sent with ``provide_feedback=True``. ``params`` go to ``messages.create``
-        (``messaging_service_sid``, ``status_callback``, ...). Twilio's exceptions pass
-        through unchanged, and a refused message leaves no record behind.
+        (``messaging_service_sid``, ``status_callback``, ...).
+
+        Failures raise what Twilio's client raised, unchanged. When Twilio certainly did
+        not create the message (a 4xx answer, or no connection made), no record is left
+        behind. Otherwise (a timeout, a dropped connection, a 5xx) the message may exist:
+        the record is kept, so the person's click counts, and the message's SID is looked
+        up in the background (:class:`~twilio_feedback.lookups.SidLookups`) so the click
+        can be reported. Sending again is the app's call: the person may get two texts.
         """
-        record, text = self._prepare_send(body, link, key, account_sid)
+        record, text, tracked_link = self._prepare_send(body, link, key, account_sid)
         if from_ is not None:
             params["from_"] = from_
+        self.sid_lookups.cancel(record.tracking_id)  # a key sent again replaces its record
         # The record exists before Twilio answers, so a click racing the send is kept.
         self.store.add(record)
         try:
             message = self.api.send_message(to=to, body=text, account_sid=account_sid, **params)
-        except BaseException:
-            self._forget(record.tracking_id)
+        except BaseException as exc:
+            if self.api.not_created(exc):
+                self._forget(record.tracking_id)
+            else:
+                self._after_failed_send(record, to, text, tracked_link, params)
             raise
         self._after_attach(self.store.attach_sid(*self._sids(record, message)))
         return message
@@ -291,17 +331,30 @@ class FeedbackTracker:
         account_sid: str | None = None,
         **params: Any,
     ) -> MessageInstance:
-        """Async twin of :meth:`send`; Twilio is called in a worker thread."""
-        record, text = self._prepare_send(body, link, key, account_sid)
+        """Async twin of :meth:`send`; Twilio is called in a worker thread, the store
+        through its async view. A cancelled call leaves the message's fate unknown: the
+        record is kept and the SID looked up, as after a timeout."""
+        record, text, tracked_link = self._prepare_send(body, link, key, account_sid)
         if from_ is not None:
             params["from_"] = from_
+        self.sid_lookups.cancel(record.tracking_id)
         await self.astore.add(record)
+        refused: list[bool] = []
+
+        def create() -> MessageInstance:
+            try:
+                return self.api.send_message(to=to, body=text, account_sid=account_sid, **params)
+            except BaseException as exc:
+                refused.append(self.api.not_created(exc))  # in the thread that sent
+                raise
+
         try:
-            message = await asyncio.to_thread(
-                lambda: self.api.send_message(to=to, body=text, account_sid=account_sid, **params)
-            )
+            message = await asyncio.to_thread(create)
         except BaseException:
-            await asyncio.to_thread(self._forget, record.tracking_id)
+            if refused and refused[0]:
+                await self._forget_async(record.tracking_id)
+            else:
+                self._after_failed_send(record, to, text, tracked_link, params)
             raise
         self._after_attach(await self.astore.attach_sid(*self._sids(record, message)))
         return message
@@ -310,7 +363,13 @@ class FeedbackTracker:
         try:
             self.store.delete(tracking_id)
         except Exception:
-            logger.warning("could not remove record %s after a failed send", tracking_id)
+            logger.warning("could not remove record %s after a refused send", tracking_id)
+
+    async def _forget_async(self, tracking_id: str) -> None:
+        try:
+            await self.astore.delete(tracking_id)
+        except Exception:
+            logger.warning("could not remove record %s after a refused send", tracking_id)
 
     # -- incoming ------------------------------------------------------------------
 
@@ -409,10 +468,13 @@ class FeedbackTracker:
         """Counters of this process (a forked child starts from zero): confirm outcomes
         (``confirmed``, ``duplicate``, ``invalid``, ``expired``, ``unknown``, ``error``)
         and the reporter's (``reported``, ``retried``, ``failed``, ``dropped``, ``swept``,
-        ``stuck``, and ``pending``: queued, in flight or waiting for a retry)."""
+        ``stuck``, and ``pending``: queued, in flight or waiting for a retry), and the SID
+        lookups' after ambiguous send failures (``lookup_found``, ``lookup_given_up``,
+        ``lookup_dropped``, ``lookup_pending``)."""
         with self._lock:
             counts = dict(self._counts)
         counts.update(self.reporter.stats())
+        counts.update({f"lookup_{k}": v for k, v in self.sid_lookups.stats().items()})
         return counts
 
     def flush(self, timeout: float | None = 5.0) -> int:
@@ -432,6 +494,7 @@ class FeedbackTracker:
             self._closed = True
         self._finalizer.detach()
         _open_trackers.discard(self)
+        self.sid_lookups.close()
         pending = self.reporter.close(timeout)
         try:
             self.store.close()
@@ -450,6 +513,7 @@ class FeedbackTracker:
         else:
             # A forked child: flush its reports, but leave the store (whose connections
             # it may share with the parent) to the parent.
+            self.sid_lookups.close()
             self.reporter.close(timeout)
 
     async def aclose(self, timeout: float | None = 5.0) -> int:
@@ -472,6 +536,18 @@ class FeedbackTracker:
 
 
 _open_trackers: weakref.WeakSet[FeedbackTracker] = weakref.WeakSet()
+
+
+def _report_if_confirmed(reporter: Reporter, bound: Record | None) -> None:
+    # A click that raced the send (or came before a SID lookup) was kept; now that the
+    # SID is known, report it.
+    if bound is not None and bound.state is State.CONFIRMED:
+        reporter.submit(bound)
+
+
+def _stop(reporter: Reporter, lookups: SidLookups) -> None:
+    lookups.close(0.0)
+    reporter.close(0.0)
 
 
 def _trackers_after_fork() -> None:

@@ -310,6 +310,7 @@ class TwilioAPI:
         """
         params["provide_feedback"] = True
         client = self.client()
+        self._http().last_status = None  # not_created() must not see an earlier answer
         messages = client.api.v2010.accounts(account_sid or self.settings.account_sid).messages
         try:
             message: MessageInstance = messages.create(**params)
