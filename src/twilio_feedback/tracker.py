@@ -494,7 +494,7 @@ class FeedbackTracker:
             self._closed = True
         self._finalizer.detach()
         _open_trackers.discard(self)
-        self.sid_lookups.close()
+        self.sid_lookups.close(1.0 if timeout is None else min(1.0, timeout))
         pending = self.reporter.close(timeout)
         try:
             self.store.close()
