@@ -22,7 +22,7 @@ FULL: dict[str, tuple[Any, str]] = {
     "auth_token": (TOKEN, TOKEN),
     "api_key_sid": (KEY_SID, KEY_SID),
     "api_key_secret": ("api-key-secret-value", "api-key-secret-value"),
-    "secret_key": (("o" * 32, "n" * 32), "o" * 32 + "," + "n" * 32),
+    "secret_key": (("o" * 32, "n" * 32), "o" * 32 + " " + "n" * 32),
     "store": ("redis://127.0.0.1:6390/2", "redis://127.0.0.1:6390/2"),
     "confirm_paths": (("/c", "/verify"), "/c,/verify"),
     "path_match": ("prefix", "prefix"),
@@ -150,6 +150,9 @@ def test_misspelt_environment_variable_is_an_error() -> None:
         Settings.from_env(env)
 
 
+PASSWORD = "hunter2-pa55"
+
+
 def test_secrets_never_in_repr() -> None:
     settings = Settings(
         **BASE,
@@ -163,9 +166,109 @@ def test_secrets_never_in_repr() -> None:
     assert SID in text
 
 
+def _sql_store(url: str) -> Any:
+    from twilio_feedback.stores.sql import SQLStore
+
+    return SQLStore(url)  # an engine: no connection until first use
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("store", f"redis://:{PASSWORD}@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("store", f"redis://app:{PASSWORD}@h:6379/0", "redis://app:***@h:6379/0"),
+        (
+            "store",
+            f"postgresql+psycopg://app@h/db?sslmode=require&password={PASSWORD}",
+            "postgresql+psycopg://app@h/db?sslmode=require&password=***",
+        ),
+        ("store", f"redis://h/0?Password={PASSWORD}&db=1", "redis://h/0?Password=***&db=1"),
+        ("store", f"sqlite:///f.db?key={PASSWORD}", "sqlite:///f.db?key=***"),
+        ("api_base_url", f"https://proxy:{PASSWORD}@egress.example", "https://proxy:***@egress"),
+        ("api_base_url", f"https://egress.example/?auth_token={PASSWORD}", "auth_token=***"),
+        ("store", f"postgresql+psycopg://app@127.0.0.1:1/db?password={PASSWORD}", "SQLStore"),
+        ("store", f"postgresql+psycopg://app:{PASSWORD}@127.0.0.1:1/db", "SQLStore"),
+    ],
+)
+def test_passwords_in_urls_never_in_repr(field: str, value: str, shown: str) -> None:
+    if shown == "SQLStore":  # a store instance built from such a URL
+        settings = Settings(**BASE, store=_sql_store(value))
+    else:
+        settings = Settings(**BASE, **{field: value})
+    text = repr(settings)
+    assert PASSWORD not in text
+    assert shown in text
+
+
+SECRETS_IN_WRONG_FIELDS: list[tuple[dict[str, Any], str]] = [
+    ({"account_sid": TOKEN}, "account_sid 'au'... (33 characters) is not a Twilio account SID"),
+    ({"account_sid": "AC" + TOKEN}, "(35 characters)"),
+    ({"api_key_sid": TOKEN, "api_key_secret": "x"}, "not a Twilio API key SID"),
+    ({"api_base_url": TOKEN}, "api_base_url 'au'... (33 characters) must be an http(s) URL"),
+    ({"api_base_url": f"ftp://u:{PASSWORD}@h"}, "api_base_url 'ftp://u:***@h' must be"),
+    ({"api_base_url": f"ftp://h/?token={PASSWORD}"}, "'ftp://h/?token=***'"),
+    ({"api_base_url": "http://[" + PASSWORD}, "must be an http(s) URL"),
+    ({"store": TOKEN}, "store 'au'... (33 characters) is not a URL"),
+    ({"store": f"mongodb://u:{PASSWORD}@db/x?password={PASSWORD}"}, "'mongodb' is unknown"),
+    ({"token_param": SECRET + "!"}, "token_param 's3'... (41 characters)"),
+    ({"path_match": SECRET}, "path_match must be 'exact' or 'prefix', not 's3'..."),
+    ({"confirm_methods": (SECRET,)}, "confirm method 'S3'... (40 characters)"),
+    ({"token_max_age": SECRET}, "token_max_age must be a number of seconds"),
+    ({"queue_size": SECRET}, "queue_size must be an integer, not 's3'..."),
+    ({"hide_token": SECRET}, "hide_token must be true or false, not 's3'..."),
+    ({"secret_key": SECRET + "," + SECRET}, "secret_key contains a comma"),
+    ({"secret_key": [SECRET, SECRET + ",x"]}, "secret_key #2 contains a comma"),
+    ({"secret_key": [SECRET, SECRET[:20]]}, "secret_key #2 is 20 characters"),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), SECRETS_IN_WRONG_FIELDS)
+def test_errors_show_at_most_an_excerpt_of_a_bad_value(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Settings(**{**BASE, **changes})
+    text = str(info.value)
+    assert message in text
+    for secret in (TOKEN, SECRET, PASSWORD, TOKEN[:9], SECRET[:9], PASSWORD[:9]):
+        assert secret not in text, text
+        assert secret.upper() not in text, text
+
+
+def test_a_comma_in_a_key_says_how_to_give_several() -> None:
+    with pytest.raises(ConfigurationError, match=r"pass a list.*separate them with spaces"):
+        Settings(**{**BASE, "secret_key": "a" * 32 + "," + "b" * 32})
+    env = {"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN}
+    with pytest.raises(ConfigurationError, match="contains a comma"):
+        Settings.from_env({**env, "TWILIO_FEEDBACK_SECRET_KEY": "a" * 32 + "," + "b" * 32})
+
+
+def test_several_keys_are_a_list_or_separated_by_whitespace_in_the_environment() -> None:
+    old, new = "o" * 40, "n" * 40
+    env = {"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN}
+    for text in (f"{old} {new}", f"  {old}\n{new}\n", f"{old}\t{new}"):
+        settings = Settings.from_env({**env, "TWILIO_FEEDBACK_SECRET_KEY": text})
+        assert settings.secret_keys == (old, new)
+    single = Settings.from_env({**env, "TWILIO_FEEDBACK_SECRET_KEY": f"{new}\n"})
+    assert single.secret_keys == (new,)
+    assert Settings(**{**BASE, "secret_key": [old, new]}).secret_keys == (old, new)
+    # In Python one str is one key, whatever it holds.
+    spaced = "correct horse battery staple " * 2
+    assert Settings(**{**BASE, "secret_key": spaced}).secret_keys == (spaced,)
+
+
 def test_settings_are_immutable_and_replace_validates() -> None:
     settings = Settings(**BASE)
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.token_param = "x"  # type: ignore[misc]
     with pytest.raises(ConfigurationError):
         settings.replace(secret_key="short")
+
+
+def test_redact_url_example_from_the_docs() -> None:
+    from twilio_feedback.settings import redact_url
+
+    assert (
+        redact_url("postgresql://app:s3cret@db/feedback?sslmode=require&password=s3cret")
+        == "postgresql://app:***@db/feedback?sslmode=require&password=***"
+    )

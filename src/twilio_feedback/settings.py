@@ -15,14 +15,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, get_args
-from urllib.parse import urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .stores.base import Store
 
-__all__ = ["ENV_PREFIX", "MIN_SECRET_KEY_LENGTH", "PathMatch", "Settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "MIN_SECRET_KEY_LENGTH",
+    "SECRET_PARAM_WORDS",
+    "PathMatch",
+    "Settings",
+    "redact_text",
+    "redact_url",
+    "safe_excerpt",
+]
 
 ENV_PREFIX = "TWILIO_FEEDBACK_"
 """Prefix of every environment variable (and mapping key) this library reads."""
@@ -56,6 +65,86 @@ _TWILIO_ALIASES = {
 
 Duration = float | int | timedelta
 
+SECRET_PARAM_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "credential")
+"""A URL query parameter whose name contains one of these (in any case: ``password``,
+``passwd``, ``pwd``, ``client_secret``, ``token``, ``api_key``, ``sslkey``, ``auth``, ...)
+has its value masked by :func:`redact_url`."""
+MASK = "***"
+_URL_IN_TEXT_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_EXCERPT_LENGTH = 8
+
+
+def _secret_param(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_PARAM_WORDS)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (``user:password@``) and the values of password-like
+    query parameters (:data:`SECRET_PARAM_WORDS`) replaced by ``***``. The one redaction
+    rule of the library: ``repr(Settings)``, errors and the command line all use it."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>"
+    redacted = url
+    if password:
+        host = parts.netloc.rsplit("@", 1)[1]
+        netloc = f"{parts.username or ''}:{MASK}@{host}"
+        redacted = redacted.replace(f"//{parts.netloc}", f"//{netloc}", 1)
+    # By hand rather than urlunsplit, which rewrites some URLs (sqlite:///f.db).
+    rest, hash_, fragment = redacted.partition("#")
+    head, question, query = rest.partition("?")
+    if query:
+        pieces = []
+        for piece in query.split("&"):
+            name, sep, _ = piece.partition("=")
+            pieces.append(f"{name}={MASK}" if sep and _secret_param(unquote_plus(name)) else piece)
+        redacted = f"{head}{question}{'&'.join(pieces)}{hash_}{fragment}"
+    return redacted
+
+
+def _url_secrets(url: str) -> set[str]:
+    try:
+        parts = urlsplit(url)
+        found = {parts.password} if parts.password else set()
+    except ValueError:
+        return set()
+    for piece in parts.query.split("&"):
+        name, sep, value = piece.partition("=")
+        if sep and value and _secret_param(unquote_plus(name)):
+            found.add(value)
+    # Drivers quote what they were given decoded: mask both spellings.
+    return found | {unquote(value) for value in found} | {unquote_plus(v) for v in found}
+
+
+def redact_text(text: str, url: str | None = None) -> str:
+    """``text`` (an error message, a traceback, a ``repr``) with every URL in it passed
+    through :func:`redact_url`, and the secrets of ``url`` masked wherever they appear
+    on their own (a driver's message may quote a password without its URL)."""
+
+    def one(match: re.Match[str]) -> str:
+        found = match.group()
+        url_part = found.rstrip(".,;:!?)]}")  # punctuation around a URL in prose
+        return redact_url(url_part) + found[len(url_part) :]
+
+    text = _URL_IN_TEXT_RE.sub(one, text)
+    if url:
+        for secret in sorted(_url_secrets(url), key=len, reverse=True):
+            text = text.replace(secret, MASK)
+    return text
+
+
+def safe_excerpt(value: object) -> str:
+    """``value`` as an error message may show it: a short one (up to 8 characters) as it
+    is, a longer one (perhaps a secret pasted into the wrong field) by its first 2
+    characters and its length."""
+    text = str(value)
+    if len(text) <= _EXCERPT_LENGTH:
+        return repr(text)
+    return f"{text[:2]!r}... ({len(text)} characters)"
+
 
 def _seconds(name: str, value: Duration | str) -> float:
     if isinstance(value, timedelta):
@@ -66,7 +155,7 @@ def _seconds(name: str, value: Duration | str) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise ConfigurationError(
-            f"{name} must be a number of seconds or a timedelta, not {value!r}"
+            f"{name} must be a number of seconds or a timedelta, not {safe_excerpt(value)}"
         ) from None
 
 
@@ -84,7 +173,7 @@ def _bool(name: str, value: Any) -> bool:
         return True
     if text in ("0", "false", "no", "off", ""):
         return False
-    raise ConfigurationError(f"{name} must be true or false, not {value!r}")
+    raise ConfigurationError(f"{name} must be true or false, not {safe_excerpt(value)}")
 
 
 @dataclass(frozen=True)
@@ -106,7 +195,9 @@ class Settings:
     api_key_secret: str | None = None
     """The API key's secret. Env: ``TWILIO_API_SECRET``."""
     secret_key: str | Sequence[str] | None = None
-    """Token signing key(s), at least 32 characters each, oldest to newest."""
+    """Token signing key, at least 32 characters; several keys (rotation) as a list, oldest
+    to newest. In the environment, several keys are separated by spaces. A comma in a key
+    is refused: it used to separate keys."""
     store: str | Store = "memory://"
     """A store URL (``memory://``, ``sqlite:///f.db``, ``postgresql+psycopg://...``,
     ``redis://...``) or a :class:`~twilio_feedback.stores.Store` instance."""
@@ -164,13 +255,13 @@ class Settings:
                 try:
                     value = int(value)
                 except ValueError:
-                    raise ConfigurationError(f"{name} must be an integer, not {value!r}") from None
+                    raise ConfigurationError(
+                        f"{name} must be an integer, not {safe_excerpt(value)}"
+                    ) from None
                 set_(self, name, value)
         for name in ("default_bot_list", "hide_token"):
             set_(self, name, _bool(name, getattr(self, name)))
-        if isinstance(self.secret_key, str) and "," in self.secret_key:
-            set_(self, "secret_key", _str_tuple(self.secret_key))
-        elif self.secret_key is not None and not isinstance(self.secret_key, str):
+        if self.secret_key is not None and not isinstance(self.secret_key, str):
             set_(self, "secret_key", tuple(self.secret_key))
         self._validate()
 
@@ -181,7 +272,7 @@ class Settings:
             )
         if not ACCOUNT_SID_RE.match(self.account_sid):
             raise ConfigurationError(
-                f"account_sid {self.account_sid[:40]!r} is not a Twilio account SID "
+                f"account_sid {safe_excerpt(self.account_sid)} is not a Twilio account SID "
                 "('AC' followed by 32 hex digits); find it in the Twilio Console"
             )
         if self.api_key_sid or self.api_key_secret:
@@ -207,8 +298,21 @@ class Settings:
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
         for position, key in enumerate(keys):
+            which = "secret_key" if len(keys) == 1 else f"secret_key #{position + 1}"
+            if not isinstance(key, str):
+                raise ConfigurationError(
+                    f"{which} is a {type(key).__name__}; give each key as a str"
+                )
+            if "," in key:
+                # A comma used to split one string into several keys: say so, never guess.
+                raise ConfigurationError(
+                    f"{which} contains a comma, which a key made as advised "
+                    "(secrets.token_urlsafe(32)) never does. To give several keys (rotation), "
+                    "pass a list, oldest first: secret_key=[old, new]; in "
+                    "TWILIO_FEEDBACK_SECRET_KEY (or a from_mapping() string), separate them "
+                    "with spaces"
+                )
             if len(key) < MIN_SECRET_KEY_LENGTH:
-                which = "secret_key" if len(keys) == 1 else f"secret_key #{position + 1}"
                 raise ConfigurationError(
                     f"{which} is {len(key)} characters; use at least "
                     f"{MIN_SECRET_KEY_LENGTH} random characters "
@@ -219,7 +323,12 @@ class Settings:
 
             if not is_known_scheme(self.store):
                 known = ", ".join(f"{s}://" for s in registered_schemes())
-                scheme = urlsplit(self.store).scheme or self.store[:20]
+                if "://" not in self.store:
+                    raise ConfigurationError(
+                        f"store {safe_excerpt(self.store)} is not a URL; use one of {known} "
+                        "(for example redis://localhost:6379/0) or pass a Store instance"
+                    )
+                scheme = urlsplit(self.store).scheme
                 raise ConfigurationError(
                     f"store scheme {scheme!r} is unknown; use one of {known} "
                     "or pass a Store instance"
@@ -233,20 +342,29 @@ class Settings:
                 )
         if self.path_match not in get_args(PathMatch):
             raise ConfigurationError(
-                f"path_match must be 'exact' or 'prefix', not {self.path_match!r}"
+                f"path_match must be 'exact' or 'prefix', not {safe_excerpt(self.path_match)}"
             )
         for method in self.confirm_methods:
             if not method.isalpha():
-                raise ConfigurationError(f"confirm method {method!r} is not an HTTP method")
+                raise ConfigurationError(
+                    f"confirm method {safe_excerpt(method)} is not an HTTP method"
+                )
         if not _PARAM_RE.match(self.token_param):
             raise ConfigurationError(
-                f"token_param {self.token_param!r} must be 1-64 URL-safe characters"
+                f"token_param {safe_excerpt(self.token_param)} must be 1-64 URL-safe characters"
             )
-        parts = urlsplit(self.api_base_url)
+        try:
+            parts = urlsplit(self.api_base_url)
+        except ValueError:
+            parts = urlsplit("")
         if parts.scheme not in ("http", "https") or not parts.netloc:
+            shown = (
+                repr(redact_url(self.api_base_url))
+                if parts.netloc
+                else safe_excerpt(self.api_base_url)
+            )
             raise ConfigurationError(
-                f"api_base_url {self.api_base_url!r} must be an http(s) URL such as "
-                "https://api.twilio.com"
+                f"api_base_url {shown} must be an http(s) URL such as https://api.twilio.com"
             )
         for name in _DURATION_FIELDS - {"clock_skew"}:
             if getattr(self, name) <= 0:
@@ -293,11 +411,10 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in _SECRET_FIELDS and value:
                 parts.append(f"{f.name}='***'")
-            elif f.name == "store" and isinstance(value, str):
-                parts.append(f"store={_redact_url(value)!r}")
             else:
                 parts.append(f"{f.name}={value!r}")
-        return f"Settings({', '.join(parts)})"
+        # Every URL (store, api_base_url, a store instance's own repr) loses its secrets.
+        return redact_text(f"Settings({', '.join(parts)})")
 
     @classmethod
     def env_names(cls) -> dict[str, tuple[str, ...]]:
@@ -329,6 +446,11 @@ class Settings:
                 if value is not None and value != "":
                     values[name] = value
                     break
+        if isinstance(values.get("secret_key"), str):
+            # In configuration text, several keys are separated by whitespace, which a
+            # key made as advised (secrets.token_urlsafe) never contains.
+            keys = values["secret_key"].split()
+            values["secret_key"] = keys[0] if len(keys) == 1 else tuple(keys)
         if isinstance(mapping, Mapping):
             _refuse_unknown(mapping.keys())
         values.update(overrides)
@@ -357,11 +479,3 @@ def _refuse_unknown(keys: Any) -> None:
                 f"{key} is not a twilio-feedback setting; known settings are "
                 + ", ".join(sorted(ENV_PREFIX + name for name in fields))
             )
-
-
-def _redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
