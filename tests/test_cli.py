@@ -15,12 +15,15 @@ from typing import Any
 import pytest
 
 from twilio_feedback import Record
-from twilio_feedback.cli import Progress, main, redact
+from twilio_feedback.cli import Progress, main
+from twilio_feedback.settings import redact_text, redact_url
 from twilio_feedback.stores import base, register_store
 from twilio_feedback.stores.sql import SQLStore
 from twilio_feedback.testing import FakeTwilio
 
 pytestmark = pytest.mark.timeout(60)
+
+STORE_ENV = "TWILIO_FEEDBACK_STORE"
 
 
 @pytest.fixture(autouse=True)
@@ -289,11 +292,112 @@ def test_store_without_operator_commands(
     assert "AdminStore" in err
 
 
-def test_redact() -> None:
-    assert redact("postgresql://u:p@h:5432/db?x=1") == "postgresql://u:***@h:5432/db?x=1"
-    assert redact("redis://:p@h/0") == "redis://:***@h/0"
-    assert redact("sqlite:///f.db") == "sqlite:///f.db"
-    assert redact("redis://h:bad-port/0") == "redis://h:bad-port/0"
+def test_redact_url() -> None:
+    assert redact_url("postgresql://u:p@h:5432/db?x=1") == "postgresql://u:***@h:5432/db?x=1"
+    assert redact_url("redis://:p@h/0") == "redis://:***@h/0"
+    assert redact_url("sqlite:///f.db") == "sqlite:///f.db"
+    assert redact_url("redis://h:bad-port/0") == "redis://h:bad-port/0"
+    assert redact_url("redis://:p@ss@h/0") == "redis://:***@h/0"
+    assert redact_url("http://[::1") == "<unparsable URL>"
+    assert (
+        redact_url("postgresql://u@h/db?sslmode=require&PASSWORD=p&pwd=q&sslkey=k&x=#frag")
+        == "postgresql://u@h/db?sslmode=require&PASSWORD=***&pwd=***&sslkey=***&x=#frag"
+    )
+    assert redact_url("sqlite:///f.db?client_secret=s") == "sqlite:///f.db?client_secret=***"
+
+
+def test_redact_text_masks_urls_and_a_known_urls_secrets() -> None:
+    url = "postgresql://u:p%40ss@h/db?password=w%20rd"
+    text = f"could not connect to {url}: password 'p@ss' or 'w rd' rejected"
+    redacted = redact_text(text, url)
+    assert redacted == (
+        "could not connect to postgresql://u:***@h/db?password=***: "
+        "password '***' or '***' rejected"
+    )
+
+
+PASSWORD = "hunter2-pa55"
+LEAKY_STORES = [
+    f"postgresql://app:{PASSWORD}@127.0.0.1:1/db",
+    f"postgresql://app@127.0.0.1:1/db?sslmode=disable&password={PASSWORD}",
+    f"redis://:{PASSWORD}@127.0.0.1:1/0",
+    f"redis://127.0.0.1:1/0?password={PASSWORD}",
+    f"rediss://user:{PASSWORD}@127.0.0.1:1/0?ssl_cert_reqs=none",
+]
+COMMANDS = [
+    ["status"],
+    ["status", "--json"],
+    ["status", "--failed", "3"],
+    ["drain", "--timeout", "1"],
+    ["retry-failed"],
+    ["purge"],
+]
+
+
+@pytest.mark.parametrize("debug", [[], ["--debug"]], ids=["plain", "debug"])
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: "-".join(c))
+@pytest.mark.parametrize("store_url", LEAKY_STORES)
+def test_no_store_password_in_any_output(
+    store_url: str,
+    command: list[str],
+    debug: list[str],
+    twilio_env: FakeTwilio,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main([*debug, *command, "--store", store_url]) == 1  # nothing listens there
+    captured = capsys.readouterr()
+    assert "***" in captured.err
+    assert PASSWORD not in captured.out + captured.err
+
+
+def test_no_api_base_url_password_in_drain_output(
+    store: SQLStore,
+    url: str,
+    twilio_env: FakeTwilio,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    confirmed(store, twilio_env.add_messages(2))
+    twilio_env.fail_always(404)  # the reporter's warnings go to stderr
+    monkeypatch.setenv(STORE_ENV, url)
+    base_url = twilio_env.base_url.replace("://", f"://proxy:{PASSWORD}@")
+    monkeypatch.setenv("TWILIO_FEEDBACK_API_BASE_URL", base_url)
+    assert main(["--debug", "drain"]) == 0
+    captured = capsys.readouterr()
+    assert "2 failed" in captured.out
+    assert PASSWORD not in captured.out + captured.err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "shown"),
+    [
+        ("TWILIO_FEEDBACK_API_BASE_URL", f"ftp://proxy:{PASSWORD}@egress", "ftp://proxy:***@"),
+        ("TWILIO_FEEDBACK_API_BASE_URL", PASSWORD, "(12 characters)"),
+        ("TWILIO_ACCOUNT_SID", "AC" + PASSWORD, "(14 characters)"),
+        ("TWILIO_FEEDBACK_SECRET_KEY", f"{PASSWORD * 3},{PASSWORD * 3}", "contains a comma"),
+        ("TWILIO_FEEDBACK_SECRET_KEY", PASSWORD, "12 characters"),
+        ("TWILIO_FEEDBACK_REQUEST_TIMEOUT", PASSWORD, "number of seconds"),
+    ],
+)
+def test_settings_errors_in_drain_show_no_secret(
+    variable: str,
+    value: str,
+    shown: str,
+    url: str,
+    twilio_env: FakeTwilio,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(variable, value)
+    err = _error(["drain", "--store", url], capsys)
+    assert shown in err
+    assert PASSWORD not in err
+
+
+def test_a_store_that_is_not_a_url_is_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    err = _error(["status", "--store", PASSWORD * 2], capsys)
+    assert "'hu'... (24 characters) is not a URL" in err
+    assert PASSWORD not in err
 
 
 # -- the progress bar ---------------------------------------------------------------------

@@ -26,13 +26,14 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigurationError, TwilioFeedbackError
 from .records import Record, State
+from .settings import redact_text, redact_url, safe_excerpt
 
 if TYPE_CHECKING:
     from .settings import Settings
     from .stores.base import AdminStore, Store
     from .tracker import FeedbackTracker
 
-__all__ = ["Progress", "main", "redact"]
+__all__ = ["Progress", "main"]
 
 PROG = "twilio-feedback"
 STORE_ENV = "TWILIO_FEEDBACK_STORE"
@@ -46,27 +47,6 @@ class UsageError(Exception):
 
 class StoreFailure(Exception):
     """The store could not do what was asked: exit code 1."""
-
-
-def redact(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparsable URL>"
-    if not password:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
-
-
-def _scrub(text: str, url: str) -> str:
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    return text.replace(password, "***") if password else text
 
 
 # -- the parser ------------------------------------------------------------------------
@@ -193,8 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     url = ""
     try:
-        with _logging(args.debug):
-            url = _store_url(args.store)
+        url = _store_url(args.store)
+        with _logging(args.debug, url):
             if args.command == "status":
                 return _status(args, url)
             if args.command == "drain":
@@ -212,18 +192,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(args: argparse.Namespace, url: str, message: str, code: int) -> int:
+    # The store URL (and so its password) may be in a driver's message or traceback.
     if args.debug:
-        traceback.print_exc()
-    print(f"{PROG}: {_scrub(message, url)}", file=sys.stderr)
+        sys.stderr.write(redact_text(traceback.format_exc(), url))
+    print(f"{PROG}: {redact_text(message, url)}", file=sys.stderr)
     return code
 
 
+class _RedactingFormatter(logging.Formatter):
+    def __init__(self, url: str) -> None:
+        super().__init__(f"{PROG}: %(message)s")
+        self.url = url
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record), self.url)
+
+
 @contextlib.contextmanager
-def _logging(debug: bool) -> Iterator[None]:
+def _logging(debug: bool, url: str) -> Iterator[None]:
     """The library's warnings (a report that failed for good, ...) as lines on stderr."""
     logger = logging.getLogger("twilio_feedback")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    handler.setFormatter(_RedactingFormatter(url))
     level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else logging.WARNING)
@@ -265,6 +255,11 @@ def _store_url(given: str | None) -> str:
     url = given or os.environ.get(STORE_ENV, "")
     if not url:
         raise UsageError(f"no store given: pass --store URL or set {STORE_ENV}")
+    if "://" not in url:
+        raise UsageError(
+            f"the store {safe_excerpt(url)} is not a URL: pass sqlite:///..., "
+            "postgresql://... or redis://..."
+        )
     if urlsplit(url).scheme.lower() == "memory":
         raise UsageError(
             "memory:// lives inside each app process, out of this command's reach: "
@@ -276,7 +271,7 @@ def _store_url(given: str | None) -> str:
 def _describe(url: str, exc: BaseException) -> str:
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     reason = f"{type(exc).__name__}: {detail[0]}" if detail else type(exc).__name__
-    return f"the store at {redact(url)} failed: {reason}"
+    return f"the store at {redact_url(url)} failed: {reason}"
 
 
 @contextlib.contextmanager
@@ -308,7 +303,7 @@ def _admin(store: Store, url: str, what: str) -> AdminStore:
 
     if not isinstance(store, AdminStore):
         raise UsageError(
-            f"the store at {redact(url)} ({type(store).__name__}) cannot {what}: it does "
+            f"the store at {redact_url(url)} ({type(store).__name__}) cannot {what}: it does "
             "not implement list_records() and requeue_failed() (AdminStore)"
         )
     return store
@@ -354,7 +349,7 @@ def _status(args: argparse.Namespace, url: str) -> int:
                 State.FAILED, limit=args.failed
             )
     if args.json:
-        data: dict[str, Any] = {"store": redact(url), "counts": counts}
+        data: dict[str, Any] = {"store": redact_url(url), "counts": counts}
         if failed is not None:
             data["failed"] = [record.to_dict() for record in failed]
         print(json.dumps(data, indent=2))
@@ -365,7 +360,7 @@ def _status(args: argparse.Namespace, url: str) -> int:
         "reported": "Twilio accepted the feedback",
         "failed": "Twilio refused it for good",
     }
-    print(f"store      {redact(url)}")
+    print(f"store      {redact_url(url)}")
     for state, count in counts.items():
         print(f"{state:<10} {count:>8}  {notes.get(state, '')}".rstrip())
     if failed is not None:
