@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import re
 import string
+from datetime import timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -135,3 +136,174 @@ def test_itsdangerous_defaults_are_longer() -> None:
 def test_signer_needs_a_key() -> None:
     with pytest.raises(ValueError):
         TokenSigner([])
+
+
+# -- properties: mutations never verify, genuine tokens always do ------------------------
+
+PROPERTY = settings(max_examples=200, deadline=timedelta(seconds=1))
+"""Bounded for CI: each property runs in well under a second."""
+_ALPHABET = string.ascii_letters + string.digits + "-_"
+keys = st.text(min_size=1, max_size=64) | st.binary(min_size=1, max_size=64)
+key_lists = st.lists(keys, min_size=1, max_size=4, unique=True)
+salts = st.text(min_size=1, max_size=30)
+
+
+def _raw(token: str) -> bytes:
+    return base64.urlsafe_b64decode(token)
+
+
+def _token(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+@st.composite
+def mutations(draw: st.DrawFn, token: str) -> str:
+    """``token`` changed in one of the ways an attacker or a mangling client would."""
+    kind = draw(
+        st.sampled_from(
+            ["bit_flip", "char_flip", "substitute", "truncate", "extend", "case", "splice"]
+        )
+    )
+    if kind == "bit_flip":  # in the decoded bytes: header, tracking id, time or MAC
+        raw = bytearray(_raw(token))
+        for bit in draw(st.sets(st.integers(0, len(raw) * 8 - 1), min_size=1, max_size=8)):
+            raw[bit // 8] ^= 1 << (bit % 8)
+        return _token(bytes(raw))
+    if kind == "char_flip":  # in the characters as sent: may leave the alphabet
+        chars = bytearray(token.encode("ascii"))
+        position = draw(st.integers(0, len(chars) - 1))
+        chars[position] ^= 1 << draw(st.integers(0, 6))
+        return chars.decode("ascii")
+    if kind == "substitute":
+        chars = list(token)
+        for position in draw(st.sets(st.integers(0, len(chars) - 1), min_size=1, max_size=6)):
+            chars[position] = draw(st.sampled_from(_ALPHABET))
+        return "".join(chars)
+    if kind == "truncate":
+        return token[: draw(st.integers(0, len(token) - 1))]
+    if kind == "extend":
+        return token + draw(st.text(_ALPHABET + "=.~ %", min_size=1, max_size=8))
+    if kind == "case":
+        letters = [i for i, c in enumerate(token) if c.isalpha()]
+        chosen = draw(st.sets(st.sampled_from(letters), min_size=1))
+        return "".join(c.swapcase() if i in chosen else c for i, c in enumerate(token))
+    # splice: the head of one genuine token with the tail of another
+    other = draw(st.sampled_from([t for t in GENUINE if t != token]))
+    cut = draw(st.integers(1, len(token) - 1))
+    return token[:cut] + other[cut:]
+
+
+NOW = Clock()
+ROTATED = TokenSigner([KEY_B, KEY_A], timer=NOW)
+# Issued once, so that Hypothesis can replay and shrink a failing example.
+GENUINE = [ROTATED.issue()[1] for _ in range(16)]
+
+
+@PROPERTY
+@given(st.data())
+def test_mutated_tokens_never_verify(data: st.DataObject) -> None:
+    signer = ROTATED
+    token = data.draw(st.sampled_from(GENUINE))
+    signer.verify(token, max_age=3600)
+    mutated = data.draw(mutations(token))
+    if mutated in GENUINE:  # characters put back as they were, or a splice at the version
+        return
+    with pytest.raises(InvalidToken):
+        signer.verify(mutated, max_age=3600)
+
+
+@PROPERTY
+@given(signing=key_lists, verifying=key_lists, salt=salts)
+def test_tokens_of_other_keys_never_verify(
+    signing: list[str | bytes], verifying: list[str | bytes], salt: str
+) -> None:
+    def as_bytes(key: str | bytes) -> bytes:
+        return key.encode() if isinstance(key, str) else key
+
+    if as_bytes(signing[-1]) in {as_bytes(key) for key in verifying}:
+        return  # the same newest key: that one must verify
+    _, token = TokenSigner(signing, salt=salt).issue()
+    with pytest.raises(InvalidToken):
+        TokenSigner(verifying, salt=salt).verify(token, max_age=3600)
+
+
+@PROPERTY
+@given(key_list=key_lists, salt=salts, other_salt=salts)
+def test_tokens_of_other_salts_never_verify(
+    key_list: list[str | bytes], salt: str, other_salt: str
+) -> None:
+    if salt == other_salt:
+        return
+    _, token = TokenSigner(key_list, salt=salt).issue()
+    with pytest.raises(InvalidToken):
+        TokenSigner(key_list, salt=other_salt).verify(token, max_age=3600)
+
+
+@PROPERTY
+@given(
+    key_list=key_lists,
+    newer=st.lists(keys, max_size=3),
+    salt=salts,
+    issued=st.integers(0, 2**32 - 1),
+    max_age=st.integers(1, 10 * 365 * 86400),
+    elapsed=st.floats(0, 1),
+)
+def test_sign_then_verify_round_trips_with_rotation(
+    key_list: list[str | bytes],
+    newer: list[str | bytes],
+    salt: str,
+    issued: int,
+    max_age: int,
+    elapsed: float,
+) -> None:
+    clock = Clock(float(issued))
+    signer = TokenSigner(key_list, salt=salt, timer=clock)
+    tracking_id, token = signer.issue()
+    assert len(token) == TOKEN_LENGTH
+    assert URL_SAFE.match(token)
+    clock.now = issued + elapsed * max_age  # anywhere from issue to max_age
+    verified = signer.verify(token, max_age=max_age)
+    assert (verified.tracking_id, verified.issued_at) == (tracking_id, issued)
+    # Rotation: newer keys added after the token was signed still accept it.
+    rotated = TokenSigner([*key_list, *newer], salt=salt, timer=clock)
+    assert rotated.verify(token, max_age=max_age).tracking_id == tracking_id
+    assert rotated.verify(token.encode("ascii"), max_age=max_age).tracking_id == tracking_id
+
+
+@PROPERTY
+@given(
+    issued=st.integers(10**6, 2**32 - 10**6),
+    max_age=st.integers(1, 10**5),
+    skew=st.integers(0, 600),
+    eighths=st.integers(-8 * 700, 8 * (10**5 + 100)),
+)
+def test_expired_exactly_when_past_max_age(
+    issued: int, max_age: int, skew: int, eighths: int
+) -> None:
+    clock = Clock(float(issued))
+    signer = TokenSigner(KEY_A, timer=clock, max_skew=skew)
+    tracking_id, token = signer.issue()
+    elapsed = eighths / 8  # exact in binary: the boundary is tested exactly
+    clock.now = issued + elapsed
+    if elapsed < -skew:
+        with pytest.raises(InvalidToken, match="future"):
+            signer.verify(token, max_age=max_age)
+    elif elapsed > max_age:
+        with pytest.raises(ExpiredToken) as info:
+            signer.verify(token, max_age=max_age)
+        assert info.value.payload == tracking_id
+    else:
+        assert signer.verify(token, max_age=max_age).tracking_id == tracking_id
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.125, 1.0])
+def test_expiry_boundary(offset: float) -> None:
+    clock = Clock(1_800_000_000.0)
+    signer = TokenSigner(KEY_A, timer=clock)
+    _, token = signer.issue()
+    clock.now += 60  # exactly max_age: still valid
+    signer.verify(token, max_age=60)
+    clock.now += offset
+    if offset:
+        with pytest.raises(ExpiredToken):
+            signer.verify(token, max_age=60)
