@@ -321,7 +321,7 @@ async def test_store_failure_is_a_result_not_a_500(settings: Settings) -> None:
         async with _client(FeedbackMiddleware(asgi_app, tracker)) as http:
             response = await http.get(f"/confirm?id={token}")
     assert response.status_code == 200
-    assert response.json()["status"] == "error"
+    assert response.json()["status"] == "deferred"  # kept until the store answers
 
 
 # -- Starlette ---------------------------------------------------------------------------

@@ -70,17 +70,25 @@ class Record:
 
 
 ConfirmStatus = Literal[
-    "confirmed", "duplicate", "ignored", "invalid", "expired", "unknown", "error"
+    "confirmed", "duplicate", "deferred", "ignored", "invalid", "expired", "unknown", "error"
 ]
 """Every outcome of a confirmation attempt.
 
 - ``confirmed``: this request performed the confirmation; feedback will be reported.
 - ``duplicate``: the message was confirmed before; nothing more is reported.
+- ``deferred``: a genuine, unexpired token (or a key) while the store could not be
+  reached: the confirmation is kept in this process's memory and applied, with the same
+  atomic confirm, once the store answers; then it is reported like any other (or found to
+  be a duplicate). ``ok`` is true, since the link is genuine and the person acted;
+  ``confirmed`` is false, since nothing is in the store yet. A process that dies before
+  the store is back loses it.
 - ``ignored``: not a real visit (HEAD/OPTIONS, a link-preview bot, not a confirm path).
 - ``invalid``: no token, or a forged, tampered or malformed one.
 - ``expired``: a genuine token (or record) past its maximum age.
 - ``unknown``: a genuine token or key with no record in the store.
-- ``error``: the store could not be reached; nothing was confirmed.
+- ``error``: the store could not be reached and the confirmation could not be kept
+  (the buffer of deferred confirmations is full, or the tracker is closed); nothing was
+  confirmed, and the link works again once the store is back.
 """
 
 
@@ -104,5 +112,6 @@ class ConfirmResult:
 
     @property
     def ok(self) -> bool:
-        """``True`` when the message is confirmed, by this request or an earlier one."""
-        return self.status in ("confirmed", "duplicate")
+        """``True`` when the message is confirmed, by this request or an earlier one, or
+        will be once the store answers again (``deferred``)."""
+        return self.status in ("confirmed", "duplicate", "deferred")

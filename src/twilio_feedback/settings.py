@@ -223,6 +223,10 @@ class Settings:
     """Feedback posts in flight at once, per process."""
     queue_size: int = 10_000
     """Confirmations waiting in memory; past it they wait in the store for the sweep."""
+    deferred_size: int = 10_000
+    """Confirmations kept in memory while the store cannot be reached (answered
+    ``deferred``, applied once it answers); past it they are answered ``error``. 0 keeps
+    none."""
     retry_window: float = 24 * 3600.0
     """How long a transiently failing report is retried before it is marked failed."""
     sweep_interval: float = 30.0
@@ -249,7 +253,7 @@ class Settings:
         for name in ("confirm_paths", "confirm_methods", "bot_user_agents"):
             set_(self, name, _str_tuple(getattr(self, name)))
         set_(self, "confirm_methods", tuple(m.upper() for m in self.confirm_methods))
-        for name in ("reporter_concurrency", "queue_size"):
+        for name in ("reporter_concurrency", "queue_size", "deferred_size"):
             value = getattr(self, name)
             if isinstance(value, str):
                 try:
@@ -371,10 +375,12 @@ class Settings:
                 raise ConfigurationError(f"{name} must be positive")
         if self.clock_skew < 0:
             raise ConfigurationError("clock_skew must not be negative")
-        for name in ("reporter_concurrency", "queue_size"):
+        for name in ("reporter_concurrency", "queue_size", "deferred_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigurationError(f"{name} must be a positive integer")
+            least = 0 if name == "deferred_size" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                kind = "a non-negative" if least == 0 else "a positive"
+                raise ConfigurationError(f"{name} must be {kind} integer")
         for name in ("confirmed_redirect", "invalid_redirect", "expired_redirect"):
             target = getattr(self, name)
             if target is not None and not (target.startswith("/") and not target.startswith("//")):

@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from itsdangerous import BadSignature
 
+from .deferred import DeferredConfirmations
 from .lookups import SidLookups
 from .records import ConfirmResult, Record, State
 from .reporter import OnFailed, OnReported, Reporter
@@ -131,10 +132,17 @@ class FeedbackTracker:
             self.api, self.store, functools.partial(_report_if_confirmed, self.reporter)
         )
         """Background lookups of SIDs after ambiguous send failures (see :meth:`send`)."""
+        # Holds the store and reporter, not the tracker: its thread must not keep the
+        # tracker alive.
+        self._deferred = DeferredConfirmations(
+            functools.partial(_apply_deferred, settings, self.store, self.reporter),
+            limit=settings.deferred_size,
+        )
         self._lock = threading.Lock()
         self._counts = {
             "confirmed": 0,
             "duplicate": 0,
+            "deferred": 0,
             "invalid": 0,
             "expired": 0,
             "unknown": 0,
@@ -143,7 +151,9 @@ class FeedbackTracker:
         self._closed = False
         self._pid = os.getpid()
         # Registered weakly: an unreferenced tracker is collected and its threads stop.
-        self._finalizer = weakref.finalize(self, _stop, self.reporter, self.sid_lookups)
+        self._finalizer = weakref.finalize(
+            self, _stop, self.reporter, self._deferred, self.sid_lookups
+        )
         self._finalizer.atexit = False
         _open_trackers.add(self)
         self.reporter.start()
@@ -391,12 +401,7 @@ class FeedbackTracker:
 
     def _confirm_args(self) -> tuple[float, dict[str, float]]:
         now = time.time()
-        s = self.settings
-        return now, {
-            "now": now,
-            "lease_until": now + s.lease_seconds,
-            "keep_until": now + s.retry_window + s.lease_seconds + s.clock_skew,
-        }
+        return now, _confirm_kwargs(self.settings, now, now)
 
     def _decide(
         self, tracking_id: str, won: bool, record: Record | None, now: float
@@ -413,17 +418,29 @@ class FeedbackTracker:
             return self._count(ConfirmResult("expired", tracking_id, record.message_sid))
         return self._count(ConfirmResult("duplicate", tracking_id, record.message_sid))
 
-    def _store_error(self, tracking_id: str, exc: Exception) -> ConfirmResult:
-        logger.warning("store unavailable while confirming %s: %s", tracking_id, type(exc).__name__)
+    def _store_error(self, tracking_id: str, exc: Exception, now: float) -> ConfirmResult:
+        # Only verified confirmations get here (a genuine token, or a key the app
+        # vouches for): keeping them cannot be abused to confirm anything.
+        if self._deferred.add(tracking_id, now):
+            logger.debug(
+                "store unavailable (%s): confirmation of %s deferred",
+                type(exc).__name__,
+                tracking_id,
+            )
+            return self._count(
+                ConfirmResult("deferred", tracking_id, reason="store unavailable; kept in memory")
+            )
         return self._count(ConfirmResult("error", tracking_id, reason="store unavailable"))
 
     def confirm_tracking_id(self, tracking_id: str) -> ConfirmResult:
-        """Confirm by tracking id (already verified); one atomic store operation."""
+        """Confirm by tracking id (already verified); one atomic store operation. When the
+        store fails, the confirmation is kept in memory and applied once it answers
+        (``deferred``), or, with the buffer full, refused (``error``)."""
         now, args = self._confirm_args()
         try:
             won, record = self.store.confirm(tracking_id, **args)
         except Exception as exc:
-            return self._store_error(tracking_id, exc)
+            return self._store_error(tracking_id, exc, now)
         return self._decide(tracking_id, won, record, now)
 
     async def confirm_tracking_id_async(self, tracking_id: str) -> ConfirmResult:
@@ -432,7 +449,7 @@ class FeedbackTracker:
         try:
             won, record = await self.astore.confirm(tracking_id, **args)
         except Exception as exc:
-            return self._store_error(tracking_id, exc)
+            return self._store_error(tracking_id, exc, now)
         return self._decide(tracking_id, won, record, now)
 
     def confirm_token(self, token: str | None) -> ConfirmResult:
@@ -466,13 +483,17 @@ class FeedbackTracker:
 
     def stats(self) -> dict[str, int]:
         """Counters of this process (a forked child starts from zero): confirm outcomes
-        (``confirmed``, ``duplicate``, ``invalid``, ``expired``, ``unknown``, ``error``)
-        and the reporter's (``reported``, ``retried``, ``failed``, ``dropped``, ``swept``,
-        ``stuck``, and ``pending``: queued, in flight or waiting for a retry), and the SID
-        lookups' after ambiguous send failures (``lookup_found``, ``lookup_given_up``,
-        ``lookup_dropped``, ``lookup_pending``)."""
+        (``confirmed``, ``duplicate``, ``deferred``, ``invalid``, ``expired``,
+        ``unknown``, ``error``); confirmations deferred during a store outage
+        (``replayed``: applied once the store answered, ``deferred_dropped``: refused,
+        the buffer full, ``deferred_pending``: waiting now); the reporter's
+        (``reported``, ``retried``, ``failed``, ``dropped``, ``swept``, ``stuck``, and
+        ``pending``: queued, in flight or waiting for a retry); and the SID lookups' after
+        ambiguous send failures (``lookup_found``, ``lookup_given_up``, ``lookup_dropped``,
+        ``lookup_pending``)."""
         with self._lock:
             counts = dict(self._counts)
+        counts.update(self._deferred.stats())
         counts.update(self.reporter.stats())
         counts.update({f"lookup_{k}": v for k, v in self.sid_lookups.stats().items()})
         return counts
@@ -486,16 +507,17 @@ class FeedbackTracker:
         return await asyncio.to_thread(self.flush, timeout)
 
     def close(self, timeout: float | None = 5.0) -> int:
-        """Flush up to ``timeout``, stop the reporter and close the store. Idempotent.
-        Returns how many reports were left pending (they stay ``confirmed`` in the store)."""
+        """Make a last attempt to apply deferred confirmations, flush reports, stop the
+        threads and close the store, all within ``timeout``. Idempotent. Returns how many
+        reports were left pending (they stay ``confirmed`` in the store); deferred
+        confirmations the store still could not take are lost, and logged."""
         with self._lock:
             if self._closed:
                 return 0
             self._closed = True
         self._finalizer.detach()
         _open_trackers.discard(self)
-        self.sid_lookups.close(1.0 if timeout is None else min(1.0, timeout))
-        pending = self.reporter.close(timeout)
+        pending = _stop(self.reporter, self._deferred, self.sid_lookups, timeout)
         try:
             self.store.close()
         except Exception as exc:
@@ -513,8 +535,7 @@ class FeedbackTracker:
         else:
             # A forked child: flush its reports, but leave the store (whose connections
             # it may share with the parent) to the parent.
-            self.sid_lookups.close()
-            self.reporter.close(timeout)
+            _stop(self.reporter, self._deferred, self.sid_lookups, timeout)
 
     async def aclose(self, timeout: float | None = 5.0) -> int:
         """Async twin of :meth:`close`."""
@@ -535,6 +556,50 @@ class FeedbackTracker:
         await self.aclose()
 
 
+def _confirm_kwargs(s: Settings, confirmed_at: float, now: float) -> dict[str, float]:
+    """Arguments of :meth:`Store.confirm` for a confirmation made at ``confirmed_at`` and
+    applied at ``now`` (later, for one deferred during a store outage)."""
+    return {
+        "now": confirmed_at,
+        "lease_until": now + s.lease_seconds,
+        "keep_until": now + s.retry_window + s.lease_seconds + s.clock_skew,
+    }
+
+
+def _apply_deferred(
+    settings: Settings, store: Store, reporter: Reporter, tracking_id: str, confirmed_at: float
+) -> None:
+    """Apply a confirmation deferred during a store outage: the same atomic confirm, as of
+    the moment the person acted (a link that expired since still counts); raises while the
+    store still fails."""
+    won, record = store.confirm(tracking_id, **_confirm_kwargs(settings, confirmed_at, time.time()))
+    if won:
+        assert record is not None
+        logger.debug("deferred confirmation of %s applied", tracking_id)
+        if record.message_sid is not None:
+            reporter.submit(record)
+    else:
+        found = "no record" if record is None else f"a {record.state} record"
+        logger.debug("deferred confirmation of %s found %s: nothing to do", tracking_id, found)
+
+
+def _stop(
+    reporter: Reporter,
+    deferred: DeferredConfirmations,
+    lookups: SidLookups,
+    timeout: float | None = 0.0,
+) -> int:
+    """Stop a tracker's threads within ``timeout``: SID lookups (1 s at most), deferred
+    confirmations (a won replay is queued for the reporter), then the reporter. Returns the
+    reports left."""
+    started = time.monotonic()
+    lookups.close(1.0 if timeout is None else min(1.0, timeout))
+    deferred.close(timeout)
+    if timeout is not None:
+        timeout = max(0.0, timeout - (time.monotonic() - started))
+    return reporter.close(timeout)
+
+
 _open_trackers: weakref.WeakSet[FeedbackTracker] = weakref.WeakSet()
 
 
@@ -543,11 +608,6 @@ def _report_if_confirmed(reporter: Reporter, bound: Record | None) -> None:
     # SID is known, report it.
     if bound is not None and bound.state is State.CONFIRMED:
         reporter.submit(bound)
-
-
-def _stop(reporter: Reporter, lookups: SidLookups) -> None:
-    lookups.close(0.0)
-    reporter.close(0.0)
 
 
 def _trackers_after_fork() -> None:

@@ -220,7 +220,7 @@ def _server(backend: str) -> tuple[Any, str]:
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("backend", SERVERS)
-async def test_store_down_at_confirm_time_is_an_error_and_loses_nothing(
+async def test_store_down_at_confirm_time_is_deferred_and_loses_nothing(
     backend: str, fake_twilio: FakeTwilio
 ) -> None:
     server, url = _server(backend)
@@ -234,14 +234,15 @@ async def test_store_down_at_confirm_time_is_an_error_and_loses_nothing(
         server.halt()
 
         started = time.monotonic()
-        assert tracker.confirm(key="during").status == "error"
-        assert (await tracker.confirm_async(key="async")).status == "error"
-        assert time.monotonic() - started < 2.0  # refused at once, no retry loop
+        assert tracker.confirm(key="during").status == "deferred"
+        assert (await tracker.confirm_async(key="async")).status == "deferred"
+        assert time.monotonic() - started < 2.0  # kept at once, no retry on the request path
 
         server.start()
         assert tracker.confirm(key="before").status == "duplicate"  # still confirmed
-        assert tracker.confirm(key="during").confirmed  # nothing was half-done
-        assert (await tracker.confirm_async(key="async")).confirmed
+        wait_until(lambda: tracker.stats()["replayed"] == 2, 10, "deferred confirmations applied")
+        assert tracker.confirm(key="during").status == "duplicate"
+        assert (await tracker.confirm_async(key="async")).status == "duplicate"
         posts = fake_twilio.wait_for_feedback(3, timeout=10)
         assert sorted(p.message_sid for p in posts) == sorted(sids)
     finally:
@@ -249,7 +250,7 @@ async def test_store_down_at_confirm_time_is_an_error_and_loses_nothing(
         server.stop()
 
 
-def test_store_at_a_closed_port_is_an_error(fake_twilio: FakeTwilio) -> None:
+def test_store_at_a_closed_port_is_refused_at_once(fake_twilio: FakeTwilio) -> None:
     pytest.importorskip("redis")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -261,7 +262,7 @@ def test_store_at_a_closed_port_is_an_error(fake_twilio: FakeTwilio) -> None:
             tracker = FeedbackTracker(_settings(fake_twilio, url))
             started = time.monotonic()
             try:
-                assert tracker.confirm(key="k").status == "error"
+                assert tracker.confirm(key="k").status == "deferred"
                 assert time.monotonic() - started < 2.0
             finally:
                 tracker.close(timeout=1)
@@ -310,7 +311,7 @@ def test_a_store_that_never_answers_costs_one_timeout(
     tracker = FeedbackTracker(_settings(fake_twilio, make(silent_server)))
     started = time.monotonic()
     try:
-        assert tracker.confirm(key="k").status == "error"
+        assert tracker.confirm(key="k").status == "deferred"
         elapsed = time.monotonic() - started
         assert bound * 0.8 <= elapsed < bound * 2 + 1, elapsed
     finally:
