@@ -34,6 +34,7 @@ COUNTERS = ("replayed", "deferred_dropped")
 RETRY_BASE = 0.1
 RETRY_CAP = 1.0
 RETRY_FLOOR = 0.05
+CLOSE_RETRY = 0.1
 LOG_EVERY = 10.0
 
 _live: weakref.WeakSet[DeferredConfirmations] = weakref.WeakSet()
@@ -131,9 +132,10 @@ class DeferredConfirmations:
             return {**self._counts, "deferred_pending": len(self._entries)}
 
     def close(self, timeout: float | None = 5.0) -> int:
-        """Stop keeping confirmations, make a last attempt to apply those kept (within
-        ``timeout``), and stop the thread. Returns how many were left; they are lost, and
-        a warning says how many. Idempotent."""
+        """Stop keeping confirmations, apply those kept as far as the store lets within
+        ``timeout`` (retrying every 0.1 s while it fails; with ``None``, one attempt), and
+        stop the thread. Returns how many were left: they are lost, and a warning says how
+        many. Idempotent."""
         started = time.monotonic()
         with self._lock:
             self._closed = True
@@ -181,10 +183,16 @@ class DeferredConfirmations:
                 self._failed(exc, failures)
                 delay = max(RETRY_FLOOR, backoff(failures, RETRY_BASE, RETRY_CAP))
                 with self._lock:
-                    if self._deadline is not None:
-                        return  # the last attempt, at close, failed
-                    # New confirmations do not wake it: only close() does.
-                    self._changed.wait_for(lambda: self._deadline is not None, delay)
+                    if self._deadline is None:
+                        # New confirmations do not wake it: only close() does.
+                        self._changed.wait_for(lambda: self._deadline is not None, delay)
+                        continue
+                    # Closing: try again briefly apart (a store just back may fail once
+                    # on a stale connection) until the deadline; without one, once.
+                    remaining = self._deadline - time.monotonic()
+                    if remaining == float("inf") or remaining <= CLOSE_RETRY:
+                        return
+                    self._changed.wait(CLOSE_RETRY)
                 continue
             with self._lock:
                 self._entries.pop(tracking_id, None)
