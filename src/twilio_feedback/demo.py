@@ -112,6 +112,7 @@ class _Visits:
         text = {
             "confirmed": "Thanks, you're signed in.",
             "duplicate": "You're already signed in.",
+            "deferred": "Thanks, you're signed in.",
             "ignored": "Sign-in link.",
         }.get(result.status, "This link is not valid any more.")
         page = f"<h1>{html.escape(text)}</h1><p>status: {html.escape(result.status)}</p>"
