@@ -289,6 +289,7 @@ async def test_redirects_answer_without_the_app(
             ok = await http.get(f"/confirm?a=1&id={token}&redirect=https://evil.example")
             assert (ok.status_code, ok.headers["location"]) == (303, "/welcome")
             assert ok.headers["cache-control"] == "no-store"
+            assert ok.headers["referrer-policy"] == "no-referrer"
             bad = await http.post("/confirm?id=nope")
             assert (bad.status_code, bad.headers["location"]) == (303, "/oops")
             preview = await http.get(f"/confirm?id={token}", headers={"User-Agent": "Twitterbot"})

@@ -184,6 +184,7 @@ def test_redirects(settings: Settings, fake_twilio: FakeTwilio) -> None:
             "https://app.example/ok",
         )
         assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
         response, _ = _get(client, "/confirm?id=forged", method="POST")
         assert (response.status_code, response.headers["Location"]) == (303, "/bad")
         response, _ = _get(client, f"/confirm?id={token}", method="HEAD")

@@ -103,7 +103,7 @@ class FeedbackMiddleware:
                     "type": "http.response.start",
                     "status": decision.status,
                     "headers": [
-                        (name.lower().encode("latin-1"), value.encode("latin-1"))
+                        (name.encode("latin-1"), value.encode("latin-1"))
                         for name, value in decision.headers
                     ],
                 }

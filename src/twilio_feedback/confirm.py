@@ -49,6 +49,7 @@ NEVER_CONFIRM = frozenset({"HEAD", "OPTIONS"})
 """Methods that never confirm, whatever ``confirm_methods`` says: browsers, proxies and
 bots send them without a person acting."""
 REDIRECT_STATUS = 303
+REDIRECT_STATUS_LINE = "303 See Other"
 
 Headers = Mapping[str, str]
 """Request headers by lower-case name (only ``user-agent``, ``content-type`` and
@@ -78,13 +79,25 @@ class Decision:
         return REDIRECT_STATUS
 
     @property
-    def headers(self) -> list[tuple[str, str]]:
-        """Headers of the redirect answer."""
-        return [
-            ("Location", self.redirect or "/"),
-            ("Cache-Control", "no-store"),
-            ("Content-Length", "0"),
-        ]
+    def status_line(self) -> str:
+        """:attr:`status` with its reason phrase, for WSGI's ``start_response``."""
+        return REDIRECT_STATUS_LINE
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """Headers of the redirect answer, which both adapters send as they are (names in
+        lower case, as ASGI asks; values printable ASCII, as the settings check).
+
+        The confirm URL holds a live token: the answer must not be cached, and the page
+        it leads to must not send the URL on as a ``Referer``.
+        """
+        return (
+            ("location", self.redirect or "/"),
+            ("cache-control", "no-store"),
+            ("referrer-policy", "no-referrer"),
+            ("content-type", "text/plain"),
+            ("content-length", "0"),
+        )
 
 
 class ConfirmGate:
@@ -245,7 +258,7 @@ class ConfirmGate:
             return None
         # Targets come from the settings only, never from the request: a confirm link
         # cannot be turned into an open redirect.
-        if result.status in ("confirmed", "duplicate", "ignored"):
+        if result.ok or result.status == "ignored":  # ok: deferred counts too
             return s.confirmed_redirect
         if result.status == "expired":
             return s.expired_redirect or s.invalid_redirect or s.confirmed_redirect

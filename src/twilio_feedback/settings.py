@@ -383,12 +383,27 @@ class Settings:
                 raise ConfigurationError(f"{name} must be {kind} integer")
         for name in ("confirmed_redirect", "invalid_redirect", "expired_redirect"):
             target = getattr(self, name)
-            if target is not None and not (target.startswith("/") and not target.startswith("//")):
+            if target is None:
+                continue
+            if not isinstance(target, str):
+                raise ConfigurationError(f"{name} must be a path or URL string")
+            # The target goes out verbatim in a Location header. Browsers read "\" as "/"
+            # and drop tabs and newlines ("/\evil", "/\t/evil" are "//evil": another
+            # site), CR/LF would split the header, and a header holds latin-1 at most: so
+            # printable ASCII only, with everything else percent-encoded.
+            bad = next((c for c in target if not "!" <= c <= "~" or c == "\\"), None)
+            if bad is not None:
+                raise ConfigurationError(
+                    f"{name} {target[:200]!r} contains {bad!r}: a redirect target is "
+                    "printable ASCII without spaces or backslashes; percent-encode other "
+                    "characters ('/caf%C3%A9' for '/café', '%20' for a space, '%5C' for '\\')"
+                )
+            if not (target.startswith("/") and not target.startswith("//")):
                 parts = urlsplit(target)
                 if parts.scheme not in ("http", "https") or not parts.netloc:
                     raise ConfigurationError(
                         f"{name} must be a local path like '/welcome' or an absolute "
-                        f"http(s) URL, not {target!r}"
+                        f"http(s) URL, not {target[:200]!r}"
                     )
         for pattern in self.bot_user_agents:
             try:

@@ -18,8 +18,6 @@ import re
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING
 
-from werkzeug.utils import redirect
-
 from .confirm import ConfirmGate
 from .tracker import FeedbackTracker
 
@@ -74,9 +72,8 @@ class FeedbackMiddleware:
             environ["wsgi.input"] = io.BytesIO(body)
         decision = gate.decide(method, query, headers, body)
         if decision.redirect is not None:
-            response = redirect(decision.redirect, code=decision.status)
-            response.headers["Cache-Control"] = "no-store"
-            return response(environ, start_response)
+            start_response(decision.status_line, list(decision.headers))
+            return []
         environ[ENVIRON_KEY] = decision.result
         if decision.query != query:
             environ["QUERY_STRING"] = decision.query
