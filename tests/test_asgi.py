@@ -4,6 +4,7 @@ driver for what those cannot show (websockets, lifespan, body chunks, disconnect
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import warnings
@@ -427,3 +428,24 @@ async def test_a_failing_flush_does_not_stop_the_shutdown(
     )
     assert sent[-1]["type"] == "lifespan.shutdown.complete"
     assert "flushing pending reports at shutdown failed" in caplog.text
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+async def test_an_empty_query_parameter_defers_to_the_form(
+    client: httpx.AsyncClient, tracker: FeedbackTracker, fake_twilio: FakeTwilio
+) -> None:
+    token = _send(tracker, fake_twilio)
+    response = await client.post("/confirm?id=&a=1", data={"id": token})
+    assert response.json()["status"] == "confirmed"
+
+
+async def test_a_form_with_too_many_fields_is_invalid_and_quiet(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = "&".join(f"f{n}=1" for n in range(3000))
+    with caplog.at_level(logging.DEBUG, logger="twilio_feedback"):
+        response = await client.post("/confirm", content=body, headers={"Content-Type": FORM})
+    assert response.json()["status"] == "invalid"
+    assert [r for r in caplog.records if r.levelno > logging.DEBUG] == []

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl, quote, quote_plus
 
 import pytest
 from hypothesis import given, settings
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 
 from twilio_feedback import ConfirmResult, FeedbackTracker, Settings, Ticket
 from twilio_feedback.bots import BotMatcher
-from twilio_feedback.confirm import MAX_FORM_BYTES, ConfirmGate, Decision
+from twilio_feedback.confirm import MAX_FIELDS, MAX_FORM_BYTES, ConfirmGate, Decision
 from twilio_feedback.stores.memory import MemoryStore
 from twilio_feedback.tokens import TokenSigner
 
@@ -144,12 +146,14 @@ def test_own_bot_patterns(offline: Settings) -> None:
         ("a=1&id=abc&id=def", "abc"),
         ("a=1", None),
         ("", None),
-        ("id", ""),
-        ("id=", ""),
+        ("id", None),
+        ("id=", None),
+        ("id=&a=1", None),
+        ("id=&id&id=abc&id=def", "abc"),
         ("i%64=abc", "abc"),
         ("id=a%2Bb", "a+b"),
         ("id=a+b", "a b"),
-        ("&&&=&id", ""),
+        ("&&&=&id", None),
         ("xid=1&idx=2", None),
         ("id=%FF%FE", "\ufffd\ufffd"),
     ],
@@ -164,6 +168,37 @@ def test_token_from_form(gate: ConfirmGate) -> None:
     assert gate.token_from_form(b"") is None
     assert gate.token_from_form("id=\u00e9".encode()) == "\u00e9"
     assert gate.token_from_form(b"id=\xff") == "\ufffd"
+    assert gate.token_from_form(b"id=&id=tok") == "tok"
+    assert gate.token_from_form(b"id=") is None
+
+
+def test_too_many_fields_are_not_searched(gate: ConfirmGate) -> None:
+    fields = [f"f{n}=1" for n in range(MAX_FIELDS - 1)]
+    assert gate.token_from_query("&".join([*fields, "id=tok"])) == "tok"
+    assert gate.token_from_form("&".join([*fields, "id=tok"]).encode()) == "tok"
+    assert gate.token_from_query("&".join(["id=tok", *fields, "x=1"])) is None
+    assert gate.token_from_form("&".join(["id=tok", *fields, "x=1"]).encode()) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pairs=st.lists(
+        st.tuples(st.sampled_from(["id", "i%64", "x", "", "id "]), st.text(max_size=8)),
+        max_size=6,
+    ),
+    plus=st.booleans(),
+)
+def test_one_rule_for_query_and_form(pairs: list[tuple[str, str]], plus: bool) -> None:
+    """The first non-empty value of the parameter, in the query as in the form."""
+    gate = _shared_gate()
+    text = "&".join(
+        f"{name}={quote_plus(value) if plus else quote(value)}" for name, value in pairs
+    )
+    expected = next(
+        (v for k, v in parse_qsl(text, keep_blank_values=True) if k == "id" and v), None
+    )
+    assert gate.token_from_query(text) == expected
+    assert gate.token_from_form(text.encode()) == expected
 
 
 def test_form_length(offline: Settings, gate: ConfirmGate) -> None:
@@ -181,6 +216,8 @@ def test_form_length(offline: Settings, gate: ConfirmGate) -> None:
     assert gate.form_length("POST", "", {**form, "content-length": "0"}) == 0
     assert gate.form_length("POST", "", {**form, "content-length": "-1"}) == 0
     assert gate.form_length("POST", "", {**form, "content-length": "\u00b2"}) == 0
+    assert gate.form_length("POST", "", {**form, "content-length": "9" * 5000}) == 0
+    assert gate.form_length("POST", "", {**form, "content-length": "0" * 5000 + "10"}) == 10
     assert gate.form_length("POST", "", {**form, "content-length": str(MAX_FORM_BYTES)})
     too_long = {**form, "content-length": str(MAX_FORM_BYTES + 1)}
     assert gate.form_length("POST", "", too_long) == 0
@@ -205,6 +242,35 @@ def test_confirm_from_the_form_body(tracker: FeedbackTracker, gate: ConfirmGate)
     ticket = bound(tracker)
     body = f"id={ticket.token}".encode()
     assert gate.decide("POST", "", FORM, body).result.status == "confirmed"
+
+
+def test_an_empty_query_parameter_defers_to_the_form(
+    tracker: FeedbackTracker, gate: ConfirmGate
+) -> None:
+    ticket = bound(tracker)
+    form = {**FORM, "content-length": "50"}
+    assert gate.form_length("POST", "id=", form) == 50
+    assert gate.form_length("POST", "id=&id", form) == 50
+    body = f"id=&id={ticket.token}".encode()
+    assert gate.decide("POST", "id=&x=1", FORM, body).result.status == "confirmed"
+    # A non-empty query value wins, even when it is not a valid token.
+    other = bound(tracker)
+    assert gate.form_length("POST", "id=bogus", form) == 0
+    assert gate.decide("POST", "id=bogus", FORM, f"id={other.token}".encode()).result.status == (
+        "invalid"
+    )
+
+
+def test_a_form_with_too_many_fields_is_invalid_and_quiet(
+    gate: ConfirmGate, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = "&".join(f"f{n}=1" for n in range(5000)).encode()
+    with caplog.at_level(logging.DEBUG, logger="twilio_feedback"):
+        for _ in range(3):
+            decision = gate.decide("POST", "", FORM, body)
+            assert decision.result.status == "invalid"
+    assert [r for r in caplog.records if r.levelno > logging.DEBUG] == []
+    assert any("fields" in r.getMessage() for r in caplog.records)
 
 
 async def test_async_twin(tracker: FeedbackTracker, gate: ConfirmGate) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterable
@@ -17,6 +18,8 @@ from twilio_feedback.wsgi import ENVIRON_KEY, FeedbackMiddleware
 
 from .apps import ClosingIterable, wsgi_app
 from .conftest import CHROME
+
+FORM = "application/x-www-form-urlencoded"
 
 
 def _client(tracker: FeedbackTracker, app: Any = wsgi_app, **options: Any) -> Client:
@@ -214,3 +217,24 @@ def test_hide_token_in_query_and_request_uri(settings: Settings, fake_twilio: Fa
         _, data = _get(client, f"/confirm?id={token}")
         assert (data["status"], data["query"]) == ("duplicate", "")
         assert seen[-1]["REQUEST_URI"] == "/confirm"  # werkzeug sets it too
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+def test_an_empty_query_parameter_defers_to_the_form(
+    tracker: FeedbackTracker, fake_twilio: FakeTwilio
+) -> None:
+    token = _send(tracker, fake_twilio)
+    _, data = _get(_client(tracker), "/confirm?id=&a=1", method="POST", data={"id": token})
+    assert data["status"] == "confirmed"
+
+
+def test_a_form_with_too_many_fields_is_invalid_and_quiet(
+    tracker: FeedbackTracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = "&".join(f"f{n}=1" for n in range(3000))
+    with caplog.at_level(logging.DEBUG, logger="twilio_feedback"):
+        _, data = _get(_client(tracker), "/confirm", method="POST", data=body, content_type=FORM)
+    assert data["status"] == "invalid"
+    assert [r for r in caplog.records if r.levelno > logging.DEBUG] == []

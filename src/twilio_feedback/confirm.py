@@ -10,8 +10,9 @@ For one request on a confirm path:
 1. methods outside ``confirm_methods``, and always ``HEAD`` and ``OPTIONS``: ``ignored``;
 2. link-preview bots and scanners (by user agent, see :mod:`twilio_feedback.bots`):
    ``ignored``, before any token check or store access;
-3. the token: the ``token_param`` query parameter, else the form field of that name in an
-   urlencoded POST body of at most :data:`MAX_FORM_BYTES`;
+3. the token: the first non-empty value of the ``token_param`` parameter in the query
+   string, else in an urlencoded POST form of at most :data:`MAX_FORM_BYTES` (one rule,
+   :meth:`ConfirmGate.token_from_query` and :meth:`ConfirmGate.token_from_form`);
 4. the tracker confirms it (signature and age first, then one atomic store operation);
 5. the app runs with the result, unless the settings ask for a redirect instead.
 """
@@ -23,7 +24,7 @@ import re
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, unquote_plus
+from urllib.parse import unquote_plus
 
 from .bots import BotMatcher
 from .records import ConfirmResult
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORM_CONTENT_TYPE",
+    "MAX_FIELDS",
     "MAX_FORM_BYTES",
     "NEVER_CONFIRM",
     "ConfirmGate",
@@ -45,6 +47,10 @@ logger = logging.getLogger("twilio_feedback")
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_BYTES = 64 * 1024
 """A POST body larger than this is not read for a token (it reaches the app untouched)."""
+MAX_FIELDS = 1000
+"""A query string or form with more fields than this is not searched for the token (the
+request is ``invalid``, as if it had none): the same limit as the standard library's
+``max_num_fields`` guard, without its exception."""
 NEVER_CONFIRM = frozenset({"HEAD", "OPTIONS"})
 """Methods that never confirm, whatever ``confirm_methods`` says: browsers, proxies and
 bots send them without a person acting."""
@@ -138,20 +144,27 @@ class ConfirmGate:
     # -- reading the request ---------------------------------------------------------
 
     def token_from_query(self, query: str) -> str | None:
-        """The first value of the token parameter in a raw query string, or ``None``."""
-        param = self.param
-        for piece in query.split("&"):
-            name, _, value = piece.partition("=")
-            if name == param or ("%" in name and unquote_plus(name) == param):
-                return unquote_plus(value)
-        return None
+        """The first non-empty value of the token parameter in a raw query string, or
+        ``None`` (also for more than :data:`MAX_FIELDS` fields)."""
+        return self._first_value(query, "query string")
 
     def token_from_form(self, body: bytes) -> str | None:
-        """The first value of the token field in an urlencoded form body, or ``None``."""
-        text = body.decode("utf-8", "replace")
-        for name, value in parse_qsl(text, keep_blank_values=True, max_num_fields=1000):
-            if name == self.param:
-                return value
+        """The first non-empty value of the token field in an urlencoded form body, or
+        ``None``: the rule of :meth:`token_from_query`."""
+        return self._first_value(body.decode("utf-8", "replace"), "form")
+
+    def _first_value(self, text: str, where: str) -> str | None:
+        # One rule for the query and the form: an empty value (``?id=``, a blank form
+        # field) is no token, so the next place is looked at. ``parse_qsl`` would raise
+        # past its field limit, and it parses every field to find one.
+        if text.count("&") >= MAX_FIELDS:
+            logger.debug("confirm: %s of more than %d fields not searched", where, MAX_FIELDS)
+            return None
+        param = self.param
+        for piece in text.split("&"):
+            name, _, value = piece.partition("=")
+            if value and (name == param or ("%" in name and unquote_plus(name) == param)):
+                return unquote_plus(value)
         return None
 
     def form_length(self, method: str, query: str, headers: Headers) -> int:
@@ -166,10 +179,14 @@ class ConfirmGate:
         declared = headers.get("content-length", "").strip()
         if not (declared.isascii() and declared.isdigit()):
             return 0
-        length = int(declared)
+        # int() raises on thousands of digits: anything past 9 is too long anyway.
+        digits = declared.lstrip("0")
+        if len(digits) > 9:
+            return 0
+        length = int(digits or "0")
         if not 0 < length <= MAX_FORM_BYTES:
             return 0
-        if self.bots.is_bot(headers.get("user-agent")) or self.token_from_query(query):
+        if self.bots.is_bot(headers.get("user-agent")) or self.token_from_query(query) is not None:
             return 0
         return length
 
