@@ -430,6 +430,54 @@ async def test_a_failing_flush_does_not_stop_the_shutdown(
     assert "flushing pending reports at shutdown failed" in caplog.text
 
 
+# -- mounted under a root path ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("root_path", "path", "status"),
+    [
+        ("/app", "/app/confirm", "confirmed"),  # the path includes the root (ASGI spec, uvicorn)
+        ("/app", "/confirm", "confirmed"),  # servers that leave the root out of the path
+        ("/app/", "/app/confirm", None),
+        ("/a/b", "/a/b/confirm", "confirmed"),
+        ("/app", "/application/confirm", None),
+        ("/app", "/app", None),
+        ("/app", "/app/app/confirm", None),
+        ("", "/confirm", "confirmed"),
+    ],
+)
+async def test_confirm_paths_are_relative_to_the_root_path(
+    tracker: FeedbackTracker,
+    fake_twilio: FakeTwilio,
+    root_path: str,
+    path: str,
+    status: str | None,
+) -> None:
+    token = _send(tracker, fake_twilio)
+    recorder = Recorder()
+    scope = _http_scope(f"id={token}", [(b"user-agent", CHROME.encode())])
+    scope.update(method="GET", root_path=root_path, path=path, raw_path=path.encode())
+    await _drive(FeedbackMiddleware(recorder, tracker), scope, [{"type": "http.request"}])
+    result = recorder.scope.get("twilio_feedback")
+    assert (result.status if result else None) == status
+    assert (recorder.scope["path"], recorder.scope["root_path"]) == (path, root_path)
+
+
+async def test_starlette_mount(tracker: FeedbackTracker, fake_twilio: FakeTwilio) -> None:
+    from starlette.routing import Mount
+
+    async def confirm(request: Request) -> JSONResponse:
+        return JSONResponse({"status": request.state.twilio_feedback.status})
+
+    inner = Starlette(routes=[Route("/confirm", confirm)])
+    inner.add_middleware(FeedbackMiddleware, tracker=tracker)
+    outer = Starlette(routes=[Mount("/app", app=inner)])
+    token = _send(tracker, fake_twilio)
+    async with _client(outer) as http:
+        assert (await http.get(f"/app/confirm?id={token}")).json() == {"status": "confirmed"}
+        assert (await http.get(f"/app/confirm?id={token}")).json() == {"status": "duplicate"}
+
+
 # -- bad input ---------------------------------------------------------------------------
 
 

@@ -7,6 +7,8 @@
 
 The app sees the :class:`~twilio_feedback.ConfirmResult` at ``scope["twilio_feedback"]``
 and ``scope["state"]["twilio_feedback"]`` (Starlette: ``request.state.twilio_feedback``).
+Confirm paths are relative to the app: under a ``root_path`` (``uvicorn --root-path``,
+Starlette's ``Mount``) it is left out, as WSGI leaves ``SCRIPT_NAME`` out of ``PATH_INFO``.
 The rules are those of :class:`~twilio_feedback.confirm.ConfirmGate`.
 """
 
@@ -64,7 +66,11 @@ class FeedbackMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            if scope["path"] in self._paths:
+            path = scope["path"]
+            root = scope.get("root_path")
+            if root:
+                path = _app_path(path, root)
+            if path in self._paths:
                 await self._confirm(scope, receive, send)
                 return
         elif scope["type"] == "lifespan":
@@ -116,6 +122,22 @@ class FeedbackMiddleware:
         if decision.query != query:
             scope["query_string"] = decision.query.encode("latin-1")
         await self.app(scope, receive, send)
+
+
+def _app_path(path: str, root_path: str) -> str:
+    """``path`` below ``root_path``: the path the app routes on.
+
+    The ASGI spec puts the root path in ``path`` (uvicorn, Starlette's ``Mount``); older
+    servers left it out. As Starlette's router does, the root is taken off only where the
+    path starts with it as a whole segment, so both conventions give the same answer.
+    """
+    if not path.startswith(root_path):
+        return path
+    if len(path) == len(root_path):
+        return ""
+    if path[len(root_path)] == "/":
+        return path[len(root_path) :]
+    return path
 
 
 async def _read_body(receive: Receive, length: int) -> tuple[bytes | None, Receive]:
