@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket
 
 from twilio_feedback import FeedbackTracker, Settings
 from twilio_feedback.asgi import FeedbackMiddleware
+from twilio_feedback.confirm import MAX_BODY_MESSAGES
 from twilio_feedback.testing import FakeTwilio
 
 from .apps import asgi_app
@@ -497,3 +498,82 @@ async def test_a_form_with_too_many_fields_is_invalid_and_quiet(
         response = await client.post("/confirm", content=body, headers={"Content-Type": FORM})
     assert response.json()["status"] == "invalid"
     assert [r for r in caplog.records if r.levelno > logging.DEBUG] == []
+
+
+class ClientGone(Exception):
+    """What some servers raise from receive() when the client has left."""
+
+
+def _form_headers(length: int) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", FORM.encode()),
+        (b"content-length", str(length).encode()),
+        (b"user-agent", CHROME.encode()),
+    ]
+
+
+async def test_a_receive_that_raises_is_a_disconnect(tracker: FeedbackTracker) -> None:
+    first = {"type": "http.request", "body": b"a=1&", "more_body": True}
+    calls = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return first
+        raise ClientGone
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    recorder = Recorder()
+    await FeedbackMiddleware(recorder, tracker)(_http_scope("", _form_headers(40)), receive, send)
+    assert recorder.scope["twilio_feedback"].status == "invalid"
+    assert recorder.read == [first, {"type": "http.disconnect"}]
+    assert calls == 2  # the broken receive is not called again
+    assert sent[0]["status"] == 204
+
+
+async def test_endless_empty_body_chunks_are_bounded(tracker: FeedbackTracker) -> None:
+    calls = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return {"type": "http.request", "body": b"", "more_body": True}
+
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["twilio_feedback"])
+        seen.append(await receive())
+
+    async def send(message: Any) -> None:
+        pass
+
+    middleware = FeedbackMiddleware(app, tracker)
+    scope = _http_scope("", _form_headers(100))
+    await asyncio.wait_for(middleware(scope, receive, send), timeout=10)
+    assert seen[0].status == "invalid"
+    assert seen[1] == {"type": "http.request", "body": b"", "more_body": True}
+    assert calls <= MAX_BODY_MESSAGES
+
+
+async def test_a_form_in_many_small_chunks_is_read(
+    tracker: FeedbackTracker, fake_twilio: FakeTwilio
+) -> None:
+    token = _send(tracker, fake_twilio)
+    body = f"id={token}".encode()
+    chunks: list[dict[str, Any]] = [
+        {"type": "http.request", "body": body[i : i + 1], "more_body": True}
+        for i in range(len(body))
+    ]
+    chunks.append({"type": "http.request", "body": b"", "more_body": False})
+    assert len(chunks) < MAX_BODY_MESSAGES
+    recorder = Recorder()
+    scope = _http_scope("", _form_headers(len(body)))
+    await _drive(FeedbackMiddleware(recorder, tracker), scope, chunks)
+    assert recorder.scope["twilio_feedback"].status == "confirmed"
+    assert recorder.read == chunks

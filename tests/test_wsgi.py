@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -238,3 +239,62 @@ def test_a_form_with_too_many_fields_is_invalid_and_quiet(
         _, data = _get(_client(tracker), "/confirm", method="POST", data=body, content_type=FORM)
     assert data["status"] == "invalid"
     assert [r for r in caplog.records if r.levelno > logging.DEBUG] == []
+
+
+class BrokenInput:
+    """A wsgi.input whose client leaves after ``data``."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.reads = 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        if self.data:
+            data, self.data = self.data, b""
+            return data
+        raise OSError("connection reset by peer")
+
+
+def _environ(path: str = "/confirm", **extra: Any) -> dict[str, Any]:
+    environ = EnvironBuilder(path=path, headers=[("User-Agent", CHROME)]).get_environ()
+    environ.update(extra)
+    return environ
+
+
+def _call(app: Any, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    started: list[Any] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        started[:] = [status, headers]
+        return lambda data: None
+
+    body = b"".join(app(environ, start_response))
+    return started[0], started[1], body
+
+
+def test_a_body_read_that_raises_is_the_end_of_the_body(tracker: FeedbackTracker) -> None:
+    environ = _environ(
+        REQUEST_METHOD="POST",
+        CONTENT_TYPE=FORM,
+        CONTENT_LENGTH="40",
+        **{"wsgi.input": BrokenInput(b"a=1&id=")},
+    )
+    status, _, body = _call(FeedbackMiddleware(wsgi_app, tracker), environ)
+    assert status == "200 OK"
+    # The app saw the bytes that came, then the end of the body.
+    assert json.loads(body) == {"status": "invalid", "query": "", "body": "a=1&id="}
+
+
+def test_a_missing_wsgi_input_is_no_body(tracker: FeedbackTracker) -> None:
+    environ = _environ(REQUEST_METHOD="POST", CONTENT_TYPE=FORM, CONTENT_LENGTH="10")
+    del environ["wsgi.input"]
+    seen: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        seen.append(environ[ENVIRON_KEY].status)
+        start_response("204 No Content", [])
+        return []
+
+    assert _call(FeedbackMiddleware(app, tracker), environ)[0] == "204 No Content"
+    assert seen == ["invalid"]

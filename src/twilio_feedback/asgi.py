@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .confirm import ConfirmGate
+from .confirm import MAX_BODY_MESSAGES, ConfirmGate
 from .tracker import FeedbackTracker
 
 __all__ = ["SCOPE_KEY", "FeedbackMiddleware"]
@@ -141,21 +141,36 @@ def _app_path(path: str, root_path: str) -> str:
 
 
 async def _read_body(receive: Receive, length: int) -> tuple[bytes | None, Receive]:
-    """Read the request body (``None`` if it turns out longer than ``length`` or the
-    client leaves), and a ``receive`` that replays every message read to the app."""
+    """Read the request body for its form, and return it with a ``receive`` for the app.
+
+    The body is ``None`` (not searched) when it turns out longer than ``length``, when it
+    is still incomplete after :data:`~twilio_feedback.confirm.MAX_BODY_MESSAGES` messages
+    (endless empty chunks must not grow memory), and when the client leaves. The app's
+    ``receive`` replays every message read, in order, then goes on with the server's. If
+    the server's ``receive()`` raised (some servers do for a client gone), the app gets
+    ``http.disconnect`` after the replay instead: what ASGI says a client that left is.
+    """
     messages: list[Message] = []
     size = 0
-    while True:
-        message = await receive()
+    while len(messages) < MAX_BODY_MESSAGES:
+        try:
+            message = await receive()
+        except Exception:
+            logger.debug("confirm: the client left while the form was read", exc_info=True)
+            return None, _replay(messages, _disconnected)
         messages.append(message)
-        if message["type"] != "http.request":
-            return None, _replay(messages, receive)
-        size += len(message.get("body", b""))
-        if size > length:
-            return None, _replay(messages, receive)
-        if not message.get("more_body", False):
+        if message.get("type") != "http.request":
             break
-    return b"".join(m.get("body", b"") for m in messages), _replay(messages, receive)
+        size += len(message.get("body") or b"")
+        if size > length:
+            break
+        if not message.get("more_body", False):
+            return b"".join(m.get("body") or b"" for m in messages), _replay(messages, receive)
+    return None, _replay(messages, receive)
+
+
+async def _disconnected() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

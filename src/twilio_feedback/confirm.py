@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORM_CONTENT_TYPE",
+    "MAX_BODY_MESSAGES",
     "MAX_FIELDS",
     "MAX_FORM_BYTES",
     "NEVER_CONFIRM",
@@ -51,6 +52,10 @@ MAX_FIELDS = 1000
 """A query string or form with more fields than this is not searched for the token (the
 request is ``invalid``, as if it had none): the same limit as the standard library's
 ``max_num_fields`` guard, without its exception."""
+MAX_BODY_MESSAGES = 256
+"""ASGI body messages read for a form, at most. A body still incomplete after this many
+(a trickle of tiny or empty chunks) is not searched for the token; what was read is replayed
+to the app, and the rest reaches it as it comes."""
 NEVER_CONFIRM = frozenset({"HEAD", "OPTIONS"})
 """Methods that never confirm, whatever ``confirm_methods`` says: browsers, proxies and
 bots send them without a person acting."""

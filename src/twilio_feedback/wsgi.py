@@ -14,6 +14,7 @@ of :class:`~twilio_feedback.confirm.ConfirmGate`.
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING
@@ -28,6 +29,8 @@ __all__ = ["ENVIRON_KEY", "FeedbackMiddleware"]
 
 ENVIRON_KEY = "twilio_feedback.result"
 """Key of the :class:`~twilio_feedback.ConfirmResult` in the WSGI environ."""
+
+logger = logging.getLogger("twilio_feedback")
 
 
 class FeedbackMiddleware:
@@ -67,9 +70,9 @@ class FeedbackMiddleware:
         }
         body = None
         length = gate.form_length(method, query, headers)
-        if length:
-            body = _read(environ["wsgi.input"], length)
-            environ["wsgi.input"] = io.BytesIO(body)
+        stream = environ.get("wsgi.input")
+        if length and stream is not None:
+            body, environ["wsgi.input"] = _read(stream, length)
         decision = gate.decide(method, query, headers, body)
         if decision.redirect is not None:
             start_response(decision.status_line, list(decision.headers))
@@ -83,14 +86,23 @@ class FeedbackMiddleware:
         return self.app(environ, start_response)
 
 
-def _read(stream: IO[bytes], length: int) -> bytes:
-    """Up to ``length`` bytes of the request body (``read`` may return fewer at a time)."""
-    chunks = []
-    remaining = length
-    while remaining > 0:
-        chunk = stream.read(remaining)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+def _read(stream: IO[bytes], length: int) -> tuple[bytes | None, IO[bytes]]:
+    """Up to ``length`` bytes of the request body (``read`` may return fewer at a time),
+    and a fresh stream holding them for the app.
+
+    The body is ``None`` (not searched) when reading it raised, as servers do for a client
+    gone: the app then reads what came, and the end of the body after it. Each read
+    either brings bytes or ends the body, so the bytes bound the reads.
+    """
+    data = bytearray()
+    try:
+        while len(data) < length:
+            chunk = stream.read(length - len(data))
+            if not chunk:
+                break
+            data += chunk[: length - len(data)]
+    except Exception:
+        logger.debug("confirm: the client left while the form was read", exc_info=True)
+        return None, io.BytesIO(bytes(data))
+    body = bytes(data)
+    return body, io.BytesIO(body)
