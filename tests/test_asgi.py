@@ -577,3 +577,24 @@ async def test_a_form_in_many_small_chunks_is_read(
     await _drive(FeedbackMiddleware(recorder, tracker), scope, chunks)
     assert recorder.scope["twilio_feedback"].status == "confirmed"
     assert recorder.read == chunks
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/bestätigen", "confirmed"),
+        ("/best\ufffdtigen", None),  # "/best%E4tigen": latin-1, not UTF-8
+        ("/confirm", "confirmed"),
+    ],
+)
+async def test_non_ascii_confirm_paths(
+    settings: Settings, fake_twilio: FakeTwilio, path: str, status: str | None
+) -> None:
+    with FeedbackTracker(settings.replace(confirm_paths=("/bestätigen", "/confirm"))) as tracker:
+        token = _send(tracker, fake_twilio)
+        recorder = Recorder()
+        scope = _http_scope(f"id={token}", [(b"user-agent", CHROME.encode())])
+        scope.update(method="GET", path=path)
+        await _drive(FeedbackMiddleware(recorder, tracker), scope, [{"type": "http.request"}])
+        result = recorder.scope.get("twilio_feedback")
+        assert (result.status if result else None) == status

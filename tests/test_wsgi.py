@@ -298,3 +298,38 @@ def test_a_missing_wsgi_input_is_no_body(tracker: FeedbackTracker) -> None:
 
     assert _call(FeedbackMiddleware(app, tracker), environ)[0] == "204 No Content"
     assert seen == ["invalid"]
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("/best%C3%A4tigen", "confirmed"),
+        ("/bestätigen", "confirmed"),
+        ("/best%E4tigen", None),  # latin-1, not UTF-8
+        ("/confirm", "confirmed"),
+    ],
+)
+def test_non_ascii_confirm_paths(
+    settings: Settings, fake_twilio: FakeTwilio, url: str, status: str | None
+) -> None:
+    with FeedbackTracker(settings.replace(confirm_paths=("/bestätigen", "/confirm"))) as tracker:
+        token = _send(tracker, fake_twilio)
+        assert _get(_client(tracker), f"{url}?id={token}")[1]["status"] == status
+
+
+@pytest.mark.parametrize("path_match", ["exact", "prefix"])
+def test_non_ascii_paths_with_ascii_settings(
+    settings: Settings, fake_twilio: FakeTwilio, path_match: str
+) -> None:
+    with FeedbackTracker(settings.replace(path_match=path_match)) as tracker:
+        token = _send(tracker, fake_twilio)
+        expected = "confirmed" if path_match == "prefix" else None
+        assert _get(_client(tracker), f"/confirm%C3%A4?id={token}")[1]["status"] == expected
+
+
+def test_non_ascii_pattern_paths(tracker: FeedbackTracker, fake_twilio: FakeTwilio) -> None:
+    token = _send(tracker, fake_twilio)
+    client = _client(tracker, paths=re.compile(r"/(de|fr)/(bestätigen|confirmer)"))
+    assert _get(client, f"/de/best%C3%A4tigen?id={token}")[1]["status"] == "confirmed"
+    assert _get(client, f"/fr/confirmer?id={token}")[1]["status"] == "duplicate"
+    assert _get(client, f"/de/best%E4tigen?id={token}")[1]["status"] is None

@@ -7,8 +7,10 @@
 
 The app sees the :class:`~twilio_feedback.ConfirmResult` at
 ``environ["twilio_feedback.result"]`` (PEP 3333 asks extension keys to be dotted). The
-app's response iterable, and its ``close()``, are returned untouched. The rules are those
-of :class:`~twilio_feedback.confirm.ConfirmGate`.
+app's response iterable, and its ``close()``, are returned untouched. Confirm paths are
+compared with ``PATH_INFO`` decoded as UTF-8, the path ASGI servers give, so a non-ASCII
+confirm path gets the same answer from both adapters. The rules are those of
+:class:`~twilio_feedback.confirm.ConfirmGate`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import IO, TYPE_CHECKING
+
+from werkzeug.wsgi import get_path_info
 
 from .confirm import ConfirmGate
 from .tracker import FeedbackTracker
@@ -48,7 +52,7 @@ class FeedbackMiddleware:
         self.app = app
         self.tracker = tracker
         self.gate = ConfirmGate(tracker, paths=paths)
-        self._paths = self.gate.paths
+        self._paths = _path_info_matcher(self.gate.paths)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -84,6 +88,37 @@ class FeedbackMiddleware:
                 if key in environ:
                     environ[key] = gate.strip_token_from_uri(environ[key])
         return self.app(environ, start_response)
+
+
+def _path_info_matcher(paths: Container[object]) -> Container[object]:
+    """``paths`` (decoded paths) as a container of raw ``PATH_INFO`` values.
+
+    PEP 3333 hands the path over as its bytes, one latin-1 character each. An ASCII path
+    reads the same either way, and only non-ASCII bytes decode to non-ASCII characters:
+    with ASCII-only exact paths (the usual case) the set itself answers, at no extra cost.
+    """
+    if isinstance(paths, frozenset) and all(isinstance(p, str) and p.isascii() for p in paths):
+        return paths
+    return _DecodedPathInfo(paths)
+
+
+class _DecodedPathInfo:
+    """Container of the raw ``PATH_INFO`` values whose UTF-8 reading is in ``paths``."""
+
+    __slots__ = ("paths",)
+
+    def __init__(self, paths: Container[object]) -> None:
+        self.paths = paths
+
+    def __contains__(self, path_info: object) -> bool:
+        if not isinstance(path_info, str):
+            return False
+        if path_info.isascii():
+            return path_info in self.paths
+        try:
+            return get_path_info({"PATH_INFO": path_info}) in self.paths
+        except UnicodeError:  # not a PEP 3333 string: no confirm path
+            return False
 
 
 def _read(stream: IO[bytes], length: int) -> tuple[bytes | None, IO[bytes]]:
