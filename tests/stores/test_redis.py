@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from twilio_feedback import MissingDependencyError, Record, State
+from twilio_feedback import ConfigurationError, MissingDependencyError, Record, State
 from twilio_feedback.stores import ThreadedAsyncStore, store_from_url
 from twilio_feedback.stores.redis import AsyncRedisStore, RedisStore
 
@@ -92,6 +92,45 @@ def test_prefixes_keep_apps_apart(redis_url: str) -> None:
     assert all(key.startswith(b"one:") for key in one.client.keys("*"))
     one.close()
     two.close()
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs"),
+    [
+        ("app*:", "app1:"),
+        ("app?:", "app1:"),
+        ("app[12]:", "app1:"),
+        ("app\\", "app\\x"),
+        ("app:", "app:r:"),  # their keys start with ours, "app:r:"
+        ("app:", "app:r:x"),
+    ],
+)
+def test_scans_never_read_another_prefix(redis_url: str, mine: str, theirs: str) -> None:
+    other = RedisStore(redis_url, prefix=theirs)
+    now = time.time()
+    for name in ("f1", "f2"):
+        _confirmed(other, name)
+        other.mark_failed(name, code=20003, message="Authenticate")
+    _confirmed(other, "c")
+    own = RedisStore(redis_url, prefix=mine)
+    _confirmed(own, "mine")
+    own.mark_failed("mine", code=20003, message="Authenticate")
+    assert own.counts() == {"pending": 0, "confirmed": 0, "reported": 0, "failed": 1}
+    assert [r.tracking_id for r in own.list_records(State.FAILED, limit=10)] == ["mine"]
+    assert own.requeue_failed(now=now, keep_until=now + 60) == 1
+    assert other.counts() == {"pending": 0, "confirmed": 1, "reported": 0, "failed": 2}
+    assert other.requeue_failed(now=now, keep_until=now + 60) == 2
+    assert own.counts()["confirmed"] == 1
+    own.close()
+    other.close()
+
+
+@pytest.mark.parametrize("prefix", ["", "app\udc80:"])
+def test_prefixes_that_cannot_be_made_safe_are_refused(prefix: str) -> None:
+    with pytest.raises(ConfigurationError, match="prefix"):
+        RedisStore("redis://127.0.0.1:1/0", prefix=prefix)
+    with pytest.raises(ConfigurationError, match="prefix"):
+        store_from_url("redis://127.0.0.1:1/0?prefix=")
 
 
 def test_unix_socket_urls(redis_server: RedisServer) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
-from ..errors import MissingDependencyError
+from ..errors import ConfigurationError, MissingDependencyError
 from ..records import Record, State
 from .base import AsyncStore, ThreadedAsyncStore
 
@@ -22,11 +22,12 @@ if TYPE_CHECKING:
     import redis as redis_lib
     import redis.asyncio as redis_async
 
-__all__ = ["AsyncRedisStore", "RedisStore"]
+__all__ = ["AsyncRedisStore", "RedisStore", "check_prefix", "glob_escape"]
 
 _INT_FIELDS = {"attempts", "error_code"}
 _FLOAT_FIELDS = {"expires_at", "created_at", "confirmed_at", "lease_until"}
 _BATCH = 500
+_GLOB_SPECIAL = frozenset("*?[]\\")
 
 # KEYS: record, outbox. ARGV: now, lease_until, keep_until, tracking id.
 _CONFIRM = """
@@ -169,6 +170,32 @@ def _field(value: Any) -> Any:
     return repr(value) if isinstance(value, float) else value
 
 
+def check_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it can namespace a store's keys; raise ConfigurationError if not.
+
+    Refused: an empty prefix (the store's keys would mix with every other key in the
+    database, and its scans would read them) and one that is not valid Unicode (it cannot
+    be encoded into a key). Glob characters (``*?[]\\``) are fine: scans escape them.
+    """
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigurationError(
+            "the Redis store needs a non-empty key prefix (default 'twilio_feedback:'): "
+            "without one its keys mix with every other key in the database"
+        )
+    try:
+        prefix.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigurationError(
+            f"the Redis key prefix {prefix!r} is not valid Unicode and cannot be a key"
+        ) from None
+    return prefix
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a Redis glob pattern (``SCAN MATCH``) that matches only itself."""
+    return "".join("\\" + char if char in _GLOB_SPECIAL else char for char in text)
+
+
 def _split_prefix(url: str, prefix: str) -> tuple[str, str]:
     """Take our own ``?prefix=`` out of a URL; redis-py would pass it to the connection."""
     base, _, query = url.partition("?")
@@ -213,7 +240,7 @@ class RedisStore:
             self.client = url_or_client
             self._owns_client = False
         self.async_client = async_client
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
         self.connect_timeout = connect_timeout
         self.socket_timeout = socket_timeout
         self.outbox = f"{prefix}outbox"
@@ -348,9 +375,18 @@ class RedisStore:
     # -- operator commands (AdminStore) ------------------------------------------------
 
     def _key_batches(self) -> Iterator[list[str]]:
+        # The prefix is escaped: "app*:" must not match "app1:"'s keys. Tracking ids never
+        # hold a ':', so a key with one after our "<prefix>r:" belongs to another store
+        # whose prefix starts with ours ("app:" and "app:r:"); TYPE skips their outboxes.
+        start = f"{self.prefix}r:"
         batch: list[str] = []
-        for key in self.client.scan_iter(match=f"{self.prefix}r:*", count=_BATCH):
-            batch.append(_text(key))
+        for raw in self.client.scan_iter(
+            match=glob_escape(start) + "*", count=_BATCH, _type="hash"
+        ):
+            key = _text(raw)
+            if ":" in key[len(start) :]:
+                continue
+            batch.append(key)
             if len(batch) >= _BATCH:
                 yield batch
                 batch = []
