@@ -12,9 +12,11 @@ and the ``twilio-feedback`` command find it. Check it with the conformance suite
             return DictStore()
 
 The two operations that must be atomic are ``confirm`` (exactly one caller wins) and
-``claim`` (no record handed to two reporters at once); here one lock makes every method
-atomic. A shared backend would use its own primitive instead: a conditional ``UPDATE``, a
-compare-and-set, a script. Times always come from the caller.
+``claim`` (no record handed to two reporters at once); the reporter's updates (``renew``,
+``mark_reported``, ``mark_failed``, ``defer``) apply only to the record still confirmed with
+the message SID they name. Here one lock makes every method atomic. A shared backend would
+use its own primitive instead: a conditional ``UPDATE``, a compare-and-set, a script. Times
+always come from the caller.
 
 Run ``python examples/custom_store.py`` to see it work.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from twilio_feedback import Record, State
@@ -100,34 +103,61 @@ class DictStore:
                 self._records[record.tracking_id] = record
             return taken
 
-    def _change(self, tracking_id: str, **changes: Any) -> None:
+    def renew(self, held: Sequence[tuple[str, str]], *, lease_until: float) -> int:
+        """The heartbeat of a live reporter: extend (never shorten) the leases of the
+        records it still holds; return how many it holds."""
+        count = 0
+        with self._lock:
+            for tracking_id, message_sid in held:
+                record = self._records.get(tracking_id)
+                if record is None or not _reporting(record, message_sid):
+                    continue
+                count += 1
+                if record.lease_until < lease_until:
+                    self._records[tracking_id] = record.replace(lease_until=lease_until)
+        return count
+
+    def _outcome(self, tracking_id: str, message_sid: str, **changes: Any) -> bool:
         with self._lock:
             record = self._records.get(tracking_id)
-            if record is not None:  # never create a record that is gone
-                self._records[tracking_id] = record.replace(**changes)
+            # Only the record that was reported: the key may have been bound to another
+            # message meanwhile. Never create a record that is gone.
+            if record is None or not _reporting(record, message_sid):
+                return False
+            self._records[tracking_id] = record.replace(**changes)
+            return True
 
-    def mark_reported(self, tracking_id: str) -> None:
-        """Twilio accepted the feedback."""
-        self._change(tracking_id, state=State.REPORTED, lease_until=0.0)
+    def mark_reported(self, tracking_id: str, message_sid: str) -> bool:
+        """Twilio accepted the feedback for this message."""
+        return self._outcome(tracking_id, message_sid, state=State.REPORTED, lease_until=0.0)
 
-    def mark_failed(self, tracking_id: str, *, code: int | None, message: str | None) -> None:
+    def mark_failed(
+        self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
+    ) -> bool:
         """Twilio refused it for good."""
-        self._change(
-            tracking_id, state=State.FAILED, lease_until=0.0, error_code=code, error_message=message
+        return self._outcome(
+            tracking_id,
+            message_sid,
+            state=State.FAILED,
+            lease_until=0.0,
+            error_code=code,
+            error_message=message,
         )
 
     def defer(
         self,
         tracking_id: str,
+        message_sid: str,
         *,
         lease_until: float,
         attempts: int,
         code: int | None,
         message: str | None,
-    ) -> None:
+    ) -> bool:
         """A transient failure: stay confirmed, due again at ``lease_until``."""
-        self._change(
+        return self._outcome(
             tracking_id,
+            message_sid,
             lease_until=lease_until,
             attempts=attempts,
             error_code=code,
@@ -177,6 +207,10 @@ class DictStore:
                     expires_at=max(r.expires_at, keep_until),
                 )
             return len(failed)
+
+
+def _reporting(record: Record, message_sid: str) -> bool:
+    return record.state is State.CONFIRMED and record.message_sid == message_sid
 
 
 register_store("dict", DictStore.from_url)

@@ -97,7 +97,9 @@ def test_status_lists_failed_records(
     store: SQLStore, url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ids = confirmed(store, ["SM" + "a" * 32, "SM" + "b" * 32])
-    store.mark_failed(ids[0], code=21610, message="Attempt to send to unsubscribed recipient")
+    store.mark_failed(
+        ids[0], "SM" + "a" * 32, code=21610, message="Attempt to send to unsubscribed recipient"
+    )
     assert main(["status", "--store", url, "--failed"]) == 0
     out = capsys.readouterr().out
     assert f"{ids[0]}  SM{'a' * 32}" in out
@@ -189,14 +191,14 @@ def test_retry_failed_requeues_then_drain_delivers(
 ) -> None:
     sids = twilio_env.add_messages(3)
     ids = confirmed(store, sids)
-    for tracking_id in ids[:2]:
-        store.mark_failed(tracking_id, code=20003, message="Authenticate")
-    store.mark_reported(ids[2])
+    for tracking_id, sid in zip(ids[:2], sids, strict=False):
+        store.mark_failed(tracking_id, sid, code=20003, message="Authenticate")
+    store.mark_reported(ids[2], sids[2])
     assert main(["retry-failed", "--store", url]) == 0
     assert "re-queued 2 failed record(s)" in capsys.readouterr().out
     assert store.counts()["confirmed"] == 2
 
-    store.mark_failed(ids[0], code=20003, message="Authenticate")
+    store.mark_failed(ids[0], sids[0], code=20003, message="Authenticate")
     assert main(["retry-failed", "--store", url, "--drain", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "re-queued 1 failed record(s)" in out

@@ -4,6 +4,7 @@ flush, the outbox sweep, stuck workers, hooks and logs."""
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import socketserver
 import threading
@@ -149,36 +150,53 @@ def test_transient_failures_end_as_failed_when_the_retry_window_ends(
     assert tracker.stats()["failed"] == 1
 
 
-def test_a_retry_keeps_the_lease_so_other_processes_do_not_post_it(
-    settings: Settings, fake_twilio: FakeTwilio
+def test_a_retry_waiting_in_memory_keeps_a_short_lease_the_heartbeat_renews(
+    settings: Settings, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import twilio_feedback.reporter
+
+    monkeypatch.setattr(twilio_feedback.reporter, "backoff", lambda attempt: 4.0)
     store = MemoryStore()
-    shared = settings.replace(store=store, lease_seconds=5.0)
+    shared = settings.replace(store=store, lease_seconds=1.5)  # renewed every 0.5 s
     # Another process sweeping the same store as often as it can.
     with FeedbackTracker(shared.replace(sweep_interval=0.02)) as other:
         with FeedbackTracker(shared) as tracker:
             sent(tracker, "k")
             fake_twilio.fail_next(503)
             tracker.confirm(key="k")
-            assert wait_until(lambda: record_of(tracker, "k").attempts == 1, 5)
-            failed_at = feedback_requests(fake_twilio)[0].time
-            # Deferred to the retry time + lease_seconds, past the confirm's own lease.
-            assert record_of(tracker, "k").lease_until >= failed_at + 5.0
+            ahead: list[float] = []
+
+            def reported() -> bool:
+                record = record_of(tracker, "k")
+                if record.state is State.REPORTED:
+                    return True
+                ahead.append(record.lease_until - time.time())
+                return False
+
+            # The retry waits 4 s, longer than two leases: the heartbeat keeps the lease,
+            # which never reaches past now + lease_seconds.
+            assert wait_until(reported, 10)
+            assert len(ahead) > 50
+            assert max(ahead) <= 1.5
             assert tracker.flush(timeout=5) == 0
         assert other.flush(timeout=1) == 0
         assert other.stats()["swept"] == 0
     assert len(fake_twilio.feedback) == 1
+    assert [r.status for r in feedback_requests(fake_twilio)] == [503, 200]
 
 
 def test_a_far_retry_after_is_left_to_the_sweep(
-    make_tracker: MakeTracker, fake_twilio: FakeTwilio
+    make_tracker: MakeTracker, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import twilio_feedback.reporter
+
+    monkeypatch.setattr(twilio_feedback.reporter, "HOLD_LIMIT", 1.0)
     tracker = make_tracker(lease_seconds=0.5, sweep_interval=0.05)
     sent(tracker, "k")
     fake_twilio.fail_next(Status(429, retry_after=1.5))
     tracker.confirm(key="k")
     assert fake_twilio.wait_for(lambda: len(feedback_requests(fake_twilio)) >= 1, 5)
-    # Not held in memory: nothing pending, the record waits in the store under its lease.
+    # Not held in memory: nothing pending, the record waits in the store, due at its time.
     assert wait_until(lambda: tracker.stats()["pending"] == 0, 5)
     assert record_of(tracker, "k").state is State.CONFIRMED
     fake_twilio.wait_for_feedback(1, timeout=10)
@@ -226,15 +244,19 @@ def test_flush_returns_on_time_while_twilio_hangs(
 
 
 class TrickleServer(socketserver.ThreadingTCPServer):
-    """Answers its first connection one byte every 0.1 s, forever: no single read ever
-    times out, so only a watchdog frees the worker. Later connections get a 200."""
+    """Answers its first ``trickle`` connections one byte every ``every`` seconds, until
+    stopped: no single read ever times out, so only a watchdog frees the worker. Later
+    connections get a 200."""
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self) -> None:
+    def __init__(self, trickle: int = 1, every: float = 0.1) -> None:
         super().__init__(("127.0.0.1", 0), _TrickleHandler)
+        self.trickle = trickle
+        self.every = every
         self.stopped = threading.Event()
+        self.lock = threading.Lock()
         self.connections = 0
         self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
@@ -259,10 +281,12 @@ class _TrickleHandler(socketserver.StreamRequestHandler):
             if not chunk:
                 return
             head += chunk
-        self.server.connections += 1
-        if self.server.connections == 1:
+        with self.server.lock:
+            self.server.connections += 1
+            trickle = self.server.connections <= self.server.trickle
+        if trickle:
             self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-            while not self.server.stopped.wait(0.1):
+            while not self.server.stopped.wait(self.server.every):
                 self.wfile.write(b"a")
             return
         path = urlsplit(head.split(b" ")[1].decode()).path.split("/")
@@ -298,6 +322,56 @@ def test_a_worker_stuck_past_its_timeout_is_replaced(settings: Settings) -> None
     finally:
         server.stop()
         tracker.close(timeout=1)
+
+
+@pytest.mark.timeout(60)
+def test_delivery_goes_on_while_posts_keep_getting_stuck(settings: Settings) -> None:
+    # More stuck posts than workers: each one given up on is replaced, so later
+    # confirmations are still reported.
+    server = TrickleServer(trickle=3)
+    tracker = FeedbackTracker(
+        settings.replace(api_base_url=server.url, request_timeout=0.3, reporter_concurrency=1)
+    )
+    try:
+        for n in range(3):
+            tracker.bind(key=f"stuck{n}", message_sid=f"SM{n:032x}")
+            tracker.confirm(key=f"stuck{n}")
+        tracker.bind(key="next", message_sid="SM" + "f" * 32)
+        tracker.confirm(key="next")
+        assert wait_until(lambda: record_of(tracker, "next").state is State.REPORTED, 20)
+        assert tracker.stats()["stuck"] == 3
+        assert tracker.stats()["reported"] == 1
+    finally:
+        server.stop()
+        tracker.close(timeout=1)
+
+
+@pytest.mark.timeout(60)
+def test_workers_given_up_on_are_bounded(settings: Settings) -> None:
+    server = TrickleServer(trickle=100, every=0.02)  # every post trickles until stopped
+    tracker = FeedbackTracker(
+        settings.replace(api_base_url=server.url, request_timeout=0.1, reporter_concurrency=1)
+    )
+
+    def workers() -> int:
+        return sum(
+            t.name.startswith("twilio-feedback-worker") and t.is_alive()
+            for t in threading.enumerate()
+        )
+
+    try:
+        for n in range(8):
+            tracker.bind(key=f"k{n}", message_sid=f"SM{n:032x}")
+            tracker.confirm(key=f"k{n}")
+        bound = 4 * 1  # ABANDONED_PER_WORKER * reporter_concurrency
+        assert wait_until(lambda: tracker.stats()["stuck"] == bound, 20)
+        # Past the bound, the stuck worker in the pool is not replaced: no more threads.
+        assert not wait_until(lambda: tracker.stats()["stuck"] > bound, 2.0)
+        assert workers() == 1 + bound
+    finally:
+        server.stop()
+        tracker.close(timeout=1)
+    assert wait_until(lambda: workers() == 0, 10)
 
 
 def test_hooks_that_raise_do_not_kill_workers(
@@ -422,11 +496,12 @@ def test_secrets_are_never_logged(
 
 def test_an_unreferenced_tracker_stops_its_threads(settings: Settings) -> None:
     tracker = FeedbackTracker(settings)
-    threads = [*tracker.reporter._workers, tracker.reporter._scheduler]
-    assert all(t is not None and t.is_alive() for t in threads)
+    threads = [*tracker.reporter._workers, *tracker.reporter._threads]
+    assert len(threads) == settings.reporter_concurrency + 2  # + scheduler and heartbeat
+    assert all(t.is_alive() for t in threads)
     del tracker
     gc.collect()
-    assert wait_until(lambda: not any(t is not None and t.is_alive() for t in threads), 5)
+    assert wait_until(lambda: not any(t.is_alive() for t in threads), 5)
 
 
 def test_close_is_idempotent_and_later_confirmations_wait_in_the_store(
@@ -441,11 +516,14 @@ def test_close_is_idempotent_and_later_confirmations_wait_in_the_store(
     assert fake_twilio.feedback == []
 
 
-def test_backoff_is_bounded_full_jitter() -> None:
-    for attempt in range(1, 60):
-        assert 0 <= backoff(attempt) <= 60.0
-    assert max(backoff(1) for _ in range(200)) <= 1.0
-    assert max(backoff(3) for _ in range(500)) > 1.0
+def test_backoff_is_exponential_with_equal_jitter_and_a_floor() -> None:
+    for attempt in range(60):
+        assert 0.5 <= backoff(attempt) <= 60.0
+    assert all(0.5 <= backoff(1) <= 1.0 for _ in range(200))
+    third = [backoff(3) for _ in range(500)]
+    assert 2.0 <= min(third) < 2.5
+    assert 3.5 < max(third) <= 4.0
+    assert min(backoff(40) for _ in range(200)) >= 30.0
 
 
 def test_a_backlog_drains_as_soon_as_twilio_answers_again(
@@ -481,3 +559,140 @@ def test_retry_after_is_kept_when_twilio_recovers(
     assert posts[0].status == 429
     # The rate-limited record waited its 2 s although another post succeeded meanwhile.
     assert limited[-1].time - posts[0].time >= 2.0
+
+
+# -- outcomes land on the record that was reported ------------------------------------------
+
+
+@pytest.fixture(
+    params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)],
+)
+def any_store(request: pytest.FixtureRequest) -> Any:
+    """A fresh store of each kind the reporter writes outcomes to."""
+    if request.param == "memory":
+        return MemoryStore()
+    if request.param == "sqlite":
+        return f"sqlite:///{request.getfixturevalue('tmp_path')}/feedback.db"
+    return request.getfixturevalue("redis_url")
+
+
+@pytest.mark.parametrize("first_answer", ["slow", "503 then retry"])
+def test_a_key_bound_again_while_its_report_is_in_flight_reports_both_messages(
+    make_tracker: MakeTracker, fake_twilio: FakeTwilio, any_store: Any, first_answer: str
+) -> None:
+    # docs/tracking.md's key=f"login:{user.id}": code 2 is sent while code 1's report
+    # is still going out, and code 1's outcome must not land on code 2's record.
+    tracker = make_tracker(store=any_store)
+    fake_twilio.latency = 0.5  # every answer, message creation included
+    first = sent(tracker, "login:42")
+    if first_answer == "503 then retry":
+        fake_twilio.fail_next(503)
+    assert tracker.confirm(key="login:42").confirmed
+    if first_answer == "slow":
+        assert fake_twilio.wait_for(lambda: fake_twilio.in_flight == 1, 5)
+    else:
+        fake_twilio.wait_for_requests(lambda r: r.status == 503, timeout=5)
+    second = sent(tracker, "login:42")  # the first report is answered meanwhile
+    assert tracker.confirm(key="login:42").status == "confirmed"
+    posts = fake_twilio.wait_for_feedback(2, timeout=10)
+    assert sorted(p.message_sid for p in posts) == sorted([first, second])
+    assert tracker.flush(timeout=5) == 0
+    record = record_of(tracker, "login:42")
+    assert (record.state, record.message_sid) == (State.REPORTED, second)
+    assert tracker.stats()["reported"] == 2
+
+
+# -- Retry-After and rejected credentials -----------------------------------------------------
+
+
+@pytest.mark.parametrize("retry_after", [0, -1, float("nan")])
+def test_a_retry_after_of_zero_or_nonsense_is_no_tight_loop(
+    tracker: FeedbackTracker, fake_twilio: FakeTwilio, retry_after: float
+) -> None:
+    sent(tracker, "k")
+    fake_twilio.fail_always(Status(429, retry_after=retry_after))
+    tracker.confirm(key="k")
+    # The backoff's floor alone spaces the posts: at 0 s, >= 0.5 s, >= 1.5 s, >= 3.5 s.
+    assert not fake_twilio.wait_for(lambda: len(feedback_requests(fake_twilio)) > 4, 3.0)
+    posts = feedback_requests(fake_twilio)
+    assert 2 <= len(posts) <= 4
+    assert min(b.time - a.time for a, b in itertools.pairwise(posts)) >= 0.5
+    assert record_of(tracker, "k").state is State.CONFIRMED
+
+
+def test_a_huge_retry_after_is_capped_at_the_retry_window(
+    make_tracker: MakeTracker, fake_twilio: FakeTwilio
+) -> None:
+    tracker = make_tracker(retry_window=2.0)
+    sent(tracker, "k")
+    fake_twilio.fail_next(Status(429, retry_after=86400))
+    tracker.confirm(key="k")
+    fake_twilio.wait_for_feedback(1, timeout=10)
+    assert tracker.flush(timeout=5) == 0
+    record = record_of(tracker, "k")
+    assert record.state is State.REPORTED
+    first, second = feedback_requests(fake_twilio)
+    assert first.status == 429
+    # The last attempt happens at the window's end, instead of failing at once.
+    assert record.confirmed_at is not None
+    assert abs(second.time - (record.confirmed_at + 2.0)) < 0.5
+
+
+def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_rejected_credentials_keep_records_confirmed_until_they_are_fixed(
+    tracker: FeedbackTracker, fake_twilio: FakeTwilio, caplog: pytest.LogCaptureFixture
+) -> None:
+    sids = [sent(tracker, f"k{n}") for n in range(5)]
+    good, rotated = fake_twilio.auth_token, "0123456789abcdef" * 2
+    fake_twilio.add_account(fake_twilio.account_sid, rotated)  # ours is no longer accepted
+    for n in range(5):
+        assert tracker.confirm(key=f"k{n}").confirmed
+    fake_twilio.wait_for_requests(5, where=lambda r: r.status == 401, timeout=5)
+    assert wait_until(lambda: all(record_of(tracker, f"k{n}").attempts for n in range(5)), 5)
+    assert {record_of(tracker, f"k{n}").state for n in range(5)} == {State.CONFIRMED}
+    # One line for the five refusals, saying what to fix, and no secret.
+    (error,) = errors_logged(caplog)
+    assert "TWILIO_AUTH_TOKEN" in error
+    assert "report(s) refused" in error
+    for secret in (good, rotated):
+        assert secret not in caplog.text
+    assert len(feedback_requests(fake_twilio)) == 5  # retried at the long backoff, not now
+
+    fake_twilio.add_account(fake_twilio.account_sid, good)  # the operator fixes it
+    sids.append(sent(tracker, "fresh"))
+    tracker.confirm(key="fresh")  # its success shows the credentials work again
+    posts = fake_twilio.wait_for_feedback(6, timeout=10)
+    assert sorted(p.message_sid for p in posts) == sorted(sids)
+    assert tracker.flush(timeout=5) == 0
+    assert {record_of(tracker, f"k{n}").state for n in range(5)} == {State.REPORTED}
+    assert tracker.stats()["failed"] == 0
+
+
+def test_rejected_credentials_are_logged_once_per_interval(
+    tracker: FeedbackTracker,
+    fake_twilio: FakeTwilio,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import twilio_feedback.reporter
+
+    monkeypatch.setattr(twilio_feedback.reporter, "CREDENTIALS_LOG_EVERY", 0.5)
+    monkeypatch.setattr(twilio_feedback.reporter, "backoff", lambda attempt: 0.1)
+    for n in range(3):
+        sent(tracker, f"k{n}")
+    good = fake_twilio.auth_token
+    fake_twilio.add_account(fake_twilio.account_sid, "0123456789abcdef" * 2)
+    started = time.monotonic()
+    for n in range(3):
+        tracker.confirm(key=f"k{n}")
+    refused = fake_twilio.wait_for_requests(40, where=lambda r: r.status == 401, timeout=10)
+    elapsed = time.monotonic() - started
+    errors = errors_logged(caplog)
+    assert 2 <= len(errors) <= elapsed / 0.5 + 1
+    assert len(refused) >= 40
+    assert all("TWILIO_AUTH_TOKEN" in line for line in errors)
+    fake_twilio.add_account(fake_twilio.account_sid, good)
+    assert tracker.flush(timeout=5) == 0

@@ -5,11 +5,15 @@ sync/gthread) and ASGI servers (uvicorn) alike, and no request ever waits on Twi
 scheduler thread puts due retries back in the queue, replaces workers stuck in a call that
 outlived its timeout, and sweeps the store's outbox: ``confirmed`` records that nobody is
 reporting (their lease ended: a crash, a restart, a full queue) are claimed and delivered.
-Delivery is at least once.
+A heartbeat thread renews, in one store call, the short leases of every record this
+process holds (queued, in flight, waiting for a retry), so a live process keeps its own
+records however slow Twilio is, and a dead one's are taken over within
+``lease_seconds + sweep_interval``. Delivery is at least once.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -20,7 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from .errors import FeedbackError
 from .records import Record, State
@@ -30,7 +34,18 @@ if TYPE_CHECKING:
     from .stores.base import Store
     from .twilio_api import TwilioAPI
 
-__all__ = ["COUNTERS", "OnFailed", "OnReported", "Reporter", "backoff"]
+__all__ = [
+    "ABANDONED_PER_WORKER",
+    "BACKOFF_CAP",
+    "BACKOFF_FLOOR",
+    "COUNTERS",
+    "HEARTBEATS_PER_LEASE",
+    "HOLD_LIMIT",
+    "OnFailed",
+    "OnReported",
+    "Reporter",
+    "backoff",
+]
 
 logger = logging.getLogger("twilio_feedback.reporter")
 
@@ -43,18 +58,42 @@ COUNTERS = ("reported", "retried", "failed", "dropped", "swept", "stuck")
 """The reporter's counters, as :meth:`Reporter.stats` returns them (plus ``pending``)."""
 
 BACKOFF_BASE = 0.5
+BACKOFF_FLOOR = 0.5
+"""No retry comes sooner than this many seconds, whatever Retry-After says (0, negative)."""
 BACKOFF_CAP = 60.0
+"""The longest backoff, in seconds; rejected credentials are retried at this pace."""
+HOLD_LIMIT = BACKOFF_CAP
+"""Retries due within this many seconds wait in memory, their leases renewed by the
+heartbeat; later ones (a long Retry-After) wait in the store, due at their time."""
+HEARTBEATS_PER_LEASE = 3
+"""The heartbeat renews leases every ``lease_seconds / 3``: two renewals in a row can fail
+(a store blip) before a live process's lease runs out."""
+ABANDONED_PER_WORKER = 4
+"""At most ``4 * reporter_concurrency`` workers given up by the watchdog exist at once."""
 SWEEP_BATCH = 100
 PURGE_EVERY = 300.0
 DROP_LOG_EVERY = 10.0
+CREDENTIALS_LOG_EVERY = 60.0
 STUCK_FACTOR = 3.0
+_AT_CAP = 64  # an attempt number whose backoff is at the cap
+
+_Key: TypeAlias = "tuple[str, str | None]"
+# (due, seq, record, pull forward on recovery: True for any success, an account SID for
+# a success on that account (rejected credentials), False when Twilio said when).
+_Retry: TypeAlias = "tuple[float, int, Record, bool | str]"
 
 _live: weakref.WeakSet[Reporter] = weakref.WeakSet()
 
 
 def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
-    """Exponential backoff with full jitter: uniform in ``[0, min(cap, base * 2**attempt)]``."""
-    return random.uniform(0, min(cap, base * 2 ** min(attempt, 32)))
+    """Exponential backoff with equal jitter: uniform in ``[c / 2, c]`` where
+    ``c = min(cap, base * 2**attempt)``, and never under :data:`BACKOFF_FLOOR`."""
+    ceiling = min(cap, base * 2 ** min(attempt, 32))
+    return max(BACKOFF_FLOOR, random.uniform(ceiling / 2, ceiling))
+
+
+def _key(record: Record) -> _Key:
+    return record.tracking_id, record.message_sid
 
 
 def _restart_after_fork() -> None:
@@ -70,11 +109,14 @@ class Reporter:
     """Posts ``Outcome=confirmed`` for confirmed records, off the request path.
 
     :meth:`submit` never blocks. Network errors, 5xx, 408 and 429 are retried with
-    exponential backoff and full jitter (Retry-After wins when Twilio sends it) until
-    ``settings.retry_window`` has passed since the confirmation; other 4xx mark the record
-    ``failed`` with Twilio's code. While a retry waits, the record's store lease is kept so
-    other processes' sweeps leave it alone. Forked children (gunicorn ``--preload``) get
-    fresh threads and counters.
+    exponential backoff and equal jitter (never sooner than Retry-After, never sooner than
+    :data:`BACKOFF_FLOOR`) until ``settings.retry_window`` has passed since the
+    confirmation; rejected credentials (401, 403) are retried at the backoff cap, with one
+    ERROR line a minute saying what to fix; other 4xx mark the record ``failed`` with
+    Twilio's code. Every record this process holds keeps a short store lease that a
+    heartbeat renews, so other processes' sweeps leave it alone while this one lives.
+    Every store update names the record's message SID: a key bound again meanwhile keeps
+    its new record. Forked children (gunicorn ``--preload``) get fresh threads and counters.
     """
 
     def __init__(
@@ -99,33 +141,42 @@ class Reporter:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # flush() waits here
         self._wake = threading.Condition(self._lock)  # the scheduler waits here
+        self._beat = threading.Condition(self._lock)  # the heartbeat waits here
         self._queue: queue.Queue[Record | None] = queue.Queue(maxsize=self.settings.queue_size)
-        self._pending: set[str] = set()  # queued, in flight, or waiting for a retry
-        # (due, seq, record, pulled forward on recovery: False when Twilio said when).
-        self._retries: list[tuple[float, int, Record, bool]] = []
-        self._degraded = False  # a transient failure since the last success
+        # What this process holds, by (tracking id, message SID): queued, in flight, or
+        # waiting for a retry. The heartbeat renews their leases.
+        self._held: dict[_Key, Record] = {}
+        self._retries: list[_Retry] = []
+        self._degraded = False  # a retry may be pulled forward when Twilio answers again
         self._seq = itertools.count()
         self._workers: set[threading.Thread] = set()
         self._busy: dict[threading.Thread, tuple[float, Record]] = {}
         self._abandoned: set[threading.Thread] = set()
-        self._scheduler: threading.Thread | None = None
+        self._at_bound_logged = False
+        self._threads: list[threading.Thread] = []
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._unlogged_drops = 0
         self._drop_logged_at = float("-inf")
+        self._refused = 0
+        self._refused_logged_at = float("-inf")
         self._started = False
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the workers and the scheduler, which sweeps the outbox at once."""
+        """Start the workers, the heartbeat and the scheduler, which sweeps the outbox at
+        once."""
         with self._lock:
             if self._started or self._closed:
                 return
             self._started = True
             for _ in range(self.settings.reporter_concurrency):
                 self._spawn_worker()
-            self._scheduler = self._spawn(self._schedule, "twilio-feedback-scheduler")
+            self._threads = [
+                self._spawn(self._schedule, "twilio-feedback-scheduler"),
+                self._spawn(self._heartbeat, "twilio-feedback-heartbeat"),
+            ]
 
     def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -151,7 +202,7 @@ class Reporter:
         a retry; return how many still are. Never waits longer than ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self._pending:
+            while self._held:
                 if deadline is None:
                     self._idle.wait()
                     continue
@@ -159,19 +210,21 @@ class Reporter:
                 if remaining <= 0:
                     break
                 self._idle.wait(remaining)
-            return len(self._pending)
+            return len(self._held)
 
     def close(self, timeout: float | None = 5.0) -> int:
         """Flush up to ``timeout``, then stop the threads. Idempotent. Returns how many
-        reports were left pending: they stay ``confirmed`` in the store for a sweep."""
+        reports were left pending: they stay ``confirmed`` in the store, and their leases,
+        no longer renewed, end within ``lease_seconds`` for another process's sweep."""
         started = time.monotonic()
         left = self.flush(timeout)
         with self._lock:
             if self._closed:
                 return left
             self._closed = True
-            threads = [*self._workers, *([self._scheduler] if self._scheduler else [])]
+            threads = [*self._workers, *self._threads]
             self._wake.notify_all()
+            self._beat.notify_all()
         for _ in range(len(threads)):
             try:
                 self._queue.put_nowait(None)
@@ -187,7 +240,7 @@ class Reporter:
         """Counters since start (or since the fork): reported, retried, failed, dropped,
         swept, stuck, and ``pending`` (queued, in flight or waiting for a retry)."""
         with self._lock:
-            return {**self._counts, "pending": len(self._pending)}
+            return {**self._counts, "pending": len(self._held)}
 
     # -- intake ----------------------------------------------------------------------
 
@@ -199,8 +252,9 @@ class Reporter:
             self._after_fork()  # a fork the at-fork hook did not see
         if not self._started:
             self.start()
+        key = _key(record)
         with self._lock:
-            if record.tracking_id in self._pending:
+            if key in self._held:
                 return True
             if not self._closed:
                 try:
@@ -208,7 +262,7 @@ class Reporter:
                 except queue.Full:
                     pass
                 else:
-                    self._pending.add(record.tracking_id)
+                    self._held[key] = record
                     return True
         self._dropped(record)
         return False
@@ -235,10 +289,15 @@ class Reporter:
         with self._lock:
             if counter:
                 self._counts[counter] += 1
-            # A worker the watchdog gave up on no longer owns the pending entry.
+            # A worker the watchdog gave up on no longer holds the record (a sweep may
+            # have handed it to this process again since).
             if threading.current_thread() not in self._abandoned:
-                self._pending.discard(record.tracking_id)
+                self._held.pop(_key(record), None)
             self._idle.notify_all()
+
+    def _given_up(self) -> bool:
+        with self._lock:
+            return threading.current_thread() in self._abandoned
 
     # -- workers ---------------------------------------------------------------------
 
@@ -265,93 +324,134 @@ class Reporter:
                 return
 
     def _deliver(self, record: Record) -> None:
-        if record.message_sid is None:
+        sid = record.message_sid
+        if sid is None:
             self._done(record)  # reported once send() attaches the SID
             return
         account = str(record.account_sid or self.settings.account_sid)
         try:
-            self.api.post_feedback(account, record.message_sid)
+            self.api.post_feedback(account, sid)
         except FeedbackError as exc:
-            self._retry_or_fail(record, exc)
+            self._retry_or_fail(record, sid, account, exc)
             return
-        self.store.mark_reported(record.tracking_id)
-        logger.debug("feedback reported for %s", record.message_sid)
+        if not self.store.mark_reported(record.tracking_id, sid):
+            logger.debug("feedback for %s reported; its record had moved on", sid)
+        logger.debug("feedback reported for %s", sid)
         self._done(record, "reported")
-        if self._degraded:
-            self._recovered()
+        self._recovered(account)
         self._hook(self.on_reported, record.replace(state=State.REPORTED, lease_until=0.0))
 
-    def _retry_or_fail(self, record: Record, exc: FeedbackError) -> None:
+    def _retry_or_fail(self, record: Record, sid: str, account: str, exc: FeedbackError) -> None:
+        if self._given_up():
+            # The watchdog gave up on this post: the record waits in the store for a
+            # sweep, which may have taken it already. Leave it to that.
+            self._done(record)
+            return
         s = self.settings
         now = time.time()
         attempts = record.attempts + 1
         window_end = (record.confirmed_at or record.created_at or now) + s.retry_window
-        if exc.retry_after is not None:
-            delay = exc.retry_after
-        else:
-            delay = min(backoff(attempts), max(0.0, window_end - now))
-        if not exc.retryable or now >= window_end or now + delay > window_end:
-            self._fail(record, exc, attempts)
+        if exc.credentials:
+            self._credentials_refused(account, exc)
+        if not exc.retryable or now + BACKOFF_FLOOR > window_end:
+            self._fail(record, sid, exc, attempts)
             return
+        # Rejected credentials are the operator's to fix: retry at the long backoff.
+        delay = backoff(_AT_CAP if exc.credentials else attempts)
+        retry_after = exc.retry_after
+        if retry_after is not None and retry_after == retry_after:  # NaN is no answer
+            delay = max(delay, retry_after)  # Retry-After is "not sooner than"
+        delay = min(delay, window_end - now)  # the last attempt at the window's end
         with self._lock:
-            # Short waits stay in memory (bounded); longer ones are left to the sweep.
-            keep = (
-                delay <= s.lease_seconds
-                and len(self._retries) < s.queue_size
-                and not self._closed
-                and threading.current_thread() not in self._abandoned
-            )
-        retry_at = now + delay
-        # Hold the lease past the retry so other processes' sweeps leave the record alone.
-        self.store.defer(
+            room = len(self._retries) < s.queue_size and not self._closed
+        hold = room and delay <= HOLD_LIMIT
+        # Held in memory: a lease the heartbeat renews. Released: due at its retry time.
+        lease_until = now + (s.lease_seconds if hold else delay)
+        applied = self.store.defer(
             record.tracking_id,
-            lease_until=retry_at + (s.lease_seconds if keep else 0.0),
+            sid,
+            lease_until=lease_until,
             attempts=attempts,
             code=exc.code,
             message=exc.message,
         )
+        if not applied:
+            # The store no longer has this confirmation (its key was bound to another
+            # message): memory is the only place its retry can wait.
+            hold = room
         logger.info(
             "feedback for %s failed (%s); retry %d in %.1fs%s",
-            record.message_sid,
+            sid,
             exc.message,
             attempts,
             delay,
-            "" if keep else " by the outbox sweep",
+            "" if hold else " by the outbox sweep",
         )
         retry = record.replace(attempts=attempts, error_code=exc.code, error_message=exc.message)
+        pull: bool | str = account if exc.credentials else retry_after is None
         with self._lock:
             self._counts["retried"] += 1
-            if keep:
-                self._degraded = True
+            if hold and not self._closed:
+                self._degraded = self._degraded or pull is not False
                 heapq.heappush(
-                    self._retries,
-                    (time.monotonic() + delay, next(self._seq), retry, exc.retry_after is None),
+                    self._retries, (time.monotonic() + delay, next(self._seq), retry, pull)
                 )
                 self._wake.notify()
                 return
+        if not applied:
+            logger.warning(
+                "feedback for %s dropped: its record was bound to another message and no "
+                "retry can wait in memory",
+                sid,
+            )
         self._done(record)
 
-    def _recovered(self) -> None:
+    def _credentials_refused(self, account: str, exc: FeedbackError) -> None:
+        """One ERROR line a minute, not one per record, saying what to fix."""
+        now = time.monotonic()
+        with self._lock:
+            self._refused += 1
+            if now - self._refused_logged_at < CREDENTIALS_LOG_EVERY:
+                return
+            count, self._refused, self._refused_logged_at = self._refused, 0, now
+        s = self.settings
+        using = f"API key {s.api_key_sid}" if s.api_key_sid else f"account {s.account_sid}"
+        logger.error(
+            "Twilio refused the credentials for account %s (%s): check TWILIO_ACCOUNT_SID "
+            "and TWILIO_AUTH_TOKEN, or TWILIO_API_KEY and TWILIO_API_SECRET (in use: %s). "
+            "%d report(s) refused since the last such message stay confirmed and are "
+            "retried about every %.0fs until their retry window ends",
+            account,
+            exc.message,
+            using,
+            count,
+            BACKOFF_CAP,
+        )
+
+    def _recovered(self, account: str) -> None:
         """Twilio answers again: retries still backing off from the outage are due now,
         so a backlog drains at full concurrency instead of as its jittered backoffs
-        (up to a minute) come due. Retries Twilio itself timed (Retry-After) keep theirs."""
+        (up to a minute) come due. Retries Twilio itself timed (Retry-After) keep theirs;
+        those refused for credentials are pulled forward by a success on their account."""
         with self._lock:
             if not self._degraded:
                 return
-            self._degraded = False
             now = time.monotonic()
-            self._retries = [
-                (now if pull else due, seq, record, pull)
-                for due, seq, record, pull in self._retries
-            ]
-            heapq.heapify(self._retries)
+            retries: list[_Retry] = []
+            for due, seq, record, pull in self._retries:
+                if pull is True or pull == account:
+                    due, pull = now, False
+                retries.append((due, seq, record, pull))
+            heapq.heapify(retries)
+            self._retries = retries
+            self._degraded = any(pull is not False for *_, pull in retries)
             self._wake.notify()
 
-    def _fail(self, record: Record, exc: FeedbackError, attempts: int) -> None:
-        self.store.mark_failed(record.tracking_id, code=exc.code, message=exc.message)
+    def _fail(self, record: Record, sid: str, exc: FeedbackError, attempts: int) -> None:
+        self.store.mark_failed(record.tracking_id, sid, code=exc.code, message=exc.message)
         logger.warning(
             "feedback for %s failed for good after %d attempt(s): %s",
-            record.message_sid,
+            sid,
             attempts,
             exc.message,
         )
@@ -372,6 +472,29 @@ class Reporter:
             hook(*args)
         except Exception:
             logger.exception("twilio-feedback hook %s raised", getattr(hook, "__name__", hook))
+
+    # -- the heartbeat -------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        """Renew the leases of every record held here, in one store call, every
+        ``lease_seconds / 3``: the owner's lease never ends while it lives, and ends at most
+        ``lease_seconds`` after it dies."""
+        s = self.settings
+        interval = s.lease_seconds / HEARTBEATS_PER_LEASE
+        next_beat = time.monotonic() + interval
+        while True:
+            with self._lock:
+                while not self._closed and (wait := next_beat - time.monotonic()) > 0:
+                    self._beat.wait(wait)
+                if self._closed:
+                    return
+                held = [(tid, sid) for tid, sid in self._held if sid is not None]
+            next_beat = time.monotonic() + interval
+            if held:
+                renew = functools.partial(
+                    self.store.renew, held, lease_until=time.time() + s.lease_seconds
+                )
+                self._guard("lease renewal", renew)
 
     # -- scheduler: retries, stuck workers, the outbox sweep --------------------------
 
@@ -416,41 +539,58 @@ class Reporter:
         try:
             self._queue.put_nowait(record)
         except queue.Full:
-            # Its lease ends lease_seconds after the retry time; then the sweep takes it.
+            # No longer held: its lease, last renewed at most lease_seconds ago, runs out
+            # and a sweep takes it.
             self._done(record)
             self._dropped(record)
 
     def _watch(self, now: float) -> None:
         """Replace workers stuck in one post far past the request timeout (a server that
         trickles bytes, a hanging DNS lookup): the timeout bounds each socket read, not
-        the whole call."""
+        the whole call. A worker given up on no longer counts against the pool, so
+        delivery goes on at full concurrency; at most ``4 * reporter_concurrency`` of them
+        exist at once (past that, the pool shrinks instead, until some of them end)."""
         limit = STUCK_FACTOR * self.settings.request_timeout + 1.0
         concurrency = self.settings.reporter_concurrency
+        bound = ABANDONED_PER_WORKER * concurrency
         with self._lock:
-            stuck = [
-                (thread, since, record)
-                for thread, (since, record) in self._busy.items()
-                if now - since > limit and thread not in self._abandoned
-            ]
-            for thread, _, record in stuck:
+            self._abandoned = {t for t in self._abandoned if t.is_alive()}
+            stuck = sorted(
+                (
+                    (since, thread, record)
+                    for thread, (since, record) in self._busy.items()
+                    if now - since > limit and thread not in self._abandoned
+                ),
+                key=lambda item: item[0],
+            )
+            given_up = stuck[: max(0, bound - len(self._abandoned))]
+            for _, thread, record in given_up:
                 self._abandoned.add(thread)
                 self._workers.discard(thread)
-                self._pending.discard(record.tracking_id)
+                self._held.pop(_key(record), None)
                 self._counts["stuck"] += 1
             self._workers = {t for t in self._workers if t.is_alive()}
-            # At most `concurrency` abandoned threads at once, so a dead network cannot
-            # make the thread count grow without bound.
-            while len(self._workers) < concurrency and len(self._abandoned) <= concurrency:
+            while len(self._workers) < concurrency:
                 self._spawn_worker()
-            if stuck:
+            at_bound = len(given_up) < len(stuck)
+            log_bound = at_bound and not self._at_bound_logged
+            self._at_bound_logged = at_bound
+            if given_up:
                 self._idle.notify_all()
-        for _, since, record in stuck:
+        for since, _, record in given_up:
             logger.warning(
                 "feedback post for %s has run %.0fs (timeout %.0fs); a new worker takes "
                 "over and the record waits in the store for the sweep",
                 record.message_sid,
                 now - since,
                 self.settings.request_timeout,
+            )
+        if log_bound:
+            logger.warning(
+                "%d feedback posts are stuck and %d workers were already given up on (the "
+                "most kept at once): fewer posts run at once until some of them end",
+                len(stuck) - len(given_up),
+                bound,
             )
 
     def _sweep(self) -> None:
@@ -466,14 +606,15 @@ class Reporter:
             claimed = self.store.claim(now=now, lease_until=now + s.lease_seconds, limit=room)
             taken = 0
             for record in claimed:
+                key = _key(record)
                 with self._lock:
-                    if record.tracking_id in self._pending:
+                    if key in self._held:
                         continue
                     try:
                         self._queue.put_nowait(record)
                     except queue.Full:
                         continue  # its new lease runs out and a later sweep takes it
-                    self._pending.add(record.tracking_id)
+                    self._held[key] = record
                     self._counts["swept"] += 1
                     taken += 1
             if taken:

@@ -229,10 +229,14 @@ class Settings:
     none."""
     retry_window: float = 24 * 3600.0
     """How long a transiently failing report is retried before it is marked failed."""
-    sweep_interval: float = 30.0
-    """How often the outbox sweep looks for unreported confirmations, in seconds."""
-    lease_seconds: float = 60.0
-    """How long one process owns a record it is reporting before others may take it."""
+    sweep_interval: float = 10.0
+    """How often the outbox sweep looks for unreported confirmations, in seconds. A dead
+    process's confirmations are reported within ``lease_seconds + sweep_interval`` (25 s)
+    of its death, plus the post itself."""
+    lease_seconds: float = 15.0
+    """How long a record's lease lasts, in seconds. A live process renews the leases of the
+    records it holds every ``lease_seconds / 3`` (one store call for all), so a slow
+    process keeps its own; a dead one's end at most this long after its death."""
     bot_user_agents: tuple[str, ...] = ()
     """Extra user-agent regular expressions of link-preview bots and scanners."""
     default_bot_list: bool = True

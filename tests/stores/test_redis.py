@@ -50,9 +50,11 @@ def test_records_expire_by_themselves_at_expires_at(store: RedisStore) -> None:
 def test_the_outbox_is_a_sorted_set_by_lease_end(store: RedisStore) -> None:
     record = _confirmed(store, "x", lease=30)
     assert store.client.zscore(store.outbox, "x") == pytest.approx(record.lease_until)
-    store.defer("x", lease_until=record.lease_until + 100, attempts=1, code=None, message=None)
+    store.defer("x", SID, lease_until=record.lease_until + 100, attempts=1, code=None, message=None)
     assert store.client.zscore(store.outbox, "x") == pytest.approx(record.lease_until + 100)
-    store.mark_reported("x")
+    assert store.renew([("x", SID)], lease_until=record.lease_until + 200) == 1
+    assert store.client.zscore(store.outbox, "x") == pytest.approx(record.lease_until + 200)
+    store.mark_reported("x", SID)
     assert store.client.zscore(store.outbox, "x") is None
 
 
@@ -110,11 +112,11 @@ def test_scans_never_read_another_prefix(redis_url: str, mine: str, theirs: str)
     now = time.time()
     for name in ("f1", "f2"):
         _confirmed(other, name)
-        other.mark_failed(name, code=20003, message="Authenticate")
+        assert other.mark_failed(name, SID, code=20003, message="Authenticate")
     _confirmed(other, "c")
     own = RedisStore(redis_url, prefix=mine)
     _confirmed(own, "mine")
-    own.mark_failed("mine", code=20003, message="Authenticate")
+    assert own.mark_failed("mine", SID, code=20003, message="Authenticate")
     assert own.counts() == {"pending": 0, "confirmed": 0, "reported": 0, "failed": 1}
     assert [r.tracking_id for r in own.list_records(State.FAILED, limit=10)] == ["mine"]
     assert own.requeue_failed(now=now, keep_until=now + 60) == 1

@@ -3,15 +3,18 @@
 A store maps a tracking id to a :class:`~twilio_feedback.records.Record`. Two operations
 must be atomic across every process sharing the store: :meth:`Store.confirm` (pending ->
 confirmed, exactly once) and :meth:`Store.claim` (take unreported confirmations under a
-lease). Times are passed in by the caller as Unix timestamps, so a backend never reads a
-clock of its own and tests can drive time.
+lease). Every update the reporter makes afterwards (an outcome, a lease) names the record
+it is about by tracking id *and* message SID, and applies only while that record is still
+``confirmed``: a key bound again to a new message while the old one's report is in flight
+keeps its new record. Times are passed in by the caller as Unix timestamps, so a backend
+never reads a clock of its own and tests can drive time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -69,24 +72,47 @@ class Store(Protocol):
 
     def claim(self, *, now: float, lease_until: float, limit: int) -> list[Record]:
         """Atomically take up to ``limit`` confirmed records that have a message SID and
-        whose lease ended before ``now``, setting their ``lease_until``; return them."""
+        whose lease ended at or before ``now``, setting their ``lease_until``; return them.
 
-    def mark_reported(self, tracking_id: str) -> None:
-        """Twilio accepted the feedback: state ``reported``, lease cleared."""
+        No record may be handed to two callers whose leases overlap.
+        """
 
-    def mark_failed(self, tracking_id: str, *, code: int | None, message: str | None) -> None:
-        """Twilio refused the feedback for good: state ``failed`` with its error."""
+    def renew(self, held: Sequence[tuple[str, str]], *, lease_until: float) -> int:
+        """Extend the leases of the records a live reporter holds; return how many it holds.
+
+        ``held`` lists ``(tracking_id, message_sid)`` pairs. For each record that is still
+        ``confirmed`` with that message SID, set ``lease_until`` to the given value unless
+        it is already later (a renewal never shortens a lease), and count it. Other pairs
+        (gone, bound again to another message, reported, failed) change nothing. One call
+        renews every pair: the reporter's heartbeat makes one call for all its records, so
+        a backend should do it in one round trip (or a few, for thousands of pairs).
+        """
+
+    def mark_reported(self, tracking_id: str, message_sid: str) -> bool:
+        """Twilio accepted the feedback for ``message_sid``: state ``reported``, lease
+        cleared. Applies only while the record is ``confirmed`` with that message SID;
+        return whether it did. Never creates a record."""
+
+    def mark_failed(
+        self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
+    ) -> bool:
+        """Twilio refused the feedback for ``message_sid`` for good: state ``failed``, lease
+        cleared, with its error. Applies only while the record is ``confirmed`` with that
+        message SID; return whether it did. Never creates a record."""
 
     def defer(
         self,
         tracking_id: str,
+        message_sid: str,
         *,
         lease_until: float,
         attempts: int,
         code: int | None,
         message: str | None,
-    ) -> None:
-        """A transient failure: keep ``confirmed``, retry no earlier than ``lease_until``."""
+    ) -> bool:
+        """A transient failure: keep ``confirmed``, set ``lease_until`` (exactly: it may
+        shorten the lease) with ``attempts`` and the error. Applies only while the record is
+        ``confirmed`` with that message SID; return whether it did. Never creates a record."""
 
     def purge(self, *, now: float) -> int:
         """Delete records whose ``expires_at`` is not after ``now``; return how many."""

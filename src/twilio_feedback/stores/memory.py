@@ -12,7 +12,8 @@ import heapq
 import threading
 import time
 import warnings
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeGuard
 from urllib.parse import parse_qs, urlsplit
 
 from cachetools import TLRUCache
@@ -47,6 +48,13 @@ def _warn_once() -> None:
 
 def _ttu(_key: str, record: Record, _now: float) -> float:
     return record.expires_at
+
+
+def _is_reporting(record: Record | None, message_sid: str) -> TypeGuard[Record]:
+    """Whether ``record`` is the confirmation of ``message_sid``, still being reported."""
+    return (
+        record is not None and record.state is State.CONFIRMED and record.message_sid == message_sid
+    )
 
 
 class MemoryStore:
@@ -151,14 +159,31 @@ class MemoryStore:
                 claimed.append(record)
         return claimed
 
-    def mark_reported(self, tracking_id: str) -> None:
-        """See :meth:`Store.mark_reported`."""
-        self._update(tracking_id, state=State.REPORTED, lease_until=0.0)
+    def renew(self, held: Sequence[tuple[str, str]], *, lease_until: float) -> int:
+        """See :meth:`Store.renew`."""
+        count = 0
+        with self._lock:
+            for tracking_id, message_sid in held:
+                record = self._get(tracking_id)
+                if not _is_reporting(record, message_sid):
+                    continue
+                count += 1
+                if record.lease_until < lease_until:
+                    self._put(record.replace(lease_until=lease_until))
+            self._compact()
+        return count
 
-    def mark_failed(self, tracking_id: str, *, code: int | None, message: str | None) -> None:
+    def mark_reported(self, tracking_id: str, message_sid: str) -> bool:
+        """See :meth:`Store.mark_reported`."""
+        return self._outcome(tracking_id, message_sid, state=State.REPORTED, lease_until=0.0)
+
+    def mark_failed(
+        self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
+    ) -> bool:
         """See :meth:`Store.mark_failed`."""
-        self._update(
+        return self._outcome(
             tracking_id,
+            message_sid,
             state=State.FAILED,
             lease_until=0.0,
             error_code=code,
@@ -168,39 +193,47 @@ class MemoryStore:
     def defer(
         self,
         tracking_id: str,
+        message_sid: str,
         *,
         lease_until: float,
         attempts: int,
         code: int | None,
         message: str | None,
-    ) -> None:
+    ) -> bool:
         """See :meth:`Store.defer`."""
-        self._update(
+        return self._outcome(
             tracking_id,
+            message_sid,
             lease_until=lease_until,
             attempts=attempts,
             error_code=code,
             error_message=message,
         )
 
-    def _update(self, tracking_id: str, **changes: Any) -> None:
+    def _outcome(self, tracking_id: str, message_sid: str, **changes: Any) -> bool:
         with self._lock:
             record = self._get(tracking_id)
-            if record is not None:
-                self._put(record.replace(**changes))
+            if not _is_reporting(record, message_sid):
+                return False
+            self._put(record.replace(**changes))
+            return True
+
+    def _compact(self) -> None:
+        # Every lease change pushes a heap entry; drop the stale ones once they dominate.
+        if len(self._outbox) > 2 * len(self._cache) + 1024:
+            self._outbox = [
+                (lease, key)
+                for lease, key in self._outbox
+                if (r := self._cache.get(key)) is not None and r.lease_until == lease
+            ]
+            heapq.heapify(self._outbox)
 
     def purge(self, *, now: float) -> int:
         """See :meth:`Store.purge`. The cache keeps records in expiry order, so this
         touches only the expired ones."""
         with self._lock:
             expired = self._cache.expire(now)
-            if len(self._outbox) > 2 * len(self._cache) + 1024:
-                self._outbox = [
-                    (lease, key)
-                    for lease, key in self._outbox
-                    if (r := self._cache.get(key)) is not None and r.lease_until == lease
-                ]
-                heapq.heapify(self._outbox)
+            self._compact()
             return len(expired)
 
     def list_records(self, state: State, *, limit: int) -> list[Record]:

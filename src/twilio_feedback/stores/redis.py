@@ -10,7 +10,7 @@ SCAN the keys.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -27,6 +27,7 @@ __all__ = ["AsyncRedisStore", "RedisStore", "check_prefix", "glob_escape"]
 _INT_FIELDS = {"attempts", "error_code"}
 _FLOAT_FIELDS = {"expires_at", "created_at", "confirmed_at", "lease_until"}
 _BATCH = 500
+_RENEW_BATCH = 1000
 _GLOB_SPECIAL = frozenset("*?[]\\")
 
 # KEYS: record, outbox. ARGV: now, lease_until, keep_until, tracking id.
@@ -81,6 +82,45 @@ elseif ARGV[2] == 'add' or redis.call('HEXISTS', KEYS[1], 'message_sid') == 1 th
   redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'lease_until') or 0, ARGV[1])
 end
 return redis.call('HGETALL', KEYS[1])
+"""
+
+# An outcome of the report of one message: applies only while the record is confirmed
+# with that message SID (a key bound again keeps its new record), never creates one.
+# KEYS: record, outbox. ARGV: tracking id, message SID, outbox action ('rem' or 'lease'),
+# then field/value pairs; an empty value deletes the field. Returns 1 if applied, else 0.
+_OUTCOME = """
+local current = redis.call('HMGET', KEYS[1], 'state', 'message_sid')
+if current[1] ~= 'confirmed' or current[2] ~= ARGV[2] then return 0 end
+for i = 4, #ARGV, 2 do
+  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
+  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+if ARGV[3] == 'rem' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+else
+  redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'lease_until'), ARGV[1])
+end
+return 1
+"""
+
+# The heartbeat: extend (never shorten) the leases of the confirmed records a reporter
+# holds. KEYS: outbox. ARGV: lease_until, record key prefix, then tracking id / message
+# SID pairs. Returns how many records are held.
+_RENEW = """
+local lease = tonumber(ARGV[1])
+local count = 0
+for i = 3, #ARGV, 2 do
+  local key = ARGV[2] .. ARGV[i]
+  local current = redis.call('HMGET', key, 'state', 'message_sid', 'lease_until')
+  if current[1] == 'confirmed' and current[2] == ARGV[i + 1] then
+    count = count + 1
+    if (tonumber(current[3]) or 0) < lease then
+      redis.call('HSET', key, 'lease_until', ARGV[1])
+      redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+    end
+  end
+end
+return count
 """
 
 # Drop outbox entries whose record has expired, one batch at a time so that Redis is
@@ -247,6 +287,8 @@ class RedisStore:
         self._confirm = self.client.register_script(_CONFIRM)
         self._claim = self.client.register_script(_CLAIM)
         self._update_script = self.client.register_script(_UPDATE)
+        self._outcome_script = self.client.register_script(_OUTCOME)
+        self._renew = self.client.register_script(_RENEW)
         self._purge_outbox = self.client.register_script(_PURGE_OUTBOX)
         self._requeue = self.client.register_script(_REQUEUE)
 
@@ -308,14 +350,37 @@ class RedisStore:
         )
         return [record for record in map(_decode, rows) if record is not None]
 
-    def mark_reported(self, tracking_id: str) -> None:
-        """See :meth:`Store.mark_reported`."""
-        self._update(tracking_id, "rem", state=State.REPORTED.value, lease_until=0.0)
+    def renew(self, held: Sequence[tuple[str, str]], *, lease_until: float) -> int:
+        """See :meth:`Store.renew`: one round trip per 1,000 records."""
+        pairs = list(held)
+        count = 0
+        for first in range(0, len(pairs), _RENEW_BATCH):
+            args: list[Any] = [repr(lease_until), f"{self.prefix}r:"]
+            for tracking_id, message_sid in pairs[first : first + _RENEW_BATCH]:
+                args += [tracking_id, message_sid]
+            count += int(self._renew(keys=[self.outbox], args=args))
+        return count
 
-    def mark_failed(self, tracking_id: str, *, code: int | None, message: str | None) -> None:
-        """See :meth:`Store.mark_failed`."""
-        self._update(
+    def _outcome(self, tracking_id: str, message_sid: str, outbox: str, **fields: Any) -> bool:
+        args: list[Any] = [tracking_id, message_sid, outbox]
+        for name, value in fields.items():
+            args += [name, _field(value)]
+        keys = [self.key(tracking_id), self.outbox]
+        return bool(int(self._outcome_script(keys=keys, args=args)))
+
+    def mark_reported(self, tracking_id: str, message_sid: str) -> bool:
+        """See :meth:`Store.mark_reported`: one round trip."""
+        return self._outcome(
+            tracking_id, message_sid, "rem", state=State.REPORTED.value, lease_until=0.0
+        )
+
+    def mark_failed(
+        self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
+    ) -> bool:
+        """See :meth:`Store.mark_failed`: one round trip."""
+        return self._outcome(
             tracking_id,
+            message_sid,
             "rem",
             state=State.FAILED.value,
             lease_until=0.0,
@@ -326,16 +391,18 @@ class RedisStore:
     def defer(
         self,
         tracking_id: str,
+        message_sid: str,
         *,
         lease_until: float,
         attempts: int,
         code: int | None,
         message: str | None,
-    ) -> None:
-        """See :meth:`Store.defer`."""
-        self._update(
+    ) -> bool:
+        """See :meth:`Store.defer`: one round trip."""
+        return self._outcome(
             tracking_id,
-            "keep",
+            message_sid,
+            "lease",
             lease_until=lease_until,
             attempts=attempts,
             error_code=code,

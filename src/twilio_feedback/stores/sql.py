@@ -10,8 +10,9 @@ row in a second, local statement.
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigurationError, MissingDependencyError
@@ -41,6 +42,8 @@ _COLUMNS = (
     "error_message",
 )
 _MAX_MESSAGE = 500
+RENEW_BATCH = 500
+"""Records renewed per statement: 1,000 parameters, under every SQLite's limit."""
 
 
 def _sqlalchemy() -> Any:
@@ -69,6 +72,10 @@ def _row(row: Mapping[str, Any] | None) -> Record | None:
 
 def _rows(rows: Any) -> list[Record]:
     return [record for record in (_row(row) for row in rows) if record is not None]
+
+
+def _execute(statement: Any, params: Mapping[str, Any], conn: Connection) -> Any:
+    return conn.execute(statement, params)
 
 
 def _message(message: str | None) -> str | None:
@@ -299,7 +306,18 @@ class SQLStore:
                 expires_at=sa.case((c.expires_at > p("keep"), c.expires_at), else_=p("keep")),
             )
         )
-        return {"confirm": confirm, "claim": claim, "requeue": requeue}
+        # Row values (tracking_id, message_sid) IN (...): SQLite and PostgreSQL both have them.
+        renew = (
+            t.update()
+            .where(
+                c.state == confirmed,
+                sa.tuple_(c.tracking_id, c.message_sid).in_(p("held", expanding=True)),
+            )
+            .values(
+                lease_until=sa.case((c.lease_until > p("lease"), c.lease_until), else_=p("lease"))
+            )
+        )
+        return {"confirm": confirm, "claim": claim, "renew": renew, "requeue": requeue}
 
     # -- execution -------------------------------------------------------------------
 
@@ -384,14 +402,27 @@ class SQLStore:
         rows = self._run(lambda conn: conn.execute(self._sql["claim"], params).mappings().all())
         return _rows(rows)
 
-    def mark_reported(self, tracking_id: str) -> None:
-        """See :meth:`Store.mark_reported`."""
-        self._update(tracking_id, state=State.REPORTED.value, lease_until=0.0)
+    def renew(self, held: Sequence[tuple[str, str]], *, lease_until: float) -> int:
+        """See :meth:`Store.renew`: one statement per 500 records."""
+        pairs = [(tracking_id, message_sid) for tracking_id, message_sid in held]
+        count = 0
+        for first in range(0, len(pairs), RENEW_BATCH):
+            params = {"held": pairs[first : first + RENEW_BATCH], "lease": lease_until}
+            result = self._run(functools.partial(_execute, self._sql["renew"], params))
+            count += int(result.rowcount)
+        return count
 
-    def mark_failed(self, tracking_id: str, *, code: int | None, message: str | None) -> None:
-        """See :meth:`Store.mark_failed`."""
-        self._update(
+    def mark_reported(self, tracking_id: str, message_sid: str) -> bool:
+        """See :meth:`Store.mark_reported`: one statement."""
+        return self._outcome(tracking_id, message_sid, state=State.REPORTED.value, lease_until=0.0)
+
+    def mark_failed(
+        self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
+    ) -> bool:
+        """See :meth:`Store.mark_failed`: one statement."""
+        return self._outcome(
             tracking_id,
+            message_sid,
             state=State.FAILED.value,
             lease_until=0.0,
             error_code=code,
@@ -401,20 +432,36 @@ class SQLStore:
     def defer(
         self,
         tracking_id: str,
+        message_sid: str,
         *,
         lease_until: float,
         attempts: int,
         code: int | None,
         message: str | None,
-    ) -> None:
-        """See :meth:`Store.defer`."""
-        self._update(
+    ) -> bool:
+        """See :meth:`Store.defer`: one statement."""
+        return self._outcome(
             tracking_id,
+            message_sid,
             lease_until=lease_until,
             attempts=attempts,
             error_code=code,
             error_message=_message(message),
         )
+
+    def _outcome(self, tracking_id: str, message_sid: str, **values: Any) -> bool:
+        c = self.table.c
+        statement = (
+            self.table.update()
+            .where(
+                c.tracking_id == tracking_id,
+                c.message_sid == message_sid,
+                c.state == State.CONFIRMED.value,
+            )
+            .values(**values)
+        )
+        result = self._run(lambda conn: conn.execute(statement))
+        return bool(result.rowcount)
 
     def purge(self, *, now: float) -> int:
         """See :meth:`Store.purge`."""

@@ -14,11 +14,12 @@ that yields a fresh, empty store::
             store.close()
 
 The tests cover every :class:`~twilio_feedback.stores.Store` method, expiry, exactly-once
-confirmation under thread contention, claim leases, re-binding, a confirmation that
-arrives before the message SID, counts and purge; the operator commands of
-:class:`~twilio_feedback.stores.AdminStore` when the store has them, and the async twin
-(``as_async()``, or the thread offload). Times are passed in, as the tracker does, except
-where a backend's own expiry (a Redis TTL) is the subject.
+confirmation under thread contention, claim leases and their renewal, outcomes that apply
+only to the record that was reported (a key bound again meanwhile keeps its new record),
+re-binding, a confirmation that arrives before the message SID, counts and purge; the
+operator commands of :class:`~twilio_feedback.stores.AdminStore` when the store has them,
+and the async twin (``as_async()``, or the thread offload). Times are passed in, as the
+tracker does, except where a backend's own expiry (a Redis TTL) is the subject.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ class StoreConformance:
     def test_long_error_message_is_kept_or_shortened(self, store: Store) -> None:
         store.add(_record())
         _confirm(store, "t1", lease=-1)
-        store.mark_failed("t1", code=21610, message="x" * 2000)
+        store.mark_failed("t1", SID, code=21610, message="x" * 2000)
         got = store.get("t1")
         assert got is not None
         assert got.error_message is not None
@@ -224,8 +225,8 @@ class StoreConformance:
         for name in ("reported", "failed"):
             store.add(_record(name))
             _confirm(store, name, lease=-1)
-        store.mark_reported("reported")
-        store.mark_failed("failed", code=21610, message="unsubscribed")
+        store.mark_reported("reported", SID)
+        store.mark_failed("failed", SID, code=21610, message="unsubscribed")
         for name, state in (("reported", State.REPORTED), ("failed", State.FAILED)):
             won, record = _confirm(store, name)
             assert not won
@@ -338,10 +339,14 @@ class StoreConformance:
         for name in ("ok", "bad", "later"):
             store.add(_record(name))
             _confirm(store, name, lease=-1)
-        store.mark_reported("ok")
-        store.mark_failed("bad", code=20404, message="not found")
+        assert store.mark_reported("ok", SID), "mark_reported must return True when it applies"
+        assert store.mark_failed("bad", SID, code=20404, message="not found"), (
+            "mark_failed must return True when it applies"
+        )
         now = time.time()
-        store.defer("later", lease_until=now + 30, attempts=2, code=20503, message="down")
+        assert store.defer(
+            "later", SID, lease_until=now + 30, attempts=2, code=20503, message="down"
+        ), "defer must return True when it applies"
         ok, bad, later = (store.get(n) for n in ("ok", "bad", "later"))
         assert ok is not None
         assert (ok.state, ok.lease_until) == (State.REPORTED, 0.0)
@@ -356,11 +361,148 @@ class StoreConformance:
         assert (counts["reported"], counts["failed"], counts["confirmed"]) == (1, 1, 1)
 
     def test_outcomes_for_missing_records_create_nothing(self, store: Store) -> None:
-        store.mark_reported("missing")
-        store.mark_failed("missing", code=None, message=None)
-        store.defer("missing", lease_until=time.time(), attempts=1, code=None, message=None)
-        assert store.get("missing") is None
-        assert sum(store.counts().values()) == 0
+        now = time.time()
+        assert not store.mark_reported("missing", SID), "an outcome for no record applies"
+        assert not store.mark_failed("missing", SID, code=None, message=None)
+        assert not store.defer("missing", SID, lease_until=now, attempts=1, code=None, message=None)
+        assert store.renew([("missing", SID)], lease_until=now + 60) == 0
+        assert store.get("missing") is None, "an outcome update must never create a record"
+        assert sum(store.counts().values()) == 0, "an outcome update must never create a record"
+        assert _claim_ids(store, at=now + 120) == [], "an outcome update created an outbox entry"
+
+    def test_outcomes_apply_only_to_the_record_that_was_reported(self, store: Store) -> None:
+        # A key bound again to a resent code while the first code's report is in flight:
+        # the first report's outcome names its own message and must leave the new record be.
+        store.add(_record())
+        assert _confirm(store, "t1", lease=-1)[0]
+        store.add(_record(sid=OTHER_SID))
+        now = time.time()
+        stale: dict[str, Callable[[], bool]] = {
+            "mark_reported": lambda: store.mark_reported("t1", SID),
+            "mark_failed": lambda: store.mark_failed("t1", SID, code=20404, message="gone"),
+            "defer": lambda: store.defer(
+                "t1", SID, lease_until=now + 600, attempts=3, code=20503, message="down"
+            ),
+        }
+        for confirmed_again in (False, True):
+            if confirmed_again:
+                assert _confirm(store, "t1", lease=-1)[0], "the re-bound key must confirm"
+            for name, update in stale.items():
+                assert not update(), (
+                    f"{name} for another message SID must return False (it did not apply)"
+                )
+                got = store.get("t1")
+                assert got is not None
+                state = State.CONFIRMED if confirmed_again else State.PENDING
+                assert (got.state, got.message_sid) == (state, OTHER_SID), (
+                    f"{name} must apply only to the record with the message SID it names"
+                )
+                assert (got.attempts, got.error_code, got.error_message) == (0, None, None), (
+                    f"{name} for another message SID changed the record's error fields"
+                )
+            assert store.renew([("t1", SID)], lease_until=now + 600) == 0, (
+                "renew must only count records confirmed with the message SID it names"
+            )
+        assert _claim_ids(store, at=now + 1) == ["t1"], (
+            "a stale defer or renew must not move the new record's lease"
+        )
+        assert store.mark_reported("t1", OTHER_SID), "the outcome of the new message applies"
+        got = store.get("t1")
+        assert got is not None
+        assert got.state is State.REPORTED
+
+    def test_outcomes_apply_only_to_confirmed_records(self, store: Store) -> None:
+        store.add(_record("pending"))
+        for name in ("reported", "failed"):
+            store.add(_record(name))
+            _confirm(store, name, lease=-1)
+        store.mark_reported("reported", SID)
+        store.mark_failed("failed", SID, code=21610, message="unsubscribed")
+        now = time.time()
+        for name, state in (
+            ("pending", State.PENDING),
+            ("reported", State.REPORTED),
+            ("failed", State.FAILED),
+        ):
+            rule = f"an outcome update must not apply to a {state.value} record"
+            assert not store.mark_reported(name, SID), f"{rule} (mark_reported)"
+            assert not store.mark_failed(name, SID, code=20001, message="late"), (
+                f"{rule} (mark_failed)"
+            )
+            assert not store.defer(
+                name, SID, lease_until=now + 30, attempts=5, code=20503, message="down"
+            ), f"{rule} (defer)"
+            assert store.renew([(name, SID)], lease_until=now + 30) == 0, (
+                f"renew must not count a {state.value} record"
+            )
+            got = store.get(name)
+            assert got is not None
+            assert got.state is state, (
+                f"an outcome update must apply only to a confirmed record, not a {state.value} one"
+            )
+            assert got.attempts == 0, f"defer must not apply to a {state.value} record"
+        assert _claim_ids(store, at=now + 60) == [], "an outcome update re-opened a record"
+
+    def test_renew_extends_the_leases_of_held_records(self, store: Store) -> None:
+        for name in ("a", "b", "c"):
+            store.add(_record(name))
+            _confirm(store, name, lease=10)
+        now = time.time()
+        held = [("a", SID), ("b", SID), ("c", OTHER_SID), ("gone", SID)]
+        assert store.renew(held, lease_until=now + 60) == 2, (
+            "renew must return how many of the named records are still held"
+        )
+        assert store.renew([], lease_until=now + 60) == 0
+        for name, lease in (("a", now + 60), ("b", now + 60), ("c", now + 10)):
+            got = store.get(name)
+            assert got is not None
+            assert got.lease_until == pytest.approx(lease, abs=0.5), (
+                f"renew must set the lease of records held with their message SID ({name})"
+            )
+        assert _claim_ids(store, at=now + 30) == ["c"], (
+            "a renewed record must not be claimed before its new lease ends"
+        )
+        assert sorted(_claim_ids(store, at=now + 61)) == ["a", "b"], (
+            "a renewed record must be claimable once its new lease ends"
+        )
+
+    def test_renew_never_shortens_a_lease(self, store: Store) -> None:
+        store.add(_record())
+        _confirm(store, "t1", lease=-1)
+        now = time.time()
+        # A retry released to the store, due later than the heartbeat would renew it.
+        store.defer("t1", SID, lease_until=now + 600, attempts=1, code=20429, message="slow")
+        assert store.renew([("t1", SID)], lease_until=now + 15) == 1, (
+            "renew must count a held record whose lease already runs later"
+        )
+        got = store.get("t1")
+        assert got is not None
+        assert got.lease_until == pytest.approx(now + 600, abs=0.5), (
+            "renew must never shorten a lease"
+        )
+        assert _claim_ids(store, at=now + 16) == [], "renew shortened a lease"
+
+    def test_defer_sets_the_lease_exactly(self, store: Store) -> None:
+        store.add(_record())
+        _confirm(store, "t1", lease=600)
+        now = time.time()
+        assert store.defer("t1", SID, lease_until=now + 5, attempts=1, code=None, message=None)
+        assert _claim_ids(store, at=now + 6) == ["t1"], (
+            "defer must set lease_until as given, even when that shortens the lease"
+        )
+
+    def test_renew_many_records_at_once(self, store: Store) -> None:
+        now = time.time()
+        ids = [f"r{n}" for n in range(1200)]
+        for tracking_id in ids:
+            store.add(Record(tracking_id, expires_at=now + 600, message_sid=SID))
+        for tracking_id in ids:
+            _confirm(store, tracking_id, lease=-1)
+        held = [(tracking_id, SID) for tracking_id in ids]
+        assert store.renew(held, lease_until=now + 60) == len(ids), (
+            "renew must renew every pair it is given, however many"
+        )
+        assert _claim_ids(store, at=now + 30) == [], "a record was left out of the renewal"
 
     # -- counts and expiry -----------------------------------------------------------------
 
@@ -401,7 +543,7 @@ class StoreConformance:
         for n in range(4):
             store.add(Record(f"f{n}", expires_at=now + 600, message_sid=SID, created_at=now + n))
             _confirm(store, f"f{n}", lease=-1)
-            store.mark_failed(f"f{n}", code=21610, message="unsubscribed")
+            store.mark_failed(f"f{n}", SID, code=21610, message="unsubscribed")
         store.add(_record("p"))
         failed = admin.list_records(State.FAILED, limit=3)
         assert [r.tracking_id for r in failed] == ["f3", "f2", "f1"]
@@ -414,9 +556,9 @@ class StoreConformance:
         for name in ("f1", "f2", "ok"):
             store.add(_record(name, ttl=60))
             _confirm(store, name, lease=-1)
-        store.mark_failed("f1", code=20003, message="auth")
-        store.mark_failed("f2", code=None, message="retry window over")
-        store.mark_reported("ok")
+        store.mark_failed("f1", SID, code=20003, message="auth")
+        store.mark_failed("f2", SID, code=None, message="retry window over")
+        store.mark_reported("ok", SID)
         now = time.time()
         assert admin.requeue_failed(now=now, keep_until=now + KEEP * 2) == 2
         assert admin.requeue_failed(now=now, keep_until=now + KEEP * 2) == 0
