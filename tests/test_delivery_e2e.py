@@ -93,6 +93,8 @@ OUTBOX_CHILD = textwrap.dedent(
 def test_sigkill_after_confirming_then_restart_reports_everything(
     tmp_path: Path, fake_twilio: FakeTwilio
 ) -> None:
+    # The mechanism, configured from the environment, with short leases so it runs in
+    # seconds; tests/stores/test_durability.py has the 30 s takeover at default settings.
     pytest.importorskip("sqlalchemy")
     script = tmp_path / "outbox_child.py"
     script.write_text(OUTBOX_CHILD)
