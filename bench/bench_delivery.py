@@ -122,7 +122,7 @@ def run(quick: bool = False) -> Section:
     )
     section.notes.append(
         f"During the outage the reporter made {failed:,} attempts ({failed / backlog:.1f} per "
-        "record), backing off exponentially with full jitter (capped at 60 s). The first post "
+        "record), backing off exponentially with equal jitter (0.5 s to 60 s). The first post "
         "that succeeds after the outage makes every waiting retry due at once, so the backlog "
         "drains at full concurrency instead of as the jittered backoffs come due (47 s for "
         "500 records after a 10 s outage before this was added)."

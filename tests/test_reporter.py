@@ -349,6 +349,7 @@ def test_delivery_goes_on_while_posts_keep_getting_stuck(settings: Settings) -> 
 @pytest.mark.timeout(60)
 def test_workers_given_up_on_are_bounded(settings: Settings) -> None:
     server = TrickleServer(trickle=100, every=0.02)  # every post trickles until stopped
+    before = set(threading.enumerate())
     tracker = FeedbackTracker(
         settings.replace(api_base_url=server.url, request_timeout=0.1, reporter_concurrency=1)
     )
@@ -356,7 +357,7 @@ def test_workers_given_up_on_are_bounded(settings: Settings) -> None:
     def workers() -> int:
         return sum(
             t.name.startswith("twilio-feedback-worker") and t.is_alive()
-            for t in threading.enumerate()
+            for t in set(threading.enumerate()) - before
         )
 
     try:

@@ -338,7 +338,8 @@ class Reporter:
             logger.debug("feedback for %s reported; its record had moved on", sid)
         logger.debug("feedback reported for %s", sid)
         self._done(record, "reported")
-        self._recovered(account)
+        if self._degraded:  # read without the lock: a stale answer only delays a pull
+            self._recovered(account)
         self._hook(self.on_reported, record.replace(state=State.REPORTED, lease_until=0.0))
 
     def _retry_or_fail(self, record: Record, sid: str, account: str, exc: FeedbackError) -> None:

@@ -23,6 +23,9 @@ from ..records import Record, State
 __all__ = ["MemoryStore", "MemoryStoreWarning"]
 
 
+_RENEW_BATCH = 256
+
+
 class MemoryStoreWarning(UserWarning):
     """The memory store is in use: not durable, not shared between processes."""
 
@@ -160,17 +163,19 @@ class MemoryStore:
         return claimed
 
     def renew(self, held: Sequence[tuple[str, str]], *, lease_until: float) -> int:
-        """See :meth:`Store.renew`."""
+        """See :meth:`Store.renew`. The lock is taken per batch of records, so that
+        confirmations never wait behind the renewal of a long backlog."""
         count = 0
-        with self._lock:
-            for tracking_id, message_sid in held:
-                record = self._get(tracking_id)
-                if not _is_reporting(record, message_sid):
-                    continue
-                count += 1
-                if record.lease_until < lease_until:
-                    self._put(record.replace(lease_until=lease_until))
-            self._compact()
+        for first in range(0, len(held), _RENEW_BATCH):
+            with self._lock:
+                for tracking_id, message_sid in held[first : first + _RENEW_BATCH]:
+                    record = self._get(tracking_id)
+                    if not _is_reporting(record, message_sid):
+                        continue
+                    count += 1
+                    if record.lease_until < lease_until:
+                        self._put(record.replace(lease_until=lease_until))
+                self._compact()
         return count
 
     def mark_reported(self, tracking_id: str, message_sid: str) -> bool:
