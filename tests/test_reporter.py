@@ -452,6 +452,41 @@ def test_sweep_redrives_confirmations_left_by_a_dead_reporter(
     assert store.counts()["reported"] == 5
 
 
+class SlowClaims(MemoryStore):
+    """A memory store whose claims answer 0.3 s after taking their records, as a busy
+    database's might; ``entered`` is set once the scheduler's sweep is in one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+
+    def claim(self, *, now: float, lease_until: float, limit: int) -> list[Record]:
+        claimed = super().claim(now=now, lease_until=lease_until, limit=limit)
+        if claimed and threading.current_thread().name == "twilio-feedback-scheduler":
+            self.entered.set()
+            time.sleep(0.3)  # the slow database, not a synchronisation
+        return claimed
+
+
+def test_a_sweep_returns_once_a_concurrent_sweep_holds_what_it_claimed(
+    settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    # `twilio-feedback drain` sweeps beside the scheduler's own sweep: when its sweep finds
+    # nothing, what the other one claimed must already count as pending, or the drain
+    # thinks it is done and leaves those records in a closed reporter's queue.
+    store = SlowClaims()
+    now = time.time()
+    for sid in fake_twilio.add_messages(3):
+        store.add(Record(f"t{sid}", expires_at=now + 600, state=State.CONFIRMED, message_sid=sid))
+    with FeedbackTracker(settings.replace(store=store)) as tracker:  # sweeps at once
+        assert store.entered.wait(5)
+        assert tracker.reporter.sweep() == 0  # the scheduler's sweep took them
+        assert tracker.stats()["pending"] + tracker.stats()["reported"] == 3
+        assert tracker.flush(timeout=5) == 0
+        assert tracker.stats()["swept"] == 3
+    assert len(fake_twilio.feedback) == 3
+
+
 def test_concurrent_confirmations_are_each_reported_once(
     tracker: FeedbackTracker, fake_twilio: FakeTwilio
 ) -> None:

@@ -38,7 +38,6 @@ __all__ = ["Progress", "main"]
 PROG = "twilio-feedback"
 STORE_ENV = "TWILIO_FEEDBACK_STORE"
 SECRET_ENV = "TWILIO_FEEDBACK_SECRET_KEY"
-CLAIM_BATCH = 100
 
 
 class UsageError(Exception):
@@ -419,14 +418,14 @@ def _drain(args: argparse.Namespace, url: str) -> int:
     with _failures(url):
         tracker = FeedbackTracker(settings)
         try:
-            taken = _deliver(tracker, args.timeout, progress)
+            _deliver(tracker, args.timeout, progress)
         except BaseException:
             tracker.close(timeout=1.0)
             raise
         tracker.close(timeout=max(1.0, min(5.0, args.timeout)))
         stats = tracker.stats()
         reported, failed = stats["reported"], stats["failed"]
-        total = max(taken + stats["swept"], reported + failed)
+        total = max(stats["swept"], reported + failed)
         progress.update(reported + failed, total, failed, final=True)
         left = total - reported - failed
         with _opened(url) as store:
@@ -442,30 +441,20 @@ def _drain(args: argparse.Namespace, url: str) -> int:
     return 1 if left else 0
 
 
-def _deliver(tracker: FeedbackTracker, timeout: float, progress: Progress) -> int:
-    """Claim every due record for ``tracker``'s reporter and wait for the outcomes, until
-    nothing is left or ``timeout`` passes; return how many this loop claimed."""
-    store, settings = tracker.store, tracker.settings
+def _deliver(tracker: FeedbackTracker, timeout: float, progress: Progress) -> None:
+    """Sweep every due record into ``tracker``'s reporter and wait for the outcomes, until
+    nothing is left or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
-    taken = 0
-    more = True
     while True:
+        # The reporter's sweep, not a claim of our own: a sweep that its scheduler runs at
+        # the same time has, once this returns, its records counted as pending.
+        taken = tracker.reporter.sweep()
         stats = tracker.stats()
-        if more:
-            room = min(CLAIM_BATCH, settings.queue_size - stats["pending"])
-            if room > 0:
-                now = time.time()
-                batch = store.claim(now=now, lease_until=now + settings.lease_seconds, limit=room)
-                for record in batch:
-                    tracker.reporter.submit(record)
-                taken += len(batch)
-                more = len(batch) == room
-                stats = tracker.stats()
         done = stats["reported"] + stats["failed"]
-        progress.update(done, taken + stats["swept"], stats["failed"])
+        progress.update(done, stats["swept"], stats["failed"])
         remaining = deadline - time.monotonic()
-        if (not more and stats["pending"] == 0) or remaining <= 0:
-            return taken
+        if (taken == 0 and stats["pending"] == 0) or remaining <= 0:
+            return
         tracker.flush(timeout=min(0.2, remaining))
 
 

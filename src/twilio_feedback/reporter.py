@@ -142,6 +142,7 @@ class Reporter:
         self._idle = threading.Condition(self._lock)  # flush() waits here
         self._wake = threading.Condition(self._lock)  # the scheduler waits here
         self._beat = threading.Condition(self._lock)  # the heartbeat waits here
+        self._sweeping = threading.Lock()  # one sweep at a time: claim, then hold
         self._queue: queue.Queue[Record | None] = queue.Queue(maxsize=self.settings.queue_size)
         # What this process holds, by (tracking id, message SID): queued, in flight, or
         # waiting for a retry. The heartbeat renews their leases.
@@ -524,7 +525,7 @@ class Reporter:
                 next_watch = now + s.request_timeout
                 self._watch(now)
             if now >= next_sweep:
-                self._guard("outbox sweep", self._sweep)
+                self._guard("outbox sweep", self.sweep)
                 next_sweep = time.monotonic() + s.sweep_interval
             if now >= next_purge:
                 self._guard("purge", lambda: self.store.purge(now=time.time()))
@@ -594,15 +595,27 @@ class Reporter:
                 bound,
             )
 
-    def _sweep(self) -> None:
+    def sweep(self) -> int:
+        """Claim the store's due confirmations (lease ended: a crash, a restart, a full
+        queue) into the queue, as many as it has room for; return how many were taken.
+
+        The scheduler runs it on start and every ``sweep_interval``; the ``drain`` command
+        runs it too. Sweeps take turns: once this returns, whatever a concurrent sweep
+        claimed is held here and counted in ``stats()["pending"]``.
+        """
+        with self._sweeping:
+            return self._sweep()
+
+    def _sweep(self) -> int:
         s = self.settings
+        total = 0
         while True:
             with self._lock:
                 if self._closed:
-                    return
+                    return total
                 room = min(SWEEP_BATCH, s.queue_size - self._queue.qsize())
             if room <= 0:
-                return
+                return total
             now = time.time()
             claimed = self.store.claim(now=now, lease_until=now + s.lease_seconds, limit=room)
             taken = 0
@@ -618,7 +631,8 @@ class Reporter:
                     self._held[key] = record
                     self._counts["swept"] += 1
                     taken += 1
+            total += taken
             if taken:
                 logger.info("outbox sweep took %d unreported confirmation(s)", taken)
             if len(claimed) < room:
-                return
+                return total
