@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import threading
 import time
@@ -47,6 +49,12 @@ def reporter(settings: dict[str, object], confirm: list[tuple[str, str]]) -> Non
         tracker.bind(key=key, message_sid=sid)
         assert tracker.confirm(key=key).confirmed
     print("ready", flush=True)
+
+    def report(signum: int, frame: object) -> None:
+        print(json.dumps(tracker.stats()), flush=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, report)  # SIGTERM: print the counters and leave
     threading.Event().wait()  # until killed
 
 
