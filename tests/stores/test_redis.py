@@ -219,3 +219,38 @@ def test_a_redis_restart_costs_no_request() -> None:
         store.close()
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by the soak, not among issue 9's items: after a Redis restart, each "
+    "connection pooled by redis.asyncio fails its first command (ConnectionError), so the "
+    "ASGI middleware answers `deferred` (before item 5: `error`) for clicks while Redis is "
+    "up again",
+)
+async def test_a_redis_restart_costs_no_request_on_the_async_twin() -> None:
+    import asyncio
+
+    server = RedisServer(persistent=True)
+    try:
+        store = RedisStore(server.url)
+        twin = store.as_async()
+        now = time.time()
+        for n in range(40):
+            store.add(Record(f"t{n}", expires_at=now + 600, message_sid=SID))
+
+        async def confirm(n: int) -> bool:
+            won, _ = await twin.confirm(f"t{n}", now=now, lease_until=now, keep_until=now)
+            return won
+
+        # Concurrent confirms, as under load: the pool holds several connections.
+        assert all(await asyncio.gather(*(confirm(n) for n in range(20))))
+        server.halt()
+        server.start()
+        results = await asyncio.gather(*(confirm(n) for n in range(20, 40)), return_exceptions=True)
+        assert results == [True] * 20
+        await twin.aclose()
+        store.close()
+    finally:
+        server.stop()
