@@ -16,7 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from twilio_feedback import FeedbackError, FeedbackTracker, Record, Settings, State
-from twilio_feedback.reporter import COUNTERS, backoff
+from twilio_feedback.reporter import COUNTERS
+from twilio_feedback.retry import backoff
 from twilio_feedback.stores.memory import MemoryStore
 from twilio_feedback.testing import FakeTwilio, Hang, Status
 from twilio_feedback.tracker import key_tracking_id
@@ -154,8 +155,9 @@ def test_a_retry_waiting_in_memory_keeps_a_short_lease_the_heartbeat_renews(
     settings: Settings, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import twilio_feedback.reporter
+    import twilio_feedback.retry
 
-    monkeypatch.setattr(twilio_feedback.reporter, "backoff", lambda attempt: 4.0)
+    monkeypatch.setattr(twilio_feedback.retry, "backoff", lambda attempt, **_: 4.0)
     store = MemoryStore()
     shared = settings.replace(store=store, lease_seconds=1.5)  # renewed every 0.5 s
     # Another process sweeping the same store as often as it can.
@@ -189,6 +191,7 @@ def test_a_far_retry_after_is_left_to_the_sweep(
     make_tracker: MakeTracker, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import twilio_feedback.reporter
+    import twilio_feedback.retry
 
     monkeypatch.setattr(twilio_feedback.reporter, "HOLD_LIMIT", 1.0)
     tracker = make_tracker(lease_seconds=0.5, sweep_interval=0.05)
@@ -566,9 +569,10 @@ def test_a_backlog_drains_as_soon_as_twilio_answers_again(
     tracker: FeedbackTracker, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import twilio_feedback.reporter
+    import twilio_feedback.retry
 
     # Every retry backs off 30 s: without the recovery path, the backlog would wait that long.
-    monkeypatch.setattr(twilio_feedback.reporter, "backoff", lambda attempt: 30.0)
+    monkeypatch.setattr(twilio_feedback.retry, "backoff", lambda attempt, **_: 30.0)
     fake_twilio.fail_always(503)
     for n in range(10):
         sent(tracker, f"k{n}")
@@ -714,9 +718,10 @@ def test_rejected_credentials_are_logged_once_per_interval(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import twilio_feedback.reporter
+    import twilio_feedback.retry
 
-    monkeypatch.setattr(twilio_feedback.reporter, "CREDENTIALS_LOG_EVERY", 0.5)
-    monkeypatch.setattr(twilio_feedback.reporter, "backoff", lambda attempt: 0.1)
+    monkeypatch.setattr(tracker.reporter._refusals, "every", 0.5)
+    monkeypatch.setattr(twilio_feedback.retry, "backoff", lambda attempt, **_: 0.1)
     for n in range(3):
         sent(tracker, f"k{n}")
     good = fake_twilio.auth_token

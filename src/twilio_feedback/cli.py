@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
-from .errors import ConfigurationError, TwilioFeedbackError
+from .errors import ConfigurationError, StorageError, TwilioFeedbackError
 from .records import Record, State
 from .settings import redact_text, redact_url, safe_excerpt
 
@@ -181,10 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "retry-failed":
                 return _retry_failed(args, url)
             return _purge(url)
-    except (UsageError, TwilioFeedbackError) as exc:  # configuration errors included
-        return _fail(args, url, str(exc), 2)
     except StoreFailure as exc:
         return _fail(args, url, str(exc), 1)
+    except StorageError as exc:
+        return _fail(args, url, f"{exc} (store {redact_url(url)})", 1)
+    except (UsageError, TwilioFeedbackError) as exc:  # configuration errors included
+        return _fail(args, url, str(exc), 2)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -319,15 +321,14 @@ def _settings(url: str) -> Settings:
 
 
 def _keep_seconds(url: str) -> float:
-    """How long a re-queued record must live: the retry window, a lease and the skew."""
-    from .settings import Settings
+    """How long a re-queued record must live, as the app's settings say."""
+    from .settings import Settings, keep_seconds
 
     try:
-        s = _settings(url)
+        return _settings(url).keep_seconds
     except ConfigurationError:  # no credentials here: the defaults, as an app has them
         fields: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Settings)}
-        return float(fields["retry_window"] + fields["lease_seconds"] + fields["clock_skew"])
-    return s.retry_window + s.lease_seconds + s.clock_skew
+        return keep_seconds(fields["retry_window"], fields["lease_seconds"], fields["clock_skew"])
 
 
 # -- status ------------------------------------------------------------------------------
@@ -418,7 +419,7 @@ def _drain(args: argparse.Namespace, url: str) -> int:
     with _failures(url):
         tracker = FeedbackTracker(settings)
         try:
-            _deliver(tracker, args.timeout, progress)
+            tracker.reporter.drain(args.timeout, progress.update)
         except BaseException:
             tracker.close(timeout=1.0)
             raise
@@ -439,23 +440,6 @@ def _drain(args: argparse.Namespace, url: str) -> int:
             "is reporting them, a retry is scheduled, or the message SID is not known yet"
         )
     return 1 if left else 0
-
-
-def _deliver(tracker: FeedbackTracker, timeout: float, progress: Progress) -> None:
-    """Sweep every due record into ``tracker``'s reporter and wait for the outcomes, until
-    nothing is left or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        # The reporter's sweep, not a claim of our own: a sweep that its scheduler runs at
-        # the same time has, once this returns, its records counted as pending.
-        taken = tracker.reporter.sweep()
-        stats = tracker.stats()
-        done = stats["reported"] + stats["failed"]
-        progress.update(done, stats["swept"], stats["failed"])
-        remaining = deadline - time.monotonic()
-        if (taken == 0 and stats["pending"] == 0) or remaining <= 0:
-            return
-        tracker.flush(timeout=min(0.2, remaining))
 
 
 # -- retry-failed and purge ------------------------------------------------------------------

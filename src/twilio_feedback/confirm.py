@@ -1,9 +1,12 @@
-"""The protocol-free decision for one request: is it a confirmation, and what follows?
+"""The confirmation's home: the protocol-free decision for one request, and the confirm
+step itself.
 
 The ASGI and WSGI adapters hand :class:`ConfirmGate` what they read from the request
 (path, method, query string, a few headers, and for a small form POST the body) and do
 what the returned :class:`Decision` says. Every rule lives here, so neither adapter holds
-logic the other would have to repeat.
+logic the other would have to repeat. The gate hands the token to :class:`Confirmer`, the
+one place a confirmation happens (the tracker's ``confirm*`` methods use it too): the walk
+of a confirm request is adapter -> this module -> the store -> the reporter -> Twilio.
 
 For one request on a confirm path:
 
@@ -13,23 +16,37 @@ For one request on a confirm path:
 3. the token: the first non-empty value of the ``token_param`` parameter in the query
    string, else in an urlencoded POST form of at most :data:`MAX_FORM_BYTES` (one rule,
    :meth:`ConfirmGate.token_from_query` and :meth:`ConfirmGate.token_from_form`);
-4. the tracker confirms it (signature and age first, then one atomic store operation);
+4. :class:`Confirmer` confirms it (signature and age first, then one atomic store
+   operation; the winner is handed to the reporter);
 5. the app runs with the result, unless the settings ask for a redirect instead.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+import threading
+import time
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
+from itsdangerous import BadSignature
+
 from .bots import BotMatcher
-from .records import ConfirmResult
+from .deferred import DeferredConfirmations
+from .flows import Flow, StoreCall, Stores, arun, run
+from .lifecycle import ProcessLocal
+from .records import ConfirmResult, Record, State
+from .tokens import ExpiredToken
 
 if TYPE_CHECKING:
+    from .reporter import Reporter
+    from .settings import Settings
+    from .stores.base import Store
+    from .tokens import TokenSigner
     from .tracker import FeedbackTracker
 
 __all__ = [
@@ -38,9 +55,12 @@ __all__ = [
     "MAX_FIELDS",
     "MAX_FORM_BYTES",
     "NEVER_CONFIRM",
+    "OUTCOMES",
     "ConfirmGate",
+    "Confirmer",
     "Decision",
     "Headers",
+    "without_param",
 ]
 
 logger = logging.getLogger("twilio_feedback")
@@ -65,6 +85,9 @@ REDIRECT_STATUS_LINE = "303 See Other"
 Headers = Mapping[str, str]
 """Request headers by lower-case name (only ``user-agent``, ``content-type`` and
 ``content-length`` are read)."""
+
+OUTCOMES = ("confirmed", "duplicate", "deferred", "invalid", "expired", "unknown", "error")
+"""The confirm outcomes :meth:`Confirmer.stats` counts."""
 
 IGNORED_METHOD = ConfirmResult("ignored", reason="method does not confirm")
 IGNORED_BOT = ConfirmResult("ignored", reason="link preview or scanner")
@@ -128,6 +151,7 @@ class ConfirmGate:
     ) -> None:
         s = tracker.settings
         self.tracker = tracker
+        self.confirmer = tracker.confirmer
         self.settings = s
         self.param = s.token_param
         self.methods = frozenset(s.confirm_methods) - NEVER_CONFIRM
@@ -141,10 +165,6 @@ class ConfirmGate:
             self.paths = _Prefixes(tuple(s.confirm_paths))
         else:
             self.paths = frozenset(s.confirm_paths)
-
-    def matches(self, path: str) -> bool:
-        """Whether ``path`` is a confirm path."""
-        return path in self.paths
 
     # -- reading the request ---------------------------------------------------------
 
@@ -225,7 +245,7 @@ class ConfirmGate:
             screened = self._screen(method, query, headers, body)
             if isinstance(screened, ConfirmResult):
                 return self._decision(method, query, screened)
-            return self._decision(method, query, self.tracker.confirm_token(screened))
+            return self._decision(method, query, self.confirmer.confirm_token(screened))
         except Exception:
             logger.exception("confirming a request failed")
             return self._decision(method, query, INTERNAL_ERROR)
@@ -238,7 +258,7 @@ class ConfirmGate:
             screened = self._screen(method, query, headers, body)
             if isinstance(screened, ConfirmResult):
                 return self._decision(method, query, screened)
-            result = await self.tracker.confirm_token_async(screened)
+            result = await self.confirmer.confirm_token_async(screened)
             return self._decision(method, query, result)
         except Exception:
             logger.exception("confirming a request failed")
@@ -254,14 +274,7 @@ class ConfirmGate:
     def strip_token(self, query: str) -> str:
         """``query`` without the token parameter (``hide_token``); every other piece is
         kept byte for byte, in order."""
-        param = self.param
-        if param not in query and "%" not in query:
-            return query
-        return "&".join(
-            piece
-            for piece in query.split("&")
-            if piece and unquote_plus(piece.partition("=")[0]) != param
-        )
+        return without_param(query, self.param)
 
     def strip_token_from_uri(self, uri: str) -> str:
         """A request URI (``/confirm?id=...&a=1``) without the token parameter."""
@@ -285,6 +298,154 @@ class ConfirmGate:
         if result.status == "expired":
             return s.expired_redirect or s.invalid_redirect or s.confirmed_redirect
         return s.invalid_redirect or s.confirmed_redirect
+
+
+def without_param(query: str, param: str) -> str:
+    """``query`` without any ``param`` field (its name compared percent-decoded); every
+    other field is kept byte for byte, in order. The one rule for taking the token out of
+    a query: :meth:`ConfirmGate.strip_token` and :meth:`Ticket.link` use it."""
+    if param not in query and "%" not in query:
+        return query
+    return "&".join(
+        piece
+        for piece in query.split("&")
+        if piece and unquote_plus(piece.partition("=")[0]) != param
+    )
+
+
+def confirm_kwargs(settings: Settings, confirmed_at: float, now: float) -> dict[str, float]:
+    """Arguments of :meth:`Store.confirm` for a confirmation made at ``confirmed_at`` and
+    applied at ``now`` (later, for one deferred during a store outage): the confirming
+    process's lease, and a life long enough for the retry window."""
+    return {
+        "now": confirmed_at,
+        "lease_until": now + settings.lease_seconds,
+        "keep_until": now + settings.keep_seconds,
+    }
+
+
+class Confirmer(ProcessLocal):
+    """The confirm step: a token, or a tracking id the app vouches for, becomes a
+    :class:`~twilio_feedback.ConfirmResult`.
+
+    Signature and age first (a forgery costs one HMAC and no I/O), then one atomic store
+    operation; the one caller that wins hands the record to the reporter. When the store
+    fails, a verified confirmation is kept in memory and applied once it answers
+    (``deferred``; :class:`~twilio_feedback.deferred.DeferredConfirmations`), or, with that
+    buffer full, refused (``error``). Protocol-free: the middleware's gate and the
+    tracker's ``confirm*`` methods both call it. Counts outcomes per process.
+    """
+
+    def __init__(
+        self, settings: Settings, signer: TokenSigner, stores: Stores, reporter: Reporter
+    ) -> None:
+        self.settings = settings
+        self.signer = signer
+        self.stores = stores
+        self.reporter = reporter
+        # Holds the store and reporter, not this object: its thread keeps nothing else
+        # alive.
+        self.deferred = DeferredConfirmations(
+            functools.partial(_apply_deferred, settings, stores.sync, reporter),
+            limit=settings.deferred_size,
+        )
+        super().__init__()
+
+    def _init_state(self) -> None:
+        super()._init_state()
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(OUTCOMES, 0)
+
+    def _count(self, result: ConfirmResult) -> ConfirmResult:
+        with self._lock:
+            self._counts[result.status] += 1
+        return result
+
+    def verify(self, token: str | None) -> ConfirmResult | str:
+        """The tracking id of a genuine, unexpired token, or the result that refuses it
+        (``invalid``, ``expired``): no I/O."""
+        if not token:
+            return self._count(ConfirmResult("invalid", reason="no token"))
+        try:
+            return self.signer.verify(token, self.settings.token_max_age).tracking_id
+        except ExpiredToken as exc:
+            logger.debug("confirm refused: expired token for %s", exc.payload)
+            return self._count(ConfirmResult("expired", tracking_id=str(exc.payload)))
+        except BadSignature as exc:
+            logger.debug("confirm refused: invalid token (%s)", exc.message)
+            return self._count(ConfirmResult("invalid", reason=exc.message))
+
+    def flow(self, tracking_id: str) -> Flow[ConfirmResult]:
+        """Confirm a verified tracking id: one atomic store operation."""
+        now = time.time()
+        try:
+            won, record = yield StoreCall(
+                "confirm", (tracking_id,), confirm_kwargs(self.settings, now, now)
+            )
+        except Exception:
+            # Only verified confirmations get here (a genuine token, or a key the app
+            # vouches for): keeping them cannot be abused to confirm anything. The store
+            # boundary has logged the failure.
+            if self.deferred.add(tracking_id, now):
+                logger.debug("store unavailable: confirmation of %s deferred", tracking_id)
+                reason = "store unavailable; kept in memory"
+                return self._count(ConfirmResult("deferred", tracking_id, reason=reason))
+            return self._count(ConfirmResult("error", tracking_id, reason="store unavailable"))
+        return self._count(self._decide(tracking_id, won, record, now))
+
+    def _decide(
+        self, tracking_id: str, won: bool, record: Record | None, now: float
+    ) -> ConfirmResult:
+        if won:
+            assert record is not None
+            if record.message_sid is not None:
+                self.reporter.submit(record)
+            return ConfirmResult("confirmed", tracking_id, record.message_sid)
+        if record is None:
+            logger.debug("confirm refused: no record for %s", tracking_id)
+            return ConfirmResult("unknown", tracking_id, reason="no such record")
+        if record.state is State.PENDING and record.expires_at <= now:
+            return ConfirmResult("expired", tracking_id, record.message_sid)
+        return ConfirmResult("duplicate", tracking_id, record.message_sid)
+
+    def confirm_token(self, token: str | None) -> ConfirmResult:
+        """Confirm the message behind a link's token; never raises for bad input."""
+        verified = self.verify(token)
+        if isinstance(verified, ConfirmResult):
+            return verified
+        return run(self.flow(verified), self.stores)
+
+    async def confirm_token_async(self, token: str | None) -> ConfirmResult:
+        """Async twin of :meth:`confirm_token`: the same flow, store I/O awaited."""
+        verified = self.verify(token)
+        if isinstance(verified, ConfirmResult):
+            return verified
+        return await arun(self.flow(verified), self.stores)
+
+    def stats(self) -> dict[str, int]:
+        """Outcomes counted in this process (:data:`OUTCOMES`), and the deferred buffer's
+        counters."""
+        with self._lock:
+            counts = dict(self._counts)
+        counts.update(self.deferred.stats())
+        return counts
+
+
+def _apply_deferred(
+    settings: Settings, store: Store, reporter: Reporter, tracking_id: str, confirmed_at: float
+) -> None:
+    """Apply a confirmation deferred during a store outage: the same atomic confirm, as of
+    the moment the person acted (a link that expired since still counts); raises while the
+    store still fails."""
+    won, record = store.confirm(tracking_id, **confirm_kwargs(settings, confirmed_at, time.time()))
+    if won:
+        assert record is not None
+        logger.debug("deferred confirmation of %s applied", tracking_id)
+        if record.message_sid is not None:
+            reporter.submit(record)
+    else:
+        found = "no record" if record is None else f"a {record.state} record"
+        logger.debug("deferred confirmation of %s found %s: nothing to do", tracking_id, found)
 
 
 class _Prefixes:

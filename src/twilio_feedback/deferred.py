@@ -12,13 +12,12 @@ process that dies loses what it held, and a forked child starts empty.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 
-from .reporter import backoff
+from .lifecycle import ProcessLocal, Throttle
+from .retry import backoff
 
 __all__ = ["COUNTERS", "Apply", "DeferredConfirmations"]
 
@@ -37,19 +36,8 @@ RETRY_FLOOR = 0.05
 CLOSE_RETRY = 0.1
 LOG_EVERY = 10.0
 
-_live: weakref.WeakSet[DeferredConfirmations] = weakref.WeakSet()
 
-
-def _reset_after_fork() -> None:
-    for buffer in list(_live):
-        buffer._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-class DeferredConfirmations:
+class DeferredConfirmations(ProcessLocal):
     """A bounded, in-memory queue of confirmations waiting for the store, and the thread
     that applies them. Thread-safe; :meth:`add` never blocks on I/O.
 
@@ -60,34 +48,23 @@ class DeferredConfirmations:
     def __init__(self, apply: Apply, *, limit: int) -> None:
         self._apply = apply
         self.limit = limit
-        self._closed = False
-        self._init_state()
-        _live.add(self)
+        super().__init__()
 
     def _init_state(self) -> None:
-        self._pid = os.getpid()
+        super()._init_state()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._entries: dict[str, float] = {}  # tracking id -> confirmed at; oldest first
         self._thread: threading.Thread | None = None
         self._deadline: float | None = None  # set by close(): last attempts until then
         self._counts = dict.fromkeys(COUNTERS, 0)
-        self._unlogged_drops = 0
-        self._drop_logged_at = float("-inf")
-        self._failure_logged_at = float("-inf")
-
-    def _after_fork(self) -> None:
-        # The parent's thread does not exist here and its lock may have been held; what
-        # the parent kept is the parent's to apply.
-        closed = self._closed
-        self._init_state()
-        self._closed = closed
+        self._drops = Throttle(LOG_EVERY)
+        self._failures = Throttle(LOG_EVERY)
 
     def add(self, tracking_id: str, confirmed_at: float) -> bool:
         """Keep a confirmation for the background thread; ``False`` when it cannot be kept
         (the buffer is full, or closed): it is counted as ``deferred_dropped`` and logged."""
-        if self._pid != os.getpid():
-            self._after_fork()  # a fork the at-fork hook did not see
+        self._check_pid()
         with self._lock:
             if tracking_id in self._entries:
                 return True
@@ -106,13 +83,9 @@ class DeferredConfirmations:
         return kept
 
     def _dropped(self, tracking_id: str) -> None:
-        now = time.monotonic()
-        count = 0
         with self._lock:
             self._counts["deferred_dropped"] += 1
-            self._unlogged_drops += 1
-            if now - self._drop_logged_at >= LOG_EVERY:
-                count, self._unlogged_drops, self._drop_logged_at = self._unlogged_drops, 0, now
+        count = self._drops.hit()
         if count:
             logger.warning(
                 "the store is unavailable and the deferred buffer is full "
@@ -181,7 +154,7 @@ class DeferredConfirmations:
             except Exception as exc:
                 failures += 1
                 self._failed(exc, failures)
-                delay = max(RETRY_FLOOR, backoff(failures, RETRY_BASE, RETRY_CAP))
+                delay = backoff(failures, RETRY_BASE, RETRY_CAP, RETRY_FLOOR)
                 with self._lock:
                     if self._deadline is None:
                         # New confirmations do not wake it: only close() does.
@@ -206,11 +179,9 @@ class DeferredConfirmations:
                 failures = 0
 
     def _failed(self, exc: Exception, failures: int) -> None:
-        now = time.monotonic()
+        if not self._failures.hit():
+            return
         with self._lock:
-            if now - self._failure_logged_at < LOG_EVERY:
-                return
-            self._failure_logged_at = now
             waiting = len(self._entries)
         # The exception's type only: a driver's message may quote the store URL.
         logger.warning(

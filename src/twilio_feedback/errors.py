@@ -6,6 +6,7 @@ __all__ = [
     "ConfigurationError",
     "FeedbackError",
     "MissingDependencyError",
+    "StorageError",
     "TwilioFeedbackError",
 ]
 
@@ -27,6 +28,18 @@ class MissingDependencyError(TwilioFeedbackError, ImportError):
         )
         self.package = package
         self.extra = extra
+
+
+class StorageError(TwilioFeedbackError):
+    """A store operation failed: the server is down, a query timed out, or a bug in a
+    custom store. ``backend`` names the store (its class), ``operation`` the method
+    (``confirm``, ``claim``, ...); the original exception is the ``__cause__``. The message
+    says both and the original exception's type, never a password."""
+
+    def __init__(self, message: str, *, backend: str, operation: str) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.operation = operation
 
 
 class FeedbackError(TwilioFeedbackError):

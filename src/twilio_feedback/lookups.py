@@ -19,16 +19,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import random
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import FeedbackError
+from .errors import FeedbackError, StorageError
+from .lifecycle import ProcessLocal
 from .records import Record
 
 if TYPE_CHECKING:
@@ -46,17 +45,6 @@ MAX_DELAY = 60.0
 MAX_PENDING = 10_000
 _SAME_RECORD = 1e-3  # created_at tolerance, for stores that round floats
 
-_live: weakref.WeakSet[SidLookups] = weakref.WeakSet()
-
-
-def _reset_after_fork() -> None:
-    for lookups in list(_live):
-        lookups._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
-
 
 @dataclass(slots=True)
 class _Lookup:
@@ -72,9 +60,10 @@ class _Lookup:
     contains: str | None = field(repr=False)
     attempts: int = 0
     retry_after: float | None = None  # Twilio's, from the last failed attempt
+    sid: str | None = None  # known already: only the store has to take it
 
 
-class SidLookups:
+class SidLookups(ProcessLocal):
     """Learns the SIDs of messages whose send failed ambiguously, off the request path.
 
     One daemon thread, started by the first :meth:`schedule`, runs the lookups one at a
@@ -105,11 +94,10 @@ class SidLookups:
         self.first_delay = first_delay
         self.max_delay = max_delay
         self.max_pending = max_pending
-        self._init_state()
-        _live.add(self)
+        super().__init__()
 
     def _init_state(self) -> None:
-        self._pid = os.getpid()
+        super()._init_state()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._due: list[tuple[float, int, _Lookup]] = []
@@ -121,13 +109,6 @@ class SidLookups:
 
     def __repr__(self) -> str:
         return f"<SidLookups pending={self.pending()}>"
-
-    def _after_fork(self) -> None:
-        # The parent's thread does not exist here, its lock may have been held, and its
-        # lookups are its own to finish.
-        closed = self._closed
-        self._init_state()
-        self._closed = closed
 
     def schedule(
         self,
@@ -147,8 +128,6 @@ class SidLookups:
         ``False`` when it cannot be scheduled (closed, or ``max_pending`` reached)."""
         if (body is None) == (contains is None):
             raise ValueError("pass body= (the exact text) or contains= (a unique part)")
-        if self._pid != os.getpid():
-            self._after_fork()  # a fork the at-fork hook did not see
         lookup = _Lookup(
             tracking_id,
             created_at,
@@ -160,6 +139,29 @@ class SidLookups:
             body,
             contains,
         )
+        return self._enqueue(lookup)
+
+    def attach_later(self, record: Record, message_sid: str, account_sid: str) -> bool:
+        """Attach a SID that Twilio returned but the store could not take (it failed just
+        then): tried in the background, with the same backoff and window as a lookup,
+        until the store answers. ``False`` when it cannot be scheduled."""
+        lookup = _Lookup(
+            record.tracking_id,
+            record.created_at,
+            account_sid,
+            record.created_at,
+            time.monotonic() + self.window,
+            "",
+            None,
+            None,
+            None,
+            sid=message_sid,
+        )
+        return self._enqueue(lookup)
+
+    def _enqueue(self, lookup: _Lookup) -> bool:
+        self._check_pid()
+        tracking_id = lookup.tracking_id
         with self._lock:
             self._remove(tracking_id)
             if self._closed or len(self._due) >= self.max_pending:
@@ -246,6 +248,8 @@ class SidLookups:
                 self._running = lookup
             try:
                 done = self._attempt(lookup)
+            except StorageError:
+                done = False  # the store is down; the boundary logged it
             except Exception:
                 logger.exception("SID lookup for %s failed", lookup.tracking_id)
                 done = False
@@ -275,7 +279,7 @@ class SidLookups:
     def _attempt(self, lookup: _Lookup) -> bool:
         """One lookup; True when it is over (found, or nothing left to find for)."""
         try:
-            sid = self.api.find_message(
+            sid = lookup.sid or self.api.find_message(
                 account_sid=lookup.account_sid,
                 to=lookup.to,
                 from_=lookup.from_,

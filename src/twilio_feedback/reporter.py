@@ -1,14 +1,18 @@
 """Background delivery of feedback to Twilio.
 
-Worker threads drain a bounded queue, so one design serves WSGI servers (threads, gunicorn
-sync/gthread) and ASGI servers (uvicorn) alike, and no request ever waits on Twilio. A
-scheduler thread puts due retries back in the queue, replaces workers stuck in a call that
-outlived its timeout, and sweeps the store's outbox: ``confirmed`` records that nobody is
-reporting (their lease ended: a crash, a restart, a full queue) are claimed and delivered.
+This module is the runtime: threads, queues, leases. When to retry is
+:mod:`twilio_feedback.retry`'s to say. Worker threads drain a bounded queue, so one design
+serves WSGI servers (threads, gunicorn sync/gthread) and ASGI servers (uvicorn) alike, and
+no request ever waits on Twilio. A scheduler thread puts due retries back in the queue,
+replaces workers stuck in a call that outlived its timeout, and sweeps the store's outbox:
+``confirmed`` records that nobody is reporting (their lease ended: a crash, a restart, a
+full queue) are claimed and delivered.
 A heartbeat thread renews, in one store call, the short leases of every record this
 process holds (queued, in flight, waiting for a retry), so a live process keeps its own
 records however slow Twilio is, and a dead one's are taken over within
-``lease_seconds + sweep_interval``. Delivery is at least once.
+``lease_seconds + sweep_interval``. An outcome the store cannot take (it is down just when
+Twilio answered) stays held here and is written by a later heartbeat, so the feedback is
+not posted twice. Delivery is at least once.
 """
 
 from __future__ import annotations
@@ -17,17 +21,17 @@ import functools
 import heapq
 import itertools
 import logging
-import os
 import queue
-import random
 import threading
 import time
-import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeAlias
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from .errors import FeedbackError
+from .errors import FeedbackError, StorageError
+from .lifecycle import ProcessLocal, Throttle
 from .records import Record, State
+from .retry import BACKOFF_CAP, Fail, RetryPolicy
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -36,15 +40,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ABANDONED_PER_WORKER",
-    "BACKOFF_CAP",
-    "BACKOFF_FLOOR",
     "COUNTERS",
     "HEARTBEATS_PER_LEASE",
     "HOLD_LIMIT",
+    "SWEEP_BATCH",
+    "DrainProgress",
+    "Drained",
     "OnFailed",
     "OnReported",
     "Reporter",
-    "backoff",
 ]
 
 logger = logging.getLogger("twilio_feedback.reporter")
@@ -57,11 +61,6 @@ OnFailed = Callable[[Record, FeedbackError], None]
 COUNTERS = ("reported", "retried", "failed", "dropped", "swept", "stuck")
 """The reporter's counters, as :meth:`Reporter.stats` returns them (plus ``pending``)."""
 
-BACKOFF_BASE = 0.5
-BACKOFF_FLOOR = 0.5
-"""No retry comes sooner than this many seconds, whatever Retry-After says (0, negative)."""
-BACKOFF_CAP = 60.0
-"""The longest backoff, in seconds; rejected credentials are retried at this pace."""
 HOLD_LIMIT = BACKOFF_CAP
 """Retries due within this many seconds wait in memory, their leases renewed by the
 heartbeat; later ones (a long Retry-After) wait in the store, due at their time."""
@@ -71,48 +70,43 @@ HEARTBEATS_PER_LEASE = 3
 ABANDONED_PER_WORKER = 4
 """At most ``4 * reporter_concurrency`` workers given up by the watchdog exist at once."""
 SWEEP_BATCH = 100
+"""Records one claim takes from the store, at most (the sweep repeats while it fills them)."""
 PURGE_EVERY = 300.0
 DROP_LOG_EVERY = 10.0
 CREDENTIALS_LOG_EVERY = 60.0
 STUCK_FACTOR = 3.0
-_AT_CAP = 64  # an attempt number whose backoff is at the cap
 
 _Key: TypeAlias = "tuple[str, str | None]"
 # (due, seq, record, pull forward on recovery: True for any success, an account SID for
 # a success on that account (rejected credentials), False when Twilio said when).
 _Retry: TypeAlias = "tuple[float, int, Record, bool | str]"
 
-_live: weakref.WeakSet[Reporter] = weakref.WeakSet()
+DrainProgress = Callable[[int, int, int], None]
+"""Called by :meth:`Reporter.drain` with ``(done, taken, failed)`` as reports complete."""
 
 
-def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
-    """Exponential backoff with equal jitter: uniform in ``[c / 2, c]`` where
-    ``c = min(cap, base * 2**attempt)``, and never under :data:`BACKOFF_FLOOR`."""
-    ceiling = min(cap, base * 2 ** min(attempt, 32))
-    return max(BACKOFF_FLOOR, random.uniform(ceiling / 2, ceiling))
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """What one :meth:`Reporter.drain` did: records ``taken`` from the store, and of them
+    ``reported``, ``failed`` and ``left`` (still pending when the timeout passed)."""
+
+    taken: int
+    reported: int
+    failed: int
+    left: int
 
 
 def _key(record: Record) -> _Key:
     return record.tracking_id, record.message_sid
 
 
-def _restart_after_fork() -> None:
-    for reporter in list(_live):
-        reporter._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_restart_after_fork)
-
-
-class Reporter:
+class Reporter(ProcessLocal):
     """Posts ``Outcome=confirmed`` for confirmed records, off the request path.
 
-    :meth:`submit` never blocks. Network errors, 5xx, 408 and 429 are retried with
-    exponential backoff and equal jitter (never sooner than Retry-After, never sooner than
-    :data:`BACKOFF_FLOOR`) until ``settings.retry_window`` has passed since the
-    confirmation; rejected credentials (401, 403) are retried at the backoff cap, with one
-    ERROR line a minute saying what to fix; other 4xx mark the record ``failed`` with
+    :meth:`submit` never blocks. Failed posts are retried as
+    :class:`~twilio_feedback.retry.RetryPolicy` says, until ``settings.retry_window`` has
+    passed since the confirmation; rejected credentials (401, 403) get one ERROR line a
+    minute saying what to fix; a permanent refusal marks the record ``failed`` with
     Twilio's code. Every record this process holds keeps a short store lease that a
     heartbeat renews, so other processes' sweeps leave it alone while this one lives.
     Every store update names the record's message SID: a key bound again meanwhile keeps
@@ -133,11 +127,11 @@ class Reporter:
         self.api = api
         self.on_reported = on_reported
         self.on_failed = on_failed
-        self._init_state()
-        _live.add(self)
+        self.policy = RetryPolicy(settings.retry_window)
+        super().__init__()
 
     def _init_state(self) -> None:
-        self._pid = os.getpid()
+        super()._init_state()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # flush() waits here
         self._wake = threading.Condition(self._lock)  # the scheduler waits here
@@ -147,6 +141,10 @@ class Reporter:
         # What this process holds, by (tracking id, message SID): queued, in flight, or
         # waiting for a retry. The heartbeat renews their leases.
         self._held: dict[_Key, Record] = {}
+        # Outcomes Twilio gave that the store could not take yet, by held record: the
+        # record, the store method's name and its keyword arguments. The heartbeat writes
+        # them.
+        self._unwritten: dict[_Key, tuple[Record, str, dict[str, Any]]] = {}
         self._retries: list[_Retry] = []
         self._degraded = False  # a retry may be pulled forward when Twilio answers again
         self._seq = itertools.count()
@@ -156,10 +154,8 @@ class Reporter:
         self._at_bound_logged = False
         self._threads: list[threading.Thread] = []
         self._counts = dict.fromkeys(COUNTERS, 0)
-        self._unlogged_drops = 0
-        self._drop_logged_at = float("-inf")
-        self._refused = 0
-        self._refused_logged_at = float("-inf")
+        self._drops = Throttle(DROP_LOG_EVERY)
+        self._refusals = Throttle(CREDENTIALS_LOG_EVERY)
         self._started = False
         self._closed = False
 
@@ -188,15 +184,11 @@ class Reporter:
         name = f"twilio-feedback-worker-{next(self._seq)}"
         self._workers.add(self._spawn(self._work, name))
 
-    def _after_fork(self) -> None:
-        # The parent's threads do not exist here and its locks may have been held
-        # mid-operation; what the parent had queued is the parent's to deliver.
-        closed = self._closed
-        running = self._started and not closed
-        self._init_state()
-        self._closed = closed
-        if running:
-            self.start()
+    def _restartable(self) -> bool:
+        return self._started
+
+    def _restart(self) -> None:
+        self.start()  # in a forked child: fresh threads, an empty queue
 
     def flush(self, timeout: float | None = 5.0) -> int:
         """Wait up to ``timeout`` seconds until nothing is queued, in flight or waiting for
@@ -249,8 +241,7 @@ class Reporter:
         """Queue a confirmed record for reporting; never blocks. ``False`` when it could
         not be queued (full queue, closed reporter): it is counted as ``dropped`` and stays
         ``confirmed`` in the store, where the sweep finds it once its lease ends."""
-        if self._pid != os.getpid():
-            self._after_fork()  # a fork the at-fork hook did not see
+        self._check_pid()
         if not self._started:
             self.start()
         key = _key(record)
@@ -269,13 +260,9 @@ class Reporter:
         return False
 
     def _dropped(self, record: Record) -> None:
-        now = time.monotonic()
-        count = 0
         with self._lock:
             self._counts["dropped"] += 1
-            self._unlogged_drops += 1
-            if now - self._drop_logged_at >= DROP_LOG_EVERY:
-                count, self._unlogged_drops, self._drop_logged_at = self._unlogged_drops, 0, now
+        count = self._drops.hit()
         if count:
             logger.warning(
                 "feedback queue full or closed: %d confirmation(s) (latest %s) left in the "
@@ -313,9 +300,9 @@ class Reporter:
             try:
                 self._deliver(record)
             except Exception:
-                # The store failed while recording the outcome: the lease runs out and the
-                # sweep tries again. A worker never dies of it.
-                logger.exception("could not record the outcome for %s", record.tracking_id)
+                # A bug (a hook, a store returning nonsense): the record's lease runs out
+                # and a sweep tries again. A worker never dies of it.
+                logger.exception("delivering the feedback for %s failed", record.tracking_id)
                 self._done(record)
             with self._lock:
                 del self._busy[me]
@@ -335,13 +322,29 @@ class Reporter:
         except FeedbackError as exc:
             self._retry_or_fail(record, sid, account, exc)
             return
-        if not self.store.mark_reported(record.tracking_id, sid):
-            logger.debug("feedback for %s reported; its record had moved on", sid)
         logger.debug("feedback reported for %s", sid)
-        self._done(record, "reported")
+        self._outcome(record, "reported", "mark_reported", {})
         if self._degraded:  # read without the lock: a stale answer only delays a pull
             self._recovered(account)
         self._hook(self.on_reported, record.replace(state=State.REPORTED, lease_until=0.0))
+
+    def _outcome(self, record: Record, counter: str, method: str, kwargs: dict[str, Any]) -> None:
+        """Write what Twilio said to the store. If the store fails, the record stays held
+        (its lease renewed) and a later heartbeat writes it: the post is not repeated."""
+        try:
+            written = getattr(self.store, method)(record.tracking_id, record.message_sid, **kwargs)
+        except Exception as exc:
+            logger.debug("recording %s for %s failed: %s", counter, record.tracking_id, exc)
+            with self._lock:
+                self._counts[counter] += 1
+                if threading.current_thread() not in self._abandoned and not self._closed:
+                    self._unwritten[_key(record)] = (record, method, kwargs)
+                    return
+            self._done(record)
+            return
+        if not written:
+            logger.debug("feedback for %s %s; its record had moved on", record.message_sid, counter)
+        self._done(record, counter)
 
     def _retry_or_fail(self, record: Record, sid: str, account: str, exc: FeedbackError) -> None:
         if self._given_up():
@@ -352,34 +355,37 @@ class Reporter:
         s = self.settings
         now = time.time()
         attempts = record.attempts + 1
-        window_end = (record.confirmed_at or record.created_at or now) + s.retry_window
         if exc.credentials:
             self._credentials_refused(account, exc)
-        if not exc.retryable or now + BACKOFF_FLOOR > window_end:
-            self._fail(record, sid, exc, attempts)
+        window_end = self.policy.window_end(record.confirmed_at, record.created_at, now)
+        decision = self.policy.decide(
+            exc, attempts=attempts, account=account, now=now, window_end=window_end
+        )
+        if isinstance(decision, Fail):
+            self._fail(record, exc, attempts)
             return
-        # Rejected credentials are the operator's to fix: retry at the long backoff.
-        delay = backoff(_AT_CAP if exc.credentials else attempts)
-        retry_after = exc.retry_after
-        if retry_after is not None and retry_after == retry_after:  # NaN is no answer
-            delay = max(delay, retry_after)  # Retry-After is "not sooner than"
-        delay = min(delay, window_end - now)  # the last attempt at the window's end
+        delay = decision.delay
         with self._lock:
             room = len(self._retries) < s.queue_size and not self._closed
         hold = room and delay <= HOLD_LIMIT
         # Held in memory: a lease the heartbeat renews. Released: due at its retry time.
         lease_until = now + (s.lease_seconds if hold else delay)
-        applied = self.store.defer(
-            record.tracking_id,
-            sid,
-            lease_until=lease_until,
-            attempts=attempts,
-            code=exc.code,
-            message=exc.message,
-        )
+        try:
+            applied = self.store.defer(
+                record.tracking_id,
+                sid,
+                lease_until=lease_until,
+                attempts=attempts,
+                code=exc.code,
+                message=exc.message,
+            )
+        except Exception as exc2:
+            # The store is down too: memory is the only place this retry can wait now.
+            logger.debug("deferring the report of %s failed: %s", record.tracking_id, exc2)
+            applied = False
         if not applied:
             # The store no longer has this confirmation (its key was bound to another
-            # message): memory is the only place its retry can wait.
+            # message), or cannot be reached: the retry waits in memory.
             hold = room
         logger.info(
             "feedback for %s failed (%s); retry %d in %.1fs%s",
@@ -390,32 +396,29 @@ class Reporter:
             "" if hold else " by the outbox sweep",
         )
         retry = record.replace(attempts=attempts, error_code=exc.code, error_message=exc.message)
-        pull: bool | str = account if exc.credentials else retry_after is None
         with self._lock:
             self._counts["retried"] += 1
             if hold and not self._closed:
-                self._degraded = self._degraded or pull is not False
+                self._degraded = self._degraded or decision.pull is not False
                 heapq.heappush(
-                    self._retries, (time.monotonic() + delay, next(self._seq), retry, pull)
+                    self._retries,
+                    (time.monotonic() + delay, next(self._seq), retry, decision.pull),
                 )
                 self._wake.notify()
                 return
         if not applied:
             logger.warning(
-                "feedback for %s dropped: its record was bound to another message and no "
-                "retry can wait in memory",
+                "feedback for %s dropped: its record was bound to another message or the "
+                "store is unavailable, and no retry can wait in memory",
                 sid,
             )
         self._done(record)
 
     def _credentials_refused(self, account: str, exc: FeedbackError) -> None:
         """One ERROR line a minute, not one per record, saying what to fix."""
-        now = time.monotonic()
-        with self._lock:
-            self._refused += 1
-            if now - self._refused_logged_at < CREDENTIALS_LOG_EVERY:
-                return
-            count, self._refused, self._refused_logged_at = self._refused, 0, now
+        count = self._refusals.hit()
+        if not count:
+            return
         s = self.settings
         using = f"API key {s.api_key_sid}" if s.api_key_sid else f"account {s.account_sid}"
         logger.error(
@@ -449,15 +452,14 @@ class Reporter:
             self._degraded = any(pull is not False for *_, pull in retries)
             self._wake.notify()
 
-    def _fail(self, record: Record, sid: str, exc: FeedbackError, attempts: int) -> None:
-        self.store.mark_failed(record.tracking_id, sid, code=exc.code, message=exc.message)
+    def _fail(self, record: Record, exc: FeedbackError, attempts: int) -> None:
         logger.warning(
             "feedback for %s failed for good after %d attempt(s): %s",
-            sid,
+            record.message_sid,
             attempts,
             exc.message,
         )
-        self._done(record, "failed")
+        self._outcome(record, "failed", "mark_failed", {"code": exc.code, "message": exc.message})
         failed = record.replace(
             state=State.FAILED,
             lease_until=0.0,
@@ -480,7 +482,8 @@ class Reporter:
     def _heartbeat(self) -> None:
         """Renew the leases of every record held here, in one store call, every
         ``lease_seconds / 3``: the owner's lease never ends while it lives, and ends at most
-        ``lease_seconds`` after it dies."""
+        ``lease_seconds`` after it dies. Then write the outcomes the store could not take
+        when Twilio gave them."""
         s = self.settings
         interval = s.lease_seconds / HEARTBEATS_PER_LEASE
         next_beat = time.monotonic() + interval
@@ -491,12 +494,23 @@ class Reporter:
                 if self._closed:
                     return
                 held = [(tid, sid) for tid, sid in self._held if sid is not None]
+                unwritten = list(self._unwritten.values())
             next_beat = time.monotonic() + interval
             if held:
                 renew = functools.partial(
                     self.store.renew, held, lease_until=time.time() + s.lease_seconds
                 )
-                self._guard("lease renewal", renew)
+                if not self._guard("lease renewal", renew):
+                    continue  # the store is down: the outcomes wait for the next beat
+            for record, method, kwargs in unwritten:
+                write = functools.partial(
+                    getattr(self.store, method), record.tracking_id, record.message_sid, **kwargs
+                )
+                if not self._guard(f"recording an outcome ({method})", write):
+                    break
+                with self._lock:
+                    self._unwritten.pop(_key(record), None)
+                self._done(record)
 
     # -- scheduler: retries, stuck workers, the outbox sweep --------------------------
 
@@ -531,11 +545,16 @@ class Reporter:
                 self._guard("purge", lambda: self.store.purge(now=time.time()))
                 next_purge = time.monotonic() + PURGE_EVERY
 
-    def _guard(self, what: str, action: Callable[[], object]) -> None:
+    def _guard(self, what: str, action: Callable[[], object]) -> bool:
         try:
             action()
-        except Exception as exc:
-            logger.warning("%s failed: %s", what, type(exc).__name__)
+        except StorageError:
+            logger.debug("%s failed: the store is unavailable", what)  # the boundary said so
+            return False
+        except Exception:
+            logger.exception("%s failed", what)
+            return False
+        return True
 
     def _requeue(self, record: Record) -> None:
         try:
@@ -594,6 +613,33 @@ class Reporter:
                 len(stuck) - len(given_up),
                 bound,
             )
+
+    def drain(self, timeout: float, progress: DrainProgress | None = None) -> Drained:
+        """Deliver every due confirmation now: sweep the outbox into the queue and wait for
+        the outcomes, until nothing is due or pending, or ``timeout`` seconds have passed.
+
+        What is left when the time is up stays ``confirmed`` in the store. ``progress``
+        is called with ``(done, taken, failed)`` as reports complete. Records another
+        process holds (under its lease) are left to it.
+        """
+        deadline = time.monotonic() + timeout
+        before = self.stats()
+
+        def since(stats: dict[str, int], name: str) -> int:
+            return stats[name] - before[name]
+
+        while True:
+            # A sweep that the scheduler runs at the same time has, once this returns,
+            # its records counted as pending.
+            taken = self.sweep()
+            stats = self.stats()
+            reported, failed = since(stats, "reported"), since(stats, "failed")
+            if progress is not None:
+                progress(reported + failed, since(stats, "swept"), failed)
+            remaining = deadline - time.monotonic()
+            if (taken == 0 and stats["pending"] == 0) or remaining <= 0:
+                return Drained(since(stats, "swept"), reported, failed, stats["pending"])
+            self.flush(timeout=min(0.2, remaining))
 
     def sweep(self) -> int:
         """Claim the store's due confirmations (lease ended: a crash, a restart, a full

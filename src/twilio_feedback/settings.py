@@ -18,16 +18,19 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import unquote, unquote_plus, urlsplit
 
 from .errors import ConfigurationError
+from .tokens import DEFAULT_SALT
 
 if TYPE_CHECKING:
     from .stores.base import Store
 
 __all__ = [
+    "DEFAULT_API_BASE_URL",
     "ENV_PREFIX",
     "MIN_SECRET_KEY_LENGTH",
     "SECRET_PARAM_WORDS",
     "PathMatch",
     "Settings",
+    "keep_seconds",
     "redact_text",
     "redact_url",
     "safe_excerpt",
@@ -37,6 +40,8 @@ ENV_PREFIX = "TWILIO_FEEDBACK_"
 """Prefix of every environment variable (and mapping key) this library reads."""
 MIN_SECRET_KEY_LENGTH = 32
 """Shortest secret key accepted, in characters."""
+DEFAULT_API_BASE_URL = "https://api.twilio.com"
+"""Twilio's own API: the default ``api_base_url``."""
 
 PathMatch = Literal["exact", "prefix"]
 
@@ -211,9 +216,9 @@ class Settings:
     """Query parameter (or POST form field) that carries the token."""
     token_max_age: float = 7 * 24 * 3600.0
     """How long a link counts, in seconds. Long on purpose: a late click is still real."""
-    api_base_url: str = "https://api.twilio.com"
+    api_base_url: str = DEFAULT_API_BASE_URL
     """Base URL of the Twilio API, or of any compatible server (tests, proxies)."""
-    salt: str = "twilio-feedback.token"
+    salt: str = DEFAULT_SALT
     """Separates these tokens from anything else signed with the same secret."""
     clock_skew: float = 60.0
     """Tolerated clock difference between hosts sharing a store, in seconds."""
@@ -372,7 +377,7 @@ class Settings:
                 else safe_excerpt(self.api_base_url)
             )
             raise ConfigurationError(
-                f"api_base_url {shown} must be an http(s) URL such as https://api.twilio.com"
+                f"api_base_url {shown} must be an http(s) URL such as {DEFAULT_API_BASE_URL}"
             )
         for name in _DURATION_FIELDS - {"clock_skew"}:
             if getattr(self, name) <= 0:
@@ -416,6 +421,12 @@ class Settings:
                 raise ConfigurationError(
                     f"bot_user_agents pattern {pattern!r} is not a regular expression: {exc}"
                 ) from None
+
+    @property
+    def keep_seconds(self) -> float:
+        """How long a confirmed record is kept after its confirmation: the retry window,
+        one lease (the last attempt's outcome is still written) and the clock skew."""
+        return keep_seconds(self.retry_window, self.lease_seconds, self.clock_skew)
 
     @property
     def secret_keys(self) -> tuple[str, ...]:
@@ -493,6 +504,12 @@ class Settings:
         return cls.from_mapping(
             {k: v for k, v in env.items() if k in known or k.startswith(ENV_PREFIX)}, **overrides
         )
+
+
+def keep_seconds(retry_window: float, lease_seconds: float, clock_skew: float) -> float:
+    """How long a confirmed record is kept after its confirmation (see
+    :attr:`Settings.keep_seconds`), for these settings' values."""
+    return retry_window + lease_seconds + clock_skew
 
 
 def _refuse_unknown(keys: Any) -> None:

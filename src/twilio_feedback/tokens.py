@@ -1,6 +1,9 @@
 """Compact signed tokens: the tracking id that rides in an outgoing link.
 
-Layout (django-sesame style, one base64url pass, no padding)::
+Formats are versioned here, in :data:`FORMATS`: the first byte of every token says which
+layout it has, the newest format signs, and every known one verifies, so a second format
+can be added while links of the first are still live. Format 1 (django-sesame style, one
+base64url pass, no padding)::
 
     version (1 byte) | tracking id (9 bytes) | issued at (4 bytes, Unix seconds) | MAC (10 bytes)
 
@@ -26,25 +29,54 @@ import secrets
 import struct
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from itsdangerous import BadSignature, SignatureExpired, Signer
 
 __all__ = [
+    "DEFAULT_SALT",
+    "FORMATS",
     "TOKEN_LENGTH",
     "ExpiredToken",
     "InvalidToken",
+    "TokenFormat",
     "TokenSigner",
     "VerifiedToken",
 ]
 
-_VERSION = 1
-_ID_BYTES = 9
-_MAC_BYTES = 10
-_HEADER = struct.Struct(">B9sI")  # version, tracking id, issued-at seconds
-_RAW_LENGTH = _HEADER.size + _MAC_BYTES
-TOKEN_LENGTH = 32
-"""Characters in every token this version issues."""
+DEFAULT_SALT = "twilio-feedback.token"
+"""Separates these tokens from anything else signed with the same secret."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenFormat:
+    """One token layout: ``version`` (the first byte), a random id of ``id_bytes``, the
+    issue time in whole seconds (4 bytes), and a MAC of ``mac_bytes`` over all of that.
+    The whole must be a multiple of 3 bytes, so its base64url form needs no padding."""
+
+    version: int
+    id_bytes: int
+    mac_bytes: int
+
+    @property
+    def header(self) -> struct.Struct:
+        """The signed part: version, id, issue time."""
+        return struct.Struct(f">B{self.id_bytes}sI")
+
+    @property
+    def length(self) -> int:
+        """Characters in a token of this format."""
+        return (self.header.size + self.mac_bytes) * 4 // 3
+
+
+FORMATS = {1: TokenFormat(version=1, id_bytes=9, mac_bytes=10)}
+"""Every format that verifies, by version; the highest version signs."""
+_CURRENT = FORMATS[max(FORMATS)]
+_HEADERS = {version: fmt.header for version, fmt in FORMATS.items()}
+_LENGTHS = frozenset(fmt.length for fmt in FORMATS.values())
+TOKEN_LENGTH = _CURRENT.length
+"""Characters in every token issued now (32)."""
 _B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -58,11 +90,6 @@ class ExpiredToken(SignatureExpired):
 
 def _b64encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii")
-
-
-def encode_id(raw: bytes) -> str:
-    """The printable form of a raw tracking id (12 base64url characters)."""
-    return _b64encode(raw)
 
 
 class VerifiedToken:
@@ -91,7 +118,7 @@ class TokenSigner:
         self,
         secret_keys: str | bytes | Sequence[str | bytes],
         *,
-        salt: str | bytes = "twilio-feedback.token",
+        salt: str | bytes = DEFAULT_SALT,
         max_skew: float = 60.0,
         timer: Callable[[], float] = time.time,
     ) -> None:
@@ -111,16 +138,18 @@ class TokenSigner:
         self.max_skew = max_skew
         self._timer = timer
 
-    def _mac(self, index: int, message: bytes) -> bytes:
+    def _mac(self, index: int, message: bytes, size: int) -> bytes:
         mac = self._macs[index].copy()
         mac.update(message)
-        return mac.digest()[:_MAC_BYTES]
+        return mac.digest()[:size]
 
     def issue(self) -> tuple[str, str]:
-        """A new ``(tracking_id, token)`` pair signed with the newest key."""
-        raw_id = secrets.token_bytes(_ID_BYTES)
-        header = _HEADER.pack(_VERSION, raw_id, int(self._timer()))
-        return _b64encode(raw_id), _b64encode(header + self._mac(0, header))
+        """A new ``(tracking_id, token)`` pair in the newest format, signed with the
+        newest key."""
+        fmt = _CURRENT
+        raw_id = secrets.token_bytes(fmt.id_bytes)
+        header = _HEADERS[fmt.version].pack(fmt.version, raw_id, int(self._timer()))
+        return _b64encode(raw_id), _b64encode(header + self._mac(0, header, fmt.mac_bytes))
 
     def verify(self, token: str | bytes, max_age: float) -> VerifiedToken:
         """Check signature, then age; return the tracking id and issue time.
@@ -130,20 +159,22 @@ class TokenSigner:
         """
         raw_token = token.encode("ascii", "replace") if isinstance(token, str) else token
         # Length and alphabet first: an oversized or odd input never reaches the decoder.
-        if len(raw_token) != TOKEN_LENGTH or not _B64_ALPHABET.issuperset(raw_token):
+        if len(raw_token) not in _LENGTHS or not _B64_ALPHABET.issuperset(raw_token):
             raise InvalidToken("malformed token")
         try:
             raw = base64.urlsafe_b64decode(raw_token)
         except (binascii.Error, ValueError):  # pragma: no cover - alphabet checked above
             raise InvalidToken("malformed token") from None
-        header, mac = raw[: _HEADER.size], raw[_HEADER.size :]
-        version, raw_id, issued_at = _HEADER.unpack(header)
-        if version != _VERSION:
+        fmt = FORMATS.get(raw[0])
+        if fmt is None or len(raw_token) != fmt.length:
             raise InvalidToken("unknown token version")
+        layout = _HEADERS[fmt.version]
+        header, mac = raw[: layout.size], raw[layout.size :]
+        _, raw_id, issued_at = layout.unpack(header)
         # compare_digest for every key, so timing does not tell which key (if any) matched.
         matched = False
         for index in range(len(self._macs)):
-            matched |= hmac.compare_digest(self._mac(index, header), mac)
+            matched |= hmac.compare_digest(self._mac(index, header, fmt.mac_bytes), mac)
         if not matched:
             raise InvalidToken("bad signature")
         tracking_id = _b64encode(raw_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
 import base64
 import functools
 import hashlib
@@ -15,17 +14,19 @@ import time
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from itsdangerous import BadSignature
-
-from .deferred import DeferredConfirmations
+from .confirm import Confirmer, without_param
+from .errors import StorageError
+from .flows import Blocking, Flow, StoreCall, Stores, arun, run
+from .lifecycle import close_at_exit
 from .lookups import SidLookups
 from .records import ConfirmResult, Record, State
 from .reporter import OnFailed, OnReported, Reporter
 from .settings import Settings
-from .stores.base import AsyncStore, Store, as_async_store, store_from_url
-from .tokens import ExpiredToken, TokenSigner
+from .stores.base import AsyncStore, Store, store_from_url
+from .stores.boundary import StoreBoundary
+from .tokens import TokenSigner
 from .twilio_api import TwilioAPI
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ logger = logging.getLogger("twilio_feedback")
 MESSAGE_SID_RE = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
 MAX_KEY_LENGTH = 512
 LINK_PLACEHOLDER = "{link}"
-EXIT_FLUSH_TIMEOUT = 5.0
-"""Seconds the interpreter's exit waits, at most, for pending reports of open trackers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +64,9 @@ class Ticket:
         for byte, in order) and the fragment are kept.
         """
         parts = urlsplit(url)
-        kept = [
-            piece
-            for piece in parts.query.split("&")
-            if piece and unquote_plus(piece.split("=", 1)[0]) != self.param
-        ]
-        kept.append(f"{quote(self.param)}={self.token}")
-        return urlunsplit(parts._replace(query="&".join(kept)))
+        kept = without_param(parts.query, self.param)
+        token = f"{quote(self.param)}={self.token}"
+        return urlunsplit(parts._replace(query=f"{kept}&{token}" if kept else token))
 
 
 def key_tracking_id(key: str) -> str:
@@ -101,6 +96,10 @@ class FeedbackTracker:
     :meth:`Settings.from_env`. Keyword ``overrides`` replace settings fields.
     ``on_reported(record)`` and ``on_failed(record, error)`` are called from the
     reporter's thread; an exception in them is logged and cannot stop delivery.
+
+    Every sync method has an async twin (``send_async``, ...) for ASGI apps: the same code
+    (:mod:`~twilio_feedback.flows`), with store I/O awaited and Twilio called in a worker
+    thread. Store failures surface as :class:`~twilio_feedback.errors.StorageError`.
     """
 
     def __init__(
@@ -119,43 +118,31 @@ class FeedbackTracker:
         self.signer = TokenSigner(
             settings.secret_keys, salt=settings.salt, max_skew=settings.clock_skew
         )
-        self.store: Store = (
+        store = (
             store_from_url(settings.store) if isinstance(settings.store, str) else settings.store
         )
-        self._astore: AsyncStore | None = None
+        self.store: Store = StoreBoundary(store)
+        """The store, behind the boundary that turns its failures into StorageError."""
+        self._stores = Stores(self.store)
         self.api = TwilioAPI(settings)
         self.reporter = Reporter(
             settings, self.store, self.api, on_reported=on_reported, on_failed=on_failed
         )
+        self.confirmer = Confirmer(settings, self.signer, self._stores, self.reporter)
+        """The confirm step, shared with the middleware."""
         # Not a bound method of the tracker: the lookup thread must not keep it alive.
         self.sid_lookups = SidLookups(
             self.api, self.store, functools.partial(_report_if_confirmed, self.reporter)
         )
         """Background lookups of SIDs after ambiguous send failures (see :meth:`send`)."""
-        # Holds the store and reporter, not the tracker: its thread must not keep the
-        # tracker alive.
-        self._deferred = DeferredConfirmations(
-            functools.partial(_apply_deferred, settings, self.store, self.reporter),
-            limit=settings.deferred_size,
-        )
         self._lock = threading.Lock()
-        self._counts = {
-            "confirmed": 0,
-            "duplicate": 0,
-            "deferred": 0,
-            "invalid": 0,
-            "expired": 0,
-            "unknown": 0,
-            "error": 0,
-        }
         self._closed = False
         self._pid = os.getpid()
         # Registered weakly: an unreferenced tracker is collected and its threads stop.
-        self._finalizer = weakref.finalize(
-            self, _stop, self.reporter, self._deferred, self.sid_lookups
-        )
+        parts = (self.reporter, self.confirmer, self.sid_lookups)
+        self._finalizer = weakref.finalize(self, _stop, *parts)
         self._finalizer.atexit = False
-        _open_trackers.add(self)
+        self._forget_at_exit = close_at_exit(self)
         self.reporter.start()
 
     def __repr__(self) -> str:
@@ -164,9 +151,7 @@ class FeedbackTracker:
     @property
     def astore(self) -> AsyncStore:
         """The async view of the store (native where the backend has one)."""
-        if self._astore is None:
-            self._astore = as_async_store(self.store)
-        return self._astore
+        return self._stores.async_
 
     # -- outgoing ------------------------------------------------------------------
 
@@ -201,6 +186,20 @@ class FeedbackTracker:
             created_at=now,
         )
 
+    def _bind(
+        self,
+        ticket: Ticket | None,
+        message_sid: str | None,
+        key: str | None,
+        account_sid: str | None,
+    ) -> Flow[Record]:
+        if message_sid is None:
+            raise ValueError("message_sid is required")
+        record = self._new_record(ticket, key, message_sid, account_sid)
+        self.sid_lookups.cancel(record.tracking_id)
+        yield StoreCall("add", (record,))
+        return record
+
     def bind(
         self,
         ticket: Ticket | None = None,
@@ -215,12 +214,7 @@ class FeedbackTracker:
         key); use one key per code where that matters. ``account_sid`` is the (sub)account
         that sent the message, when it is not the settings' own.
         """
-        if message_sid is None:
-            raise ValueError("message_sid is required")
-        record = self._new_record(ticket, key, message_sid, account_sid)
-        self.sid_lookups.cancel(record.tracking_id)
-        self.store.add(record)
-        return record
+        return run(self._bind(ticket, message_sid, key, account_sid), self._stores)
 
     async def bind_async(
         self,
@@ -231,16 +225,18 @@ class FeedbackTracker:
         account_sid: str | None = None,
     ) -> Record:
         """Async twin of :meth:`bind`."""
-        if message_sid is None:
-            raise ValueError("message_sid is required")
-        record = self._new_record(ticket, key, message_sid, account_sid)
-        self.sid_lookups.cancel(record.tracking_id)
-        await self.astore.add(record)
-        return record
+        return await arun(self._bind(ticket, message_sid, key, account_sid), self._stores)
 
-    def _prepare_send(
-        self, body: str, link: str | None, key: str | None, account_sid: str | None
-    ) -> tuple[Record, str, str | None]:
+    def _send(
+        self,
+        to: str,
+        body: str,
+        from_: str | None,
+        link: str | None,
+        key: str | None,
+        account_sid: str | None,
+        params: dict[str, Any],
+    ) -> Flow[MessageInstance]:
         if link is not None and key is not None:
             raise ValueError("pass link= (a confirm URL) or key= (a code typed back), not both")
         if link is None and key is None:
@@ -255,16 +251,49 @@ class FeedbackTracker:
             ticket = self.ticket()
             link = ticket.link(link)
             body = body.replace(LINK_PLACEHOLDER, link)
-        return self._new_record(ticket, key, None, account_sid), body, link
+        record = self._new_record(ticket, key, None, account_sid)
+        if from_ is not None:
+            params["from_"] = from_
+        self.sid_lookups.cancel(record.tracking_id)  # a key sent again replaces its record
+        # The record exists before Twilio answers, so a click racing the send is kept.
+        yield StoreCall("add", (record,))
+        refused: list[bool] = []
 
-    @staticmethod
-    def _sids(record: Record, message: Any) -> tuple[str, str, str]:
-        """``(tracking_id, message_sid, account_sid)`` to attach once Twilio answered."""
-        account = str(message.account_sid or record.account_sid)
-        return record.tracking_id, str(message.sid), account
+        def create() -> MessageInstance:
+            try:
+                return self.api.send_message(to=to, body=body, account_sid=account_sid, **params)
+            except BaseException as exc:
+                refused.append(self.api.not_created(exc))  # in the thread that sent
+                raise
 
-    def _after_attach(self, bound: Record | None) -> None:
+        try:
+            message: MessageInstance = yield Blocking(create)
+        except BaseException:
+            if refused and refused[0]:
+                try:
+                    yield StoreCall("delete", (record.tracking_id,))
+                except StorageError:
+                    logger.warning(
+                        "could not remove record %s after a refused send", record.tracking_id
+                    )
+            else:
+                self._after_failed_send(record, to, body, link, params)
+            raise
+        sid, account = str(message.sid), str(message.account_sid or record.account_sid)
+        try:
+            bound = yield StoreCall("attach_sid", (record.tracking_id, sid, account))
+        except StorageError:
+            # The text is out: raising would make an app that retries send it twice. The
+            # SID is attached in the background once the store answers.
+            logger.warning(
+                "the message for %s was sent, but the store could not record its SID; "
+                "it is recorded in the background",
+                record.tracking_id,
+            )
+            self.sid_lookups.attach_later(record, sid, account)
+            return message
         _report_if_confirmed(self.reporter, bound)
+        return message
 
     def _after_failed_send(
         self, record: Record, to: str, text: str, link: str | None, params: dict[str, Any]
@@ -312,23 +341,10 @@ class FeedbackTracker:
         the record is kept, so the person's click counts, and the message's SID is looked
         up in the background (:class:`~twilio_feedback.lookups.SidLookups`) so the click
         can be reported. Sending again is the app's call: the person may get two texts.
+        A store that fails before the send raises :class:`~twilio_feedback.errors.StorageError`
+        (nothing was sent); once the text is out, a store failure never makes this raise.
         """
-        record, text, tracked_link = self._prepare_send(body, link, key, account_sid)
-        if from_ is not None:
-            params["from_"] = from_
-        self.sid_lookups.cancel(record.tracking_id)  # a key sent again replaces its record
-        # The record exists before Twilio answers, so a click racing the send is kept.
-        self.store.add(record)
-        try:
-            message = self.api.send_message(to=to, body=text, account_sid=account_sid, **params)
-        except BaseException as exc:
-            if self.api.not_created(exc):
-                self._forget(record.tracking_id)
-            else:
-                self._after_failed_send(record, to, text, tracked_link, params)
-            raise
-        self._after_attach(self.store.attach_sid(*self._sids(record, message)))
-        return message
+        return run(self._send(to, body, from_, link, key, account_sid, params), self._stores)
 
     async def send_async(
         self,
@@ -344,132 +360,29 @@ class FeedbackTracker:
         """Async twin of :meth:`send`; Twilio is called in a worker thread, the store
         through its async view. A cancelled call leaves the message's fate unknown: the
         record is kept and the SID looked up, as after a timeout."""
-        record, text, tracked_link = self._prepare_send(body, link, key, account_sid)
-        if from_ is not None:
-            params["from_"] = from_
-        self.sid_lookups.cancel(record.tracking_id)
-        await self.astore.add(record)
-        refused: list[bool] = []
-
-        def create() -> MessageInstance:
-            try:
-                return self.api.send_message(to=to, body=text, account_sid=account_sid, **params)
-            except BaseException as exc:
-                refused.append(self.api.not_created(exc))  # in the thread that sent
-                raise
-
-        try:
-            message = await asyncio.to_thread(create)
-        except BaseException:
-            if refused and refused[0]:
-                await self._forget_async(record.tracking_id)
-            else:
-                self._after_failed_send(record, to, text, tracked_link, params)
-            raise
-        self._after_attach(await self.astore.attach_sid(*self._sids(record, message)))
-        return message
-
-    def _forget(self, tracking_id: str) -> None:
-        try:
-            self.store.delete(tracking_id)
-        except Exception:
-            logger.warning("could not remove record %s after a refused send", tracking_id)
-
-    async def _forget_async(self, tracking_id: str) -> None:
-        try:
-            await self.astore.delete(tracking_id)
-        except Exception:
-            logger.warning("could not remove record %s after a refused send", tracking_id)
+        flow = self._send(to, body, from_, link, key, account_sid, params)
+        return await arun(flow, self._stores)
 
     # -- incoming ------------------------------------------------------------------
-
-    def _count(self, result: ConfirmResult) -> ConfirmResult:
-        with self._lock:
-            if result.status in self._counts:
-                self._counts[result.status] += 1
-        return result
-
-    def _verify(self, token: str) -> ConfirmResult | str:
-        try:
-            return self.signer.verify(token, self.settings.token_max_age).tracking_id
-        except ExpiredToken as exc:
-            logger.debug("confirm refused: expired token for %s", exc.payload)
-            return self._count(ConfirmResult("expired", tracking_id=str(exc.payload)))
-        except BadSignature as exc:
-            logger.debug("confirm refused: invalid token (%s)", exc.message)
-            return self._count(ConfirmResult("invalid", reason=exc.message))
-
-    def _confirm_args(self) -> tuple[float, dict[str, float]]:
-        now = time.time()
-        return now, _confirm_kwargs(self.settings, now, now)
-
-    def _decide(
-        self, tracking_id: str, won: bool, record: Record | None, now: float
-    ) -> ConfirmResult:
-        if won:
-            assert record is not None
-            if record.message_sid is not None:
-                self.reporter.submit(record)
-            return self._count(ConfirmResult("confirmed", tracking_id, record.message_sid))
-        if record is None:
-            logger.debug("confirm refused: no record for %s", tracking_id)
-            return self._count(ConfirmResult("unknown", tracking_id, reason="no such record"))
-        if record.state is State.PENDING and record.expires_at <= now:
-            return self._count(ConfirmResult("expired", tracking_id, record.message_sid))
-        return self._count(ConfirmResult("duplicate", tracking_id, record.message_sid))
-
-    def _store_error(self, tracking_id: str, exc: Exception, now: float) -> ConfirmResult:
-        # Only verified confirmations get here (a genuine token, or a key the app
-        # vouches for): keeping them cannot be abused to confirm anything.
-        if self._deferred.add(tracking_id, now):
-            logger.debug(
-                "store unavailable (%s): confirmation of %s deferred",
-                type(exc).__name__,
-                tracking_id,
-            )
-            return self._count(
-                ConfirmResult("deferred", tracking_id, reason="store unavailable; kept in memory")
-            )
-        return self._count(ConfirmResult("error", tracking_id, reason="store unavailable"))
 
     def confirm_tracking_id(self, tracking_id: str) -> ConfirmResult:
         """Confirm by tracking id (already verified); one atomic store operation. When the
         store fails, the confirmation is kept in memory and applied once it answers
         (``deferred``), or, with the buffer full, refused (``error``)."""
-        now, args = self._confirm_args()
-        try:
-            won, record = self.store.confirm(tracking_id, **args)
-        except Exception as exc:
-            return self._store_error(tracking_id, exc, now)
-        return self._decide(tracking_id, won, record, now)
+        return run(self.confirmer.flow(tracking_id), self._stores)
 
     async def confirm_tracking_id_async(self, tracking_id: str) -> ConfirmResult:
         """Async twin of :meth:`confirm_tracking_id`."""
-        now, args = self._confirm_args()
-        try:
-            won, record = await self.astore.confirm(tracking_id, **args)
-        except Exception as exc:
-            return self._store_error(tracking_id, exc, now)
-        return self._decide(tracking_id, won, record, now)
+        return await arun(self.confirmer.flow(tracking_id), self._stores)
 
     def confirm_token(self, token: str | None) -> ConfirmResult:
         """Confirm the message behind a link's token. Never raises for bad input:
         forged, tampered, malformed and expired tokens are refused before any store I/O."""
-        if not token:
-            return self._count(ConfirmResult("invalid", reason="no token"))
-        verified = self._verify(token)
-        if isinstance(verified, ConfirmResult):
-            return verified
-        return self.confirm_tracking_id(verified)
+        return self.confirmer.confirm_token(token)
 
     async def confirm_token_async(self, token: str | None) -> ConfirmResult:
         """Async twin of :meth:`confirm_token`."""
-        if not token:
-            return self._count(ConfirmResult("invalid", reason="no token"))
-        verified = self._verify(token)
-        if isinstance(verified, ConfirmResult):
-            return verified
-        return await self.confirm_tracking_id_async(verified)
+        return await self.confirmer.confirm_token_async(token)
 
     def confirm(self, *, key: str) -> ConfirmResult:
         """Confirm the message tracked under ``key`` (the code the user typed checked out)."""
@@ -491,9 +404,7 @@ class FeedbackTracker:
         ``pending``: queued, in flight or waiting for a retry); and the SID lookups' after
         ambiguous send failures (``lookup_found``, ``lookup_given_up``, ``lookup_dropped``,
         ``lookup_pending``)."""
-        with self._lock:
-            counts = dict(self._counts)
-        counts.update(self._deferred.stats())
+        counts = self.confirmer.stats()
         counts.update(self.reporter.stats())
         counts.update({f"lookup_{k}": v for k, v in self.sid_lookups.stats().items()})
         return counts
@@ -516,18 +427,13 @@ class FeedbackTracker:
                 return 0
             self._closed = True
         self._finalizer.detach()
-        _open_trackers.discard(self)
-        pending = _stop(self.reporter, self._deferred, self.sid_lookups, timeout)
+        self._forget_at_exit()
+        pending = _stop(self.reporter, self.confirmer, self.sid_lookups, timeout)
         try:
             self.store.close()
-        except Exception as exc:
-            logger.warning("closing the store failed: %s", type(exc).__name__)
+        except StorageError:
+            pass  # logged by the boundary
         return pending
-
-    def _after_fork(self) -> None:
-        # The parent's lock may have been held mid-confirm; counters are per process.
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(self._counts, 0)
 
     def _close_at_exit(self, timeout: float) -> None:
         if os.getpid() == self._pid:
@@ -535,12 +441,14 @@ class FeedbackTracker:
         else:
             # A forked child: flush its reports, but leave the store (whose connections
             # it may share with the parent) to the parent.
-            _stop(self.reporter, self._deferred, self.sid_lookups, timeout)
+            _stop(self.reporter, self.confirmer, self.sid_lookups, timeout)
 
     async def aclose(self, timeout: float | None = 5.0) -> int:
         """Async twin of :meth:`close`."""
-        if self._astore is not None:
-            await self._astore.aclose()
+        try:
+            await self._stores.aclose()
+        except StorageError:
+            pass  # logged by the boundary
         return await asyncio.to_thread(self.close, timeout)
 
     def __enter__(self) -> FeedbackTracker:
@@ -556,36 +464,9 @@ class FeedbackTracker:
         await self.aclose()
 
 
-def _confirm_kwargs(s: Settings, confirmed_at: float, now: float) -> dict[str, float]:
-    """Arguments of :meth:`Store.confirm` for a confirmation made at ``confirmed_at`` and
-    applied at ``now`` (later, for one deferred during a store outage)."""
-    return {
-        "now": confirmed_at,
-        "lease_until": now + s.lease_seconds,
-        "keep_until": now + s.retry_window + s.lease_seconds + s.clock_skew,
-    }
-
-
-def _apply_deferred(
-    settings: Settings, store: Store, reporter: Reporter, tracking_id: str, confirmed_at: float
-) -> None:
-    """Apply a confirmation deferred during a store outage: the same atomic confirm, as of
-    the moment the person acted (a link that expired since still counts); raises while the
-    store still fails."""
-    won, record = store.confirm(tracking_id, **_confirm_kwargs(settings, confirmed_at, time.time()))
-    if won:
-        assert record is not None
-        logger.debug("deferred confirmation of %s applied", tracking_id)
-        if record.message_sid is not None:
-            reporter.submit(record)
-    else:
-        found = "no record" if record is None else f"a {record.state} record"
-        logger.debug("deferred confirmation of %s found %s: nothing to do", tracking_id, found)
-
-
 def _stop(
     reporter: Reporter,
-    deferred: DeferredConfirmations,
+    confirmer: Confirmer,
     lookups: SidLookups,
     timeout: float | None = 0.0,
 ) -> int:
@@ -594,13 +475,10 @@ def _stop(
     reports left."""
     started = time.monotonic()
     lookups.close(1.0 if timeout is None else min(1.0, timeout))
-    deferred.close(timeout)
+    confirmer.deferred.close(timeout)
     if timeout is not None:
         timeout = max(0.0, timeout - (time.monotonic() - started))
     return reporter.close(timeout)
-
-
-_open_trackers: weakref.WeakSet[FeedbackTracker] = weakref.WeakSet()
 
 
 def _report_if_confirmed(reporter: Reporter, bound: Record | None) -> None:
@@ -608,22 +486,3 @@ def _report_if_confirmed(reporter: Reporter, bound: Record | None) -> None:
     # SID is known, report it.
     if bound is not None and bound.state is State.CONFIRMED:
         reporter.submit(bound)
-
-
-def _trackers_after_fork() -> None:
-    for tracker in list(_open_trackers):
-        tracker._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_trackers_after_fork)
-
-
-@atexit.register
-def _close_open_trackers() -> None:
-    deadline = time.monotonic() + EXIT_FLUSH_TIMEOUT
-    for tracker in list(_open_trackers):
-        try:
-            tracker._close_at_exit(max(0.0, deadline - time.monotonic()))
-        except Exception:
-            logger.exception("closing %r at exit failed", tracker)

@@ -36,6 +36,7 @@ from twilio.rest import Client
 from urllib3.exceptions import InvalidHeader
 
 from .errors import FeedbackError
+from .settings import DEFAULT_API_BASE_URL
 
 if TYPE_CHECKING:
     from twilio.rest.api.v2010.account.message import MessageInstance
@@ -54,7 +55,6 @@ __all__ = [
 logger = logging.getLogger("twilio_feedback.twilio")
 
 _RETRYABLE_STATUSES = frozenset({408, 425, 429})
-DEFAULT_BASE_URL = "https://api.twilio.com"
 _NO_ENVIRONMENT = {"TWILIO_FEEDBACK_ISOLATED": "1"}
 
 MAX_RESPONSE_BYTES = 1 << 20
@@ -220,8 +220,6 @@ def classify(exc: BaseException, headers: Any = None, status: int | None = None)
     (401, 403) are retryable; other 4xx are permanent and keep Twilio's error code and
     message. Nothing secret is copied into the message.
     """
-    if isinstance(exc, FeedbackError):
-        return exc
     if status is None and isinstance(exc, TwilioException):
         found = getattr(exc, "status", None)
         status = found if isinstance(found, int) else None
@@ -275,7 +273,7 @@ class TwilioAPI:
             # and rewrites the host with them. That is right for api.twilio.com, and wrong
             # for any other base URL (it turns 127.0.0.1 into 127.sydney.0.0.1): there, hand
             # it a mapping that is not empty (an empty one would fall back to os.environ).
-            environment = None if s.api_base_url == DEFAULT_BASE_URL else _NO_ENVIRONMENT
+            environment = None if s.api_base_url == DEFAULT_API_BASE_URL else _NO_ENVIRONMENT
             if s.api_key_sid:
                 client = Client(
                     s.api_key_sid,

@@ -1,0 +1,107 @@
+"""One implementation for every sync/async pair: flows, and the two drivers that run them.
+
+A flow is a generator that does the work of one operation (``send``, ``bind``, a
+confirmation) and *yields* each piece of I/O it needs as a step: :class:`StoreCall` (an
+operation of the store) or :class:`Blocking` (a call that blocks, such as one to Twilio).
+The result comes back at the ``yield``; a failure is raised there. :func:`run` performs the
+steps in the calling thread; :func:`arun` awaits the store's async twin and runs blocking
+calls in a worker thread, so the event loop never waits on I/O. ``send`` and
+``send_async`` are then the same code under two drivers: they cannot drift apart (the
+parity httpcore gets by generating its sync code from its async code, by construction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypeVar
+
+if TYPE_CHECKING:
+    from .stores.base import AsyncStore, Store
+
+__all__ = ["Blocking", "Flow", "Step", "StoreCall", "Stores", "arun", "run"]
+
+T = TypeVar("T")
+
+
+class StoreCall(NamedTuple):
+    """Call the store's ``name`` operation (its async twin's, under :func:`arun`)."""
+
+    name: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = {}
+
+
+class Blocking(NamedTuple):
+    """Call ``fn()``; under :func:`arun`, in a worker thread."""
+
+    fn: Callable[[], Any]
+
+
+Step: TypeAlias = "StoreCall | Blocking"
+Flow: TypeAlias = "Generator[Step, Any, T]"
+"""A flow: yields steps, receives their results, returns its own."""
+
+
+class Stores:
+    """A store and its async view, made on first use (one per tracker: native twins hold
+    connections bound to the event loop that made them)."""
+
+    def __init__(self, store: Store) -> None:
+        self.sync = store
+        self._async: AsyncStore | None = None
+
+    @property
+    def async_(self) -> AsyncStore:
+        """The async view (the store's own ``as_async()``, or a thread offload)."""
+        if self._async is None:
+            from .stores.base import as_async_store
+
+            self._async = as_async_store(self.sync)
+        return self._async
+
+    async def aclose(self) -> None:
+        """Close the async view, if one was made."""
+        if self._async is not None:
+            await self._async.aclose()
+
+
+def run(flow: Flow[T], stores: Stores) -> T:
+    """Run ``flow`` in this thread."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = flow.send(value) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        value, error = None, None
+        try:
+            if isinstance(step, StoreCall):
+                value = getattr(stores.sync, step.name)(*step.args, **step.kwargs)
+            else:
+                value = step.fn()
+        except BaseException as exc:  # handed to the flow, which decides
+            error = exc
+
+
+async def arun(flow: Flow[T], stores: Stores) -> T:
+    """Run ``flow`` on the event loop: store I/O through the async view, blocking calls
+    in a worker thread."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = flow.send(value) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        value, error = None, None
+        try:
+            if isinstance(step, StoreCall):
+                value = await getattr(stores.async_, step.name)(*step.args, **step.kwargs)
+            else:
+                value = await asyncio.to_thread(step.fn)
+        except BaseException as exc:  # handed to the flow, which decides
+            error = exc
