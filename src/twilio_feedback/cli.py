@@ -31,7 +31,6 @@ from .settings import redact_text, redact_url, safe_excerpt
 if TYPE_CHECKING:
     from .settings import Settings
     from .stores.base import AdminStore, Store
-    from .tracker import FeedbackTracker
 
 __all__ = ["Progress", "main"]
 

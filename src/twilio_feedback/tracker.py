@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import logging
@@ -429,10 +430,8 @@ class FeedbackTracker:
         self._finalizer.detach()
         self._forget_at_exit()
         pending = _stop(self.reporter, self.confirmer, self.sid_lookups, timeout)
-        try:
+        with contextlib.suppress(StorageError):  # logged by the boundary
             self.store.close()
-        except StorageError:
-            pass  # logged by the boundary
         return pending
 
     def _close_at_exit(self, timeout: float) -> None:
@@ -445,10 +444,8 @@ class FeedbackTracker:
 
     async def aclose(self, timeout: float | None = 5.0) -> int:
         """Async twin of :meth:`close`."""
-        try:
+        with contextlib.suppress(StorageError):  # logged by the boundary
             await self._stores.aclose()
-        except StorageError:
-            pass  # logged by the boundary
         return await asyncio.to_thread(self.close, timeout)
 
     def __enter__(self) -> FeedbackTracker:
