@@ -307,3 +307,29 @@ def test_expiry_boundary(offset: float) -> None:
     if offset:
         with pytest.raises(ExpiredToken):
             signer.verify(token, max_age=60)
+
+
+def test_a_second_format_verifies_beside_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    import twilio_feedback.tokens as tokens
+
+    signer = TokenSigner(KEY_A)
+    _, old = signer.issue()
+    wider = tokens.TokenFormat(version=2, id_bytes=12, mac_bytes=13)
+    assert wider.length == 40
+    formats = {**tokens.FORMATS, 2: wider}
+    monkeypatch.setattr(tokens, "FORMATS", formats)
+    monkeypatch.setattr(tokens, "_CURRENT", wider)
+    monkeypatch.setattr(tokens, "_HEADERS", {v: f.header for v, f in formats.items()})
+    monkeypatch.setattr(tokens, "_LENGTHS", frozenset(f.length for f in formats.values()))
+    tracking_id, new = signer.issue()
+    assert len(new) == 40
+    assert signer.verify(new, 60).tracking_id == tracking_id
+    assert signer.verify(old, 60).tracking_id  # links already sent still count
+    forged = new[:-1] + ("A" if new[-1] != "A" else "B")
+    with pytest.raises(InvalidToken):
+        signer.verify(forged, 60)
+    # A version byte that says 2 on a token of format 1's length is refused.
+    raw = bytearray(base64.urlsafe_b64decode(old))
+    raw[0] = 2
+    with pytest.raises(InvalidToken, match="version"):
+        signer.verify(base64.urlsafe_b64encode(bytes(raw)).decode(), 60)

@@ -13,6 +13,7 @@ confirmation kept in memory, a retry) without logging it again.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,7 +55,10 @@ class _Failures(ProcessLocal):
             backend=self.backend,
             operation=operation,
         )
-        logger.debug("store %s.%s() failed", self.backend, operation, exc_info=exc)
+        if logger.isEnabledFor(logging.DEBUG):
+            # Formatted here, so that a URL with a password in a driver's message is masked.
+            trace = redact_text("".join(traceback.format_exception(exc)))
+            logger.debug("store %s.%s() failed:\n%s", self.backend, operation, trace)
         throttle = self._throttles.get(operation)
         if throttle is None:
             throttle = self._throttles.setdefault(operation, Throttle(LOG_EVERY))
