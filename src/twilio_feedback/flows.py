@@ -66,24 +66,38 @@ class Stores:
             await self._async.aclose()
 
 
+class _Finished(Exception):
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _resume(flow: Flow[Any], value: Any, error: BaseException | None) -> Step:
+    """The flow's next step, given the last one's result or failure; raises
+    :class:`_Finished` with the flow's own result when it returns."""
+    try:
+        return flow.send(value) if error is None else flow.throw(error)
+    except StopIteration as stop:
+        raise _Finished(stop.value) from None
+
+
 def run(flow: Flow[T], stores: Stores) -> T:
     """Run ``flow`` in this thread."""
     value: Any = None
     error: BaseException | None = None
-    while True:
-        try:
-            step = flow.send(value) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        value, error = None, None
-        try:
-            if isinstance(step, StoreCall):
-                value = getattr(stores.sync, step.name)(*step.args, **step.kwargs)
-            else:
-                value = step.fn()
-        except BaseException as exc:  # handed to the flow, which decides
-            error = exc
+    try:
+        while True:
+            step = _resume(flow, value, error)
+            value, error = None, None
+            try:
+                if isinstance(step, StoreCall):
+                    value = getattr(stores.sync, step.name)(*step.args, **step.kwargs)
+                else:
+                    value = step.fn()
+            except BaseException as exc:  # handed to the flow, which decides
+                error = exc
+    except _Finished as finished:
+        result: T = finished.value
+        return result
 
 
 async def arun(flow: Flow[T], stores: Stores) -> T:
@@ -91,17 +105,17 @@ async def arun(flow: Flow[T], stores: Stores) -> T:
     in a worker thread."""
     value: Any = None
     error: BaseException | None = None
-    while True:
-        try:
-            step = flow.send(value) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        value, error = None, None
-        try:
-            if isinstance(step, StoreCall):
-                value = await getattr(stores.async_, step.name)(*step.args, **step.kwargs)
-            else:
-                value = await asyncio.to_thread(step.fn)
-        except BaseException as exc:  # handed to the flow, which decides
-            error = exc
+    try:
+        while True:
+            step = _resume(flow, value, error)
+            value, error = None, None
+            try:
+                if isinstance(step, StoreCall):
+                    value = await getattr(stores.async_, step.name)(*step.args, **step.kwargs)
+                else:
+                    value = await asyncio.to_thread(step.fn)
+            except BaseException as exc:  # handed to the flow, which decides
+                error = exc
+    except _Finished as finished:
+        result: T = finished.value
+        return result
