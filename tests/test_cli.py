@@ -129,6 +129,32 @@ def test_drain_reports_every_unreported_confirmation(
     assert store.counts() == {"pending": 1, "confirmed": 0, "reported": 150, "failed": 0}
 
 
+def test_an_apps_own_settings_drive_the_commands(
+    store: SQLStore, url: str, fake_twilio: FakeTwilio, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What framework commands do: no environment at all, the app's settings instead."""
+    from twilio_feedback import Settings
+
+    sids = fake_twilio.add_messages(3)
+    confirmed(store, sids)
+    settings = Settings(
+        account_sid=fake_twilio.account_sid,
+        auth_token=fake_twilio.auth_token,
+        secret_key="s" * 32,
+        store=url,
+        api_base_url=fake_twilio.base_url,
+    )
+    assert main(["status"], settings=settings, prog="manage.py twilio_feedback") == 0
+    assert "confirmed         3" in capsys.readouterr().out
+    assert main(["drain", "--quiet"], settings=settings) == 0
+    assert "3 reported, 0 failed" in capsys.readouterr().out
+    assert sorted(p.message_sid for p in fake_twilio.feedback) == sorted(sids)
+    # The app's own Store instance works too, and is left open for the app.
+    assert main(["status", "--json"], settings=settings.replace(store=store)) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["reported"] == 3
+    assert store.counts()["reported"] == 3
+
+
 def test_drain_with_nothing_to_do(
     store: SQLStore, url: str, twilio_env: FakeTwilio, capsys: pytest.CaptureFixture[str]
 ) -> None:

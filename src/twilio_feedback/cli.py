@@ -5,6 +5,9 @@
 chance, ``purge`` deletes expired records. Every store command takes ``--store URL``
 (default: ``TWILIO_FEEDBACK_STORE``). Exit codes: 0 done, 1 the work did not complete (a
 store that cannot be reached, reports left undelivered), 2 a usage or configuration error.
+
+Framework integrations (``manage.py twilio_feedback``, ``flask twilio-feedback``) run the
+same commands with :func:`main`'s ``settings=``: the app's own settings, store included.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
@@ -47,14 +51,28 @@ class StoreFailure(Exception):
     """The store could not do what was asked: exit code 1."""
 
 
+@dataclass(frozen=True)
+class _Source:
+    """Where a command's store and settings come from: a store URL (``--store`` or the
+    environment), or an app's settings handed in by a framework integration."""
+
+    url: str  # shown (redacted) in messages; "" for a Store instance
+    settings: Settings | None = None
+    store: Store | None = None  # the app's own Store instance, never closed here
+
+    @property
+    def shown(self) -> str:
+        return redact_url(self.url) if self.url else repr(self.store)
+
+
 # -- the parser ------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description="Close Twilio's Message Feedback loop: the demo, and store operations.",
         epilog=f"Store commands read the store URL from --store or ${STORE_ENV}.",
     )
@@ -161,9 +179,16 @@ def _positive_float(text: str) -> float:
 # -- entry point -----------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``twilio-feedback`` console script; returns the exit code."""
-    parser = _parser()
+def main(
+    argv: Sequence[str] | None = None, *, settings: Settings | None = None, prog: str = PROG
+) -> int:
+    """Entry point of the ``twilio-feedback`` console script; returns the exit code.
+
+    ``settings`` are an app's own (a framework integration's command passes them): the
+    store and the Twilio credentials come from there, unless ``--store`` names another
+    store. ``prog`` is the command's name in help and messages.
+    """
+    parser = _parser(prog)
     args, extra = parser.parse_known_args(argv)
     if args.command == "demo":
         return _demo(extra)
@@ -171,15 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     url = ""
     try:
-        url = _store_url(args.store)
+        source = _source(args.store, settings)
+        url = source.url
         with _logging(args.debug, url):
             if args.command == "status":
-                return _status(args, url)
+                return _status(args, source)
             if args.command == "drain":
-                return _drain(args, url)
+                return _drain(args, source)
             if args.command == "retry-failed":
-                return _retry_failed(args, url)
-            return _purge(url)
+                return _retry_failed(args, source)
+            return _purge(source)
     except StoreFailure as exc:
         return _fail(args, url, str(exc), 1)
     except StorageError as exc:
@@ -251,6 +277,14 @@ def _demo(argv: list[str]) -> int:
 # -- opening the store -------------------------------------------------------------------
 
 
+def _source(given: str | None, settings: Settings | None) -> _Source:
+    if settings is not None and not given:
+        if not isinstance(settings.store, str):
+            return _Source("", settings, settings.store)
+        given = settings.store
+    return _Source(_store_url(given), settings)
+
+
 def _store_url(given: str | None) -> str:
     url = given or os.environ.get(STORE_ENV, "")
     if not url:
@@ -286,11 +320,14 @@ def _failures(url: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _opened(url: str) -> Iterator[Store]:
+def _opened(source: _Source) -> Iterator[Store]:
     from .stores.base import store_from_url
 
-    with _failures(url):
-        store = store_from_url(url)
+    with _failures(source.url):
+        if source.store is not None:
+            yield source.store
+            return
+        store = store_from_url(source.url)
         try:
             yield store
         finally:
@@ -298,33 +335,36 @@ def _opened(url: str) -> Iterator[Store]:
                 store.close()
 
 
-def _admin(store: Store, url: str, what: str) -> AdminStore:
+def _admin(store: Store, source: _Source, what: str) -> AdminStore:
     from .stores.base import AdminStore
 
     if not isinstance(store, AdminStore):
         raise UsageError(
-            f"the store at {redact_url(url)} ({type(store).__name__}) cannot {what}: it does "
+            f"the store at {source.shown} ({type(store).__name__}) cannot {what}: it does "
             "not implement list_records() and requeue_failed() (AdminStore)"
         )
     return store
 
 
-def _settings(url: str) -> Settings:
+def _settings(source: _Source) -> Settings:
     from .settings import Settings
 
-    overrides: dict[str, Any] = {"store": url}
+    store: str | Store = source.store if source.store is not None else source.url
+    if source.settings is not None:
+        return source.settings.replace(store=store)
+    overrides: dict[str, Any] = {"store": store}
     if not os.environ.get(SECRET_ENV):
         # Delivering reports signs nothing: a throwaway key satisfies the settings' check.
         overrides["secret_key"] = secrets.token_urlsafe(32)
     return Settings.from_env(**overrides)
 
 
-def _keep_seconds(url: str) -> float:
+def _keep_seconds(source: _Source) -> float:
     """How long a re-queued record must live, as the app's settings say."""
     from .settings import Settings, keep_seconds
 
     try:
-        return _settings(url).keep_seconds
+        return _settings(source).keep_seconds
     except ConfigurationError:  # no credentials here: the defaults, as an app has them
         fields: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Settings)}
         return keep_seconds(fields["retry_window"], fields["lease_seconds"], fields["clock_skew"])
@@ -339,16 +379,16 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _status(args: argparse.Namespace, url: str) -> int:
+def _status(args: argparse.Namespace, source: _Source) -> int:
     failed: list[Record] | None = None
-    with _opened(url) as store:
+    with _opened(source) as store:
         counts = store.counts()
         if args.failed:
-            failed = _admin(store, url, "list failed records").list_records(
+            failed = _admin(store, source, "list failed records").list_records(
                 State.FAILED, limit=args.failed
             )
     if args.json:
-        data: dict[str, Any] = {"store": redact_url(url), "counts": counts}
+        data: dict[str, Any] = {"store": source.shown, "counts": counts}
         if failed is not None:
             data["failed"] = [record.to_dict() for record in failed]
         print(json.dumps(data, indent=2))
@@ -359,7 +399,7 @@ def _status(args: argparse.Namespace, url: str) -> int:
         "reported": "Twilio accepted the feedback",
         "failed": "Twilio refused it for good",
     }
-    print(f"store      {redact_url(url)}")
+    print(f"store      {source.shown}")
     for state, count in counts.items():
         print(f"{state:<10} {count:>8}  {notes.get(state, '')}".rstrip())
     if failed is not None:
@@ -410,12 +450,12 @@ class Progress:
         self.out.flush()
 
 
-def _drain(args: argparse.Namespace, url: str) -> int:
+def _drain(args: argparse.Namespace, source: _Source) -> int:
     from .tracker import FeedbackTracker
 
-    settings = _settings(url)
+    settings = _settings(source)
     progress = Progress(sys.stderr, enabled=not args.quiet)
-    with _failures(url):
+    with _failures(source.url):
         tracker = FeedbackTracker(settings)
         try:
             tracker.reporter.drain(args.timeout, progress.update)
@@ -428,7 +468,7 @@ def _drain(args: argparse.Namespace, url: str) -> int:
         total = max(stats["swept"], reported + failed)
         progress.update(reported + failed, total, failed, final=True)
         left = total - reported - failed
-        with _opened(url) as store:
+        with _opened(source) as store:
             remaining = store.counts().get(State.CONFIRMED.value, 0)
     print(f"{reported} reported, {failed} failed, {left} left undelivered")
     if failed:
@@ -444,22 +484,22 @@ def _drain(args: argparse.Namespace, url: str) -> int:
 # -- retry-failed and purge ------------------------------------------------------------------
 
 
-def _retry_failed(args: argparse.Namespace, url: str) -> int:
-    keep = _keep_seconds(url)
-    with _opened(url) as store:
-        admin = _admin(store, url, "re-queue failed records")
+def _retry_failed(args: argparse.Namespace, source: _Source) -> int:
+    keep = _keep_seconds(source)
+    with _opened(source) as store:
+        admin = _admin(store, source, "re-queue failed records")
         now = time.time()
         count = admin.requeue_failed(now=now, keep_until=now + keep)
     print(f"re-queued {count} failed record(s) as confirmed")
     if args.drain:
-        return _drain(args, url)
+        return _drain(args, source)
     if count:
         print(f"a running app's outbox sweep reports them, or now: {PROG} drain")
     return 0
 
 
-def _purge(url: str) -> int:
-    with _opened(url) as store:
+def _purge(source: _Source) -> int:
+    with _opened(source) as store:
         count = store.purge(now=time.time())
     print(f"purged {count} expired record(s)")
     return 0
