@@ -10,8 +10,8 @@ SCAN the keys.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 from ..errors import ConfigurationError, MissingDependencyError
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncRedisStore", "RedisStore", "check_prefix", "glob_escape"]
 
+_T = TypeVar("_T")
 _INT_FIELDS = {"attempts", "error_code"}
 _FLOAT_FIELDS = {"expires_at", "created_at", "confirmed_at", "lease_until"}
 _BATCH = 500
@@ -528,47 +529,69 @@ class AsyncRedisStore:
                 socket_connect_timeout=store.connect_timeout,
             )
             self._owns_client = True
+        self._connection_error: type[Exception] = redis.exceptions.ConnectionError
         self._confirm = self.client.register_script(_CONFIRM)
         self._update_script = self.client.register_script(_UPDATE)
 
+    async def _run(self, operation: Callable[[], Awaitable[_T]]) -> _T:
+        try:
+            return await operation()
+        except self._connection_error:
+            # After a Redis restart, redis.asyncio hands out the pooled connections the
+            # server closed, and each fails its next command: its pool check is skipped
+            # while maintenance notifications are "auto" (redis-py's default), and cannot
+            # see an EOF the event loop has not read yet. The sync client reconnects by
+            # itself. Drop the idle connections and try once more on fresh ones: every
+            # operation here can be repeated (a confirm that did run the first time finds
+            # its record confirmed, a duplicate, and the sweep reports it).
+            await self.client.connection_pool.disconnect(inuse_connections=False)
+            return await operation()
+
     async def add(self, record: Record) -> None:
-        """See :meth:`Store.add`."""
-        async with self.client.pipeline(transaction=True) as pipe:
-            _queue_add(pipe, self.store, record)
-            await pipe.execute()
+        """See :meth:`Store.add`: one ``MULTI`` round trip."""
+
+        async def add() -> None:
+            async with self.client.pipeline(transaction=True) as pipe:
+                _queue_add(pipe, self.store, record)
+                await pipe.execute()
+
+        await self._run(add)
 
     async def get(self, tracking_id: str) -> Record | None:
         """See :meth:`Store.get`."""
-        reply = await self.client.execute_command(  # type: ignore[no-untyped-call]
-            "HGETALL", self.store.key(tracking_id)
+        key = self.store.key(tracking_id)
+        return _decode(
+            await self._run(
+                lambda: self.client.execute_command("HGETALL", key)  # type: ignore[no-untyped-call]
+            )
         )
-        return _decode(reply)
 
     async def attach_sid(
         self, tracking_id: str, message_sid: str, account_sid: str
     ) -> Record | None:
-        """See :meth:`Store.attach_sid`."""
-        reply = await self._update_script(
-            keys=[self.store.key(tracking_id), self.store.outbox],
-            args=[tracking_id, "keep", "message_sid", message_sid, "account_sid", account_sid],
-        )
-        return _decode(reply)
+        """See :meth:`Store.attach_sid`: one round trip."""
+        keys = [self.store.key(tracking_id), self.store.outbox]
+        args = [tracking_id, "keep", "message_sid", message_sid, "account_sid", account_sid]
+        return _decode(await self._run(lambda: self._update_script(keys=keys, args=args)))
 
     async def delete(self, tracking_id: str) -> None:
-        """See :meth:`Store.delete`."""
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(self.store.key(tracking_id))
-            pipe.zrem(self.store.outbox, tracking_id)
-            await pipe.execute()
+        """See :meth:`Store.delete`: one ``MULTI`` round trip."""
+
+        async def delete() -> None:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(self.store.key(tracking_id))
+                pipe.zrem(self.store.outbox, tracking_id)
+                await pipe.execute()
+
+        await self._run(delete)
 
     async def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
     ) -> tuple[bool, Record | None]:
         """See :meth:`Store.confirm`: one round trip."""
-        reply = await self._confirm(
-            keys=[self.store.key(tracking_id), self.store.outbox],
-            args=[repr(now), repr(lease_until), repr(keep_until), tracking_id],
-        )
+        keys = [self.store.key(tracking_id), self.store.outbox]
+        args = [repr(now), repr(lease_until), repr(keep_until), tracking_id]
+        reply = await self._run(lambda: self._confirm(keys=keys, args=args))
         return bool(reply[0]), _decode(reply[1]) if len(reply) > 1 else None
 
     async def aclose(self) -> None:
