@@ -142,6 +142,17 @@ def test_in_memory_sqlite_is_refused() -> None:
             SQLStore(url)
 
 
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "mssql+pymssql://u@h/db", "oracle://h/db"])
+def test_other_dialects_are_refused_at_construction(url: str) -> None:
+    # The store's statements (upserts, UPDATE ... RETURNING, row values) are SQLite's and
+    # PostgreSQL's: another database must be refused before a request reaches it.
+    with pytest.raises(ConfigurationError, match=r"SQLite and PostgreSQL only.*sqlite:///"):
+        SQLStore(url)
+    engine = sa.create_mock_engine(url, executor=lambda *args, **kwargs: None)
+    with pytest.raises(ConfigurationError, match=r"SQLite and PostgreSQL only"):
+        SQLStore(engine)  # type: ignore[arg-type]
+
+
 def test_postgres_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[dict[str, Any]] = []
     real = sa.create_engine

@@ -22,7 +22,7 @@ from .base import ThreadedAsyncStore
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine, Table
 
-__all__ = ["SCHEMA_VERSION", "SQLStore", "normalize_url"]
+__all__ = ["DIALECTS", "SCHEMA_VERSION", "SQLStore", "normalize_url"]
 
 SCHEMA_VERSION = 1
 """Version of the table layout, kept in ``<table>_meta``; a newer one is refused."""
@@ -110,6 +110,7 @@ class SQLStore:
         self._sa = sa
         if isinstance(url_or_engine, str):
             url = sa.engine.make_url(normalize_url(url_or_engine))
+            _check_dialect(url.get_backend_name())
             table = url.query.get("table", table)
             url = url.difference_update_query(["table"])
             self.engine: Engine = _create_engine(
@@ -117,6 +118,7 @@ class SQLStore:
             )
             self._owns_engine = True
         else:
+            _check_dialect(url_or_engine.dialect.name)
             self.engine = url_or_engine
             self._owns_engine = False
         self.dialect = self.engine.dialect.name
@@ -179,12 +181,8 @@ class SQLStore:
             # PostgreSQL: another process created them between our check and our CREATE.
             self._create_tables()
         with self.engine.begin() as conn:
-            insert = self._dialect_insert(self.meta)
             values = {"key": "schema_version", "value": str(SCHEMA_VERSION)}
-            if insert is not None:
-                conn.execute(insert.values(values).on_conflict_do_nothing())
-            elif conn.execute(sa.select(self.meta.c.value)).first() is None:  # pragma: no cover
-                conn.execute(self.meta.insert().values(values))
+            conn.execute(self._insert(self.meta).values(values).on_conflict_do_nothing())
             found = conn.execute(
                 sa.select(self.meta.c.value).where(self.meta.c.key == "schema_version")
             ).scalar()
@@ -223,16 +221,15 @@ class SQLStore:
             if not self._created:
                 self.create()
 
-    def _dialect_insert(self, table: Table) -> Any:
+    def _insert(self, table: Table) -> Any:
+        """An ``INSERT`` that can say ``ON CONFLICT`` (both dialects spell it alike)."""
         if self.dialect == "postgresql":
             from sqlalchemy.dialects import postgresql
 
             return postgresql.insert(table)
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects import sqlite
+        from sqlalchemy.dialects import sqlite
 
-            return sqlite.insert(table)
-        return None  # pragma: no cover
+        return sqlite.insert(table)
 
     def _statements(self, sa: Any) -> dict[str, Any]:
         t = self.table
@@ -351,19 +348,7 @@ class SQLStore:
         """See :meth:`Store.add`: one upsert."""
         values = record.to_dict()
         values["error_message"] = _message(values["error_message"])
-        insert = self._dialect_insert(self.table)
-        if insert is None:  # pragma: no cover - other dialects
-            t = self.table
-
-            def replace(conn: Connection) -> None:
-                conn.execute(t.delete().where(t.c.tracking_id == record.tracking_id))
-                conn.execute(t.insert().values(values))
-
-            self._ensure_created()
-            with self.engine.begin() as conn:
-                replace(conn)
-            return
-        statement = insert.values(values)
+        statement = self._insert(self.table).values(values)
         statement = statement.on_conflict_do_update(
             index_elements=[self.table.c.tracking_id],
             set_={k: statement.excluded[k] for k in values if k != "tracking_id"},
@@ -519,6 +504,20 @@ class SQLStore:
         without needing greenlet or aiosqlite.
         """
         return ThreadedAsyncStore(self)
+
+
+DIALECTS = ("sqlite", "postgresql")
+"""The databases the SQL store runs on: its statements are theirs (``ON CONFLICT`` upserts,
+``UPDATE ... RETURNING``, row values, and on PostgreSQL ``FOR UPDATE SKIP LOCKED``)."""
+
+
+def _check_dialect(name: str) -> None:
+    if name not in DIALECTS:
+        raise ConfigurationError(
+            f"the SQL store runs on SQLite and PostgreSQL only, not {name}: use "
+            "sqlite:///path.db or postgresql://..., or a store of your own for another "
+            "database (see the docs on writing a store)"
+        )
 
 
 def _create_engine(
