@@ -146,13 +146,15 @@ class AdminStore(Store, Protocol):
 
 
 class AsyncStore(Protocol):
-    """The async twin of :class:`Store`, used by the tracker's ``*_async`` methods."""
+    """The async twin of :class:`Store`, used by the tracker's ``*_async`` methods.
+
+    Only what a request awaits: writing a record, attaching its SIDs, deleting it, and
+    the confirmation. Everything else (the reporter's claims and outcomes, purges,
+    counts) runs in the tracker's threads, on the sync store.
+    """
 
     async def add(self, record: Record) -> None:
         """See :meth:`Store.add`."""
-
-    async def get(self, tracking_id: str) -> Record | None:
-        """See :meth:`Store.get`."""
 
     async def attach_sid(
         self, tracking_id: str, message_sid: str, account_sid: str
@@ -183,11 +185,6 @@ class ThreadedAsyncStore:
     async def add(self, record: Record) -> None:
         """See :meth:`Store.add`."""
         await self._run(self.store.add, record)
-
-    async def get(self, tracking_id: str) -> Record | None:
-        """See :meth:`Store.get`."""
-        result: Record | None = await self._run(self.store.get, tracking_id)
-        return result
 
     async def attach_sid(
         self, tracking_id: str, message_sid: str, account_sid: str

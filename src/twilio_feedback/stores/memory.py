@@ -290,9 +290,6 @@ class _InlineAsyncMemoryStore:
     async def add(self, record: Record) -> None:
         self.store.add(record)
 
-    async def get(self, tracking_id: str) -> Record | None:
-        return self.store.get(tracking_id)
-
     async def attach_sid(
         self, tracking_id: str, message_sid: str, account_sid: str
     ) -> Record | None:

@@ -557,15 +557,6 @@ class AsyncRedisStore:
 
         await self._run(add)
 
-    async def get(self, tracking_id: str) -> Record | None:
-        """See :meth:`Store.get`."""
-        key = self.store.key(tracking_id)
-        return _decode(
-            await self._run(
-                lambda: self.client.execute_command("HGETALL", key)  # type: ignore[no-untyped-call]
-            )
-        )
-
     async def attach_sid(
         self, tracking_id: str, message_sid: str, account_sid: str
     ) -> Record | None:
