@@ -69,6 +69,7 @@ def _sdist(dist: Path) -> Path:
 
 def test_the_package_has_data_files_to_check() -> None:
     assert "twilio_feedback/py.typed" in _data_files()
+    assert "twilio_feedback/stores/lua/confirm.lua" in _data_files()  # the Redis scripts
 
 
 def test_twine_accepts_both(dist: Path) -> None:

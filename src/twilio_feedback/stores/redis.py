@@ -4,13 +4,14 @@ Each record is a hash that Redis expires at the record's ``expires_at`` (``PEXPI
 Unreported confirmations are indexed in a sorted set scored by lease end, so the sweep
 reads due records directly and never SCANs. Every state change that must be atomic
 (confirm, claim, SID attachment, the reporter's outcomes) is one Lua script run with
-``EVALSHA``: one round trip. Only the operator's commands (counts, listing, re-queueing)
-SCAN the keys.
+``EVALSHA``: one round trip; the scripts ship as ``.lua`` files in ``stores/lua/``. Only
+the operator's commands (counts, listing, re-queueing) SCAN the keys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
@@ -31,136 +32,19 @@ _BATCH = 500
 _RENEW_BATCH = 1000
 _GLOB_SPECIAL = frozenset("*?[]\\")
 
-# KEYS: record, outbox. ARGV: now, lease_until, keep_until, tracking id.
-_CONFIRM = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return {0} end
-local expires = redis.call('HGET', KEYS[1], 'expires_at')
-if state ~= 'pending' or tonumber(expires) <= tonumber(ARGV[1]) then
-  return {0, redis.call('HGETALL', KEYS[1])}
-end
-local keep = expires
-if tonumber(ARGV[3]) > tonumber(expires) then keep = ARGV[3] end
-redis.call('HSET', KEYS[1], 'state', 'confirmed', 'confirmed_at', ARGV[1],
-           'lease_until', ARGV[2], 'expires_at', keep)
-redis.call('PEXPIREAT', KEYS[1], math.floor(tonumber(keep) * 1000))
-if redis.call('HEXISTS', KEYS[1], 'message_sid') == 1 then
-  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
-end
-return {1, redis.call('HGETALL', KEYS[1])}
-"""
 
-# KEYS: outbox. ARGV: now, lease_until, limit, record key prefix.
-_CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, id in ipairs(ids) do
-  local key = ARGV[4] .. id
-  if redis.call('HGET', key, 'state') == 'confirmed' then
-    redis.call('HSET', key, 'lease_until', ARGV[2])
-    redis.call('ZADD', KEYS[1], ARGV[2], id)
-    table.insert(out, redis.call('HGETALL', key))
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-return out
-"""
+def _lua(name: str) -> str:
+    """The source of a script shipped in ``stores/lua/`` (each says its KEYS and ARGV)."""
+    return (resources.files(__package__) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
-# Update fields of an existing record (never resurrect an expired one), then keep the
-# outbox in step. KEYS: record, outbox. ARGV: tracking id, outbox action ('add', 'rem',
-# 'keep'), then field/value pairs; an empty value deletes the field.
-_UPDATE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
-for i = 3, #ARGV, 2 do
-  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
-  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-end
-local state = redis.call('HGET', KEYS[1], 'state')
-if ARGV[2] == 'rem' or state ~= 'confirmed' then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-elseif ARGV[2] == 'add' or redis.call('HEXISTS', KEYS[1], 'message_sid') == 1 then
-  redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'lease_until') or 0, ARGV[1])
-end
-return redis.call('HGETALL', KEYS[1])
-"""
 
-# An outcome of the report of one message: applies only while the record is confirmed
-# with that message SID (a key bound again keeps its new record), never creates one.
-# KEYS: record, outbox. ARGV: tracking id, message SID, outbox action ('rem' or 'lease'),
-# then field/value pairs; an empty value deletes the field. Returns 1 if applied, else 0.
-_OUTCOME = """
-local current = redis.call('HMGET', KEYS[1], 'state', 'message_sid')
-if current[1] ~= 'confirmed' or current[2] ~= ARGV[2] then return 0 end
-for i = 4, #ARGV, 2 do
-  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
-  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-end
-if ARGV[3] == 'rem' then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-else
-  redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'lease_until'), ARGV[1])
-end
-return 1
-"""
-
-# The heartbeat: extend (never shorten) the leases of the confirmed records a reporter
-# holds. KEYS: outbox. ARGV: lease_until, record key prefix, then tracking id / message
-# SID pairs. Returns how many records are held.
-_RENEW = """
-local lease = tonumber(ARGV[1])
-local count = 0
-for i = 3, #ARGV, 2 do
-  local key = ARGV[2] .. ARGV[i]
-  local current = redis.call('HMGET', key, 'state', 'message_sid', 'lease_until')
-  if current[1] == 'confirmed' and current[2] == ARGV[i + 1] then
-    count = count + 1
-    if (tonumber(current[3]) or 0) < lease then
-      redis.call('HSET', key, 'lease_until', ARGV[1])
-      redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
-    end
-  end
-end
-return count
-"""
-
-# Drop outbox entries whose record has expired, one batch at a time so that Redis is
-# never blocked for long. KEYS: outbox. ARGV: offset, count, record key prefix.
-# Returns {removed, entries looked at}.
-_PURGE_OUTBOX = """
-local first = tonumber(ARGV[1])
-local ids = redis.call('ZRANGE', KEYS[1], first, first + tonumber(ARGV[2]) - 1)
-local removed = 0
-for _, id in ipairs(ids) do
-  if redis.call('EXISTS', ARGV[3] .. id) == 0 then
-    redis.call('ZREM', KEYS[1], id)
-    removed = removed + 1
-  end
-end
-return {removed, #ids}
-"""
-
-# KEYS: outbox, then record keys. ARGV: now, keep_until, record key prefix length.
-_REQUEUE = """
-local count = 0
-for i = 2, #KEYS do
-  if redis.call('HGET', KEYS[i], 'state') == 'failed' then
-    local expires = redis.call('HGET', KEYS[i], 'expires_at')
-    if tonumber(ARGV[2]) > tonumber(expires) then
-      redis.call('HSET', KEYS[i], 'expires_at', ARGV[2])
-      redis.call('PEXPIREAT', KEYS[i], math.floor(tonumber(ARGV[2]) * 1000))
-    end
-    redis.call('HSET', KEYS[i], 'state', 'confirmed', 'confirmed_at', ARGV[1],
-               'lease_until', '0.0', 'attempts', '0')
-    redis.call('HDEL', KEYS[i], 'error_code', 'error_message')
-    if redis.call('HEXISTS', KEYS[i], 'message_sid') == 1 then
-      redis.call('ZADD', KEYS[1], 0, string.sub(KEYS[i], tonumber(ARGV[3]) + 1))
-    end
-    count = count + 1
-  end
-end
-return count
-"""
+_CONFIRM = _lua("confirm")
+_CLAIM = _lua("claim")
+_ATTACH_SID = _lua("attach_sid")
+_OUTCOME = _lua("outcome")
+_RENEW = _lua("renew")
+_PURGE_OUTBOX = _lua("purge_outbox")
+_REQUEUE = _lua("requeue")
 
 
 def _redis() -> Any:
@@ -287,7 +171,7 @@ class RedisStore:
         self.outbox = f"{prefix}outbox"
         self._confirm = self.client.register_script(_CONFIRM)
         self._claim = self.client.register_script(_CLAIM)
-        self._update_script = self.client.register_script(_UPDATE)
+        self._attach_sid = self.client.register_script(_ATTACH_SID)
         self._outcome_script = self.client.register_script(_OUTCOME)
         self._renew = self.client.register_script(_RENEW)
         self._purge_outbox = self.client.register_script(_PURGE_OUTBOX)
@@ -317,15 +201,10 @@ class RedisStore:
         """See :meth:`Store.get`."""
         return _decode(self.client.hgetall(self.key(tracking_id)))
 
-    def _update(self, tracking_id: str, outbox: str, **fields: Any) -> Record | None:
-        args: list[Any] = [tracking_id, outbox]
-        for name, value in fields.items():
-            args += [name, _field(value)]
-        return _decode(self._update_script(keys=[self.key(tracking_id), self.outbox], args=args))
-
     def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
-        """See :meth:`Store.attach_sid`."""
-        return self._update(tracking_id, "keep", message_sid=message_sid, account_sid=account_sid)
+        """See :meth:`Store.attach_sid`: one round trip."""
+        keys = [self.key(tracking_id), self.outbox]
+        return _decode(self._attach_sid(keys=keys, args=[tracking_id, message_sid, account_sid]))
 
     def delete(self, tracking_id: str) -> None:
         """See :meth:`Store.delete`."""
@@ -531,7 +410,7 @@ class AsyncRedisStore:
             self._owns_client = True
         self._connection_error: type[Exception] = redis.exceptions.ConnectionError
         self._confirm = self.client.register_script(_CONFIRM)
-        self._update_script = self.client.register_script(_UPDATE)
+        self._attach_sid = self.client.register_script(_ATTACH_SID)
 
     async def _run(self, operation: Callable[[], Awaitable[_T]]) -> _T:
         try:
@@ -562,8 +441,8 @@ class AsyncRedisStore:
     ) -> Record | None:
         """See :meth:`Store.attach_sid`: one round trip."""
         keys = [self.store.key(tracking_id), self.store.outbox]
-        args = [tracking_id, "keep", "message_sid", message_sid, "account_sid", account_sid]
-        return _decode(await self._run(lambda: self._update_script(keys=keys, args=args)))
+        args = [tracking_id, message_sid, account_sid]
+        return _decode(await self._run(lambda: self._attach_sid(keys=keys, args=args)))
 
     async def delete(self, tracking_id: str) -> None:
         """See :meth:`Store.delete`: one ``MULTI`` round trip."""
