@@ -198,3 +198,35 @@ def test_roles_become_links_or_code() -> None:
     ) in text
     assert "`timedelta`" in text
     assert "``x``" in text
+
+
+def test_methods_without_a_docstring_inherit_their_base_s() -> None:
+    import griffe
+
+    inherit = _hook("griffe_markdown").inherit_docstrings
+    code = (
+        "class Base:\n"
+        "    def run(self):\n"
+        '        """The contract."""\n'
+        "    def other(self):\n"
+        '        """The base."""\n'
+        "class Child(Base):\n"
+        "    def run(self):\n"
+        "        pass\n"
+        "    def other(self):\n"
+        '        """Its own."""\n'
+    )
+    with griffe.temporary_visited_module(code) as module:
+        inherit(module["Child"])
+        assert module["Child.run"].docstring.value == "The contract."
+        assert module["Child.other"].docstring.value == "Its own."
+
+
+def test_the_built_in_stores_show_the_store_contract(site: Path) -> None:
+    html = _page(site, "reference/stores")
+    contract = "Atomically move a live"  # the first words of Store.confirm's docstring
+    for store in ("memory.MemoryStore", "sql.SQLStore", "redis.RedisStore"):
+        anchor = f'id="twilio_feedback.stores.{store}.confirm"'
+        assert anchor in html, store
+        section = html.split(anchor, 1)[1].split('<div class="doc doc-object', 1)[0]
+        assert contract in section, store

@@ -152,6 +152,12 @@ class SphinxToMarkdown(griffe.Extension):
             value = blocks_to_markdown(obj.docstring.value)
             obj.docstring.value = roles_to_markdown(value, resolve)
 
+        # As inspect.getdoc does: a method with no docstring of its own shows its base
+        # class's, so that each built-in store's page carries the Store contract.
+        for obj in objects:
+            if isinstance(obj, griffe.Class):
+                inherit_docstrings(obj)
+
         # Re-exports (``twilio_feedback.FeedbackTracker``) are documented once, in their
         # module; make their members reachable by the public path too, so a guide can
         # link ``twilio_feedback.FeedbackTracker.send``.
@@ -163,6 +169,31 @@ class SphinxToMarkdown(griffe.Extension):
                     for member in alias.members.values():
                         if isinstance(member, griffe.Alias) and not member.name.startswith("_"):
                             member.final_target.aliases.setdefault(member.path, member)
+
+
+def inherit_docstrings(cls: griffe.Class) -> None:
+    """Give each public member of ``cls`` that has no docstring the docstring of the same
+    member in the nearest base class that has one."""
+    try:
+        bases = cls.mro()
+    except (ValueError, griffe.AliasResolutionError, griffe.CyclicAliasError):
+        return  # an inconsistent or unresolvable hierarchy: leave it as written
+    for name, member in cls.members.items():
+        if member.is_alias or member.docstring is not None or name.startswith("_"):
+            continue
+        for base in bases:
+            found = base.members.get(name)
+            if found is None or found.is_alias or found.docstring is None:
+                continue
+            member.docstring = griffe.Docstring(
+                found.docstring.value,
+                lineno=found.docstring.lineno,
+                endlineno=found.docstring.endlineno,
+                parent=member,
+                parser=found.docstring.parser,
+                parser_options=found.docstring.parser_options,
+            )
+            break
 
 
 def _public(path: str) -> str | None:

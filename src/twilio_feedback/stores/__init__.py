@@ -7,24 +7,30 @@ Pick one by URL with :func:`store_from_url`, or pass any object implementing
 from __future__ import annotations
 
 from .base import (
+    REQUIRED_METHODS,
     AdminStore,
     AsyncStore,
+    BaseStore,
     Store,
     StoreFactory,
     ThreadedAsyncStore,
     as_async_store,
+    check_store,
     register_store,
     registered_schemes,
     store_from_url,
 )
 
 __all__ = [
+    "REQUIRED_METHODS",
     "AdminStore",
     "AsyncStore",
+    "BaseStore",
     "Store",
     "StoreFactory",
     "ThreadedAsyncStore",
     "as_async_store",
+    "check_store",
     "register_store",
     "registered_schemes",
     "store_from_url",

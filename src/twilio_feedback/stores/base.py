@@ -12,23 +12,27 @@ never reads a clock of its own and tests can drive time.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import functools
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 from ..records import Record, State
 
 __all__ = [
+    "REQUIRED_METHODS",
     "AdminStore",
     "AsyncStore",
+    "BaseStore",
     "Store",
     "StoreFactory",
     "ThreadedAsyncStore",
     "as_async_store",
+    "check_store",
     "register_store",
     "registered_schemes",
     "store_from_url",
@@ -45,18 +49,23 @@ class Store(Protocol):
     callers run the sync methods in a worker thread.
     """
 
+    @abc.abstractmethod
     def add(self, record: Record) -> None:
         """Insert ``record``, replacing any record with the same tracking id."""
 
+    @abc.abstractmethod
     def get(self, tracking_id: str) -> Record | None:
         """Return the record, or ``None`` when there is none (purged records included)."""
 
+    @abc.abstractmethod
     def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
         """Set the message and account SIDs of a record; return it, or ``None`` if gone."""
 
+    @abc.abstractmethod
     def delete(self, tracking_id: str) -> None:
         """Remove a record if present."""
 
+    @abc.abstractmethod
     def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
     ) -> tuple[bool, Record | None]:
@@ -70,6 +79,7 @@ class Store(Protocol):
         process sharing the store may ever get ``True`` for one tracking id.
         """
 
+    @abc.abstractmethod
     def claim(self, *, now: float, lease_until: float, limit: int) -> list[Record]:
         """Atomically take up to ``limit`` confirmed records that have a message SID and
         whose lease ended at or before ``now``, setting their ``lease_until``; return them.
@@ -77,6 +87,7 @@ class Store(Protocol):
         No record may be handed to two callers whose leases overlap.
         """
 
+    @abc.abstractmethod
     def renew(self, held: Sequence[tuple[str, str]], *, lease_until: float) -> int:
         """Extend the leases of the records a live reporter holds; return how many it holds.
 
@@ -88,11 +99,13 @@ class Store(Protocol):
         a backend should do it in one round trip (or a few, for thousands of pairs).
         """
 
+    @abc.abstractmethod
     def mark_reported(self, tracking_id: str, message_sid: str) -> bool:
         """Twilio accepted the feedback for ``message_sid``: state ``reported``, lease
         cleared. Applies only while the record is ``confirmed`` with that message SID;
         return whether it did. Never creates a record."""
 
+    @abc.abstractmethod
     def mark_failed(
         self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
     ) -> bool:
@@ -100,6 +113,7 @@ class Store(Protocol):
         cleared, with its error. Applies only while the record is ``confirmed`` with that
         message SID; return whether it did. Never creates a record."""
 
+    @abc.abstractmethod
     def defer(
         self,
         tracking_id: str,
@@ -114,12 +128,15 @@ class Store(Protocol):
         shorten the lease) with ``attempts`` and the error. Applies only while the record is
         ``confirmed`` with that message SID; return whether it did. Never creates a record."""
 
+    @abc.abstractmethod
     def purge(self, *, now: float) -> int:
         """Delete records whose ``expires_at`` is not after ``now``; return how many."""
 
+    @abc.abstractmethod
     def counts(self) -> dict[str, int]:
         """Live records by state name (``pending``, ``confirmed``, ``reported``, ``failed``)."""
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Release connections. Called once by :meth:`FeedbackTracker.close`."""
 
@@ -133,9 +150,11 @@ class AdminStore(Store, Protocol):
     run by an operator, not on a request path, so a backend may scan.
     """
 
+    @abc.abstractmethod
     def list_records(self, state: State, *, limit: int) -> list[Record]:
         """Up to ``limit`` live records in ``state``, the most recently created first."""
 
+    @abc.abstractmethod
     def requeue_failed(self, *, now: float, keep_until: float) -> int:
         """Give every ``failed`` record another chance; return how many.
 
@@ -143,6 +162,79 @@ class AdminStore(Store, Protocol):
         ``attempts`` and the error cleared, ``confirmed_at=now`` (the retry window starts
         over) and ``expires_at=max(expires_at, keep_until)``.
         """
+
+
+REQUIRED_METHODS = (
+    "add",
+    "get",
+    "attach_sid",
+    "delete",
+    "confirm",
+    "claim",
+    "renew",
+    "mark_reported",
+    "mark_failed",
+    "defer",
+    "purge",
+    "counts",
+    "close",
+)
+"""The methods of :class:`Store`, in its order: every store has them all."""
+
+
+def check_store(store: object) -> None:
+    """Raise :class:`~twilio_feedback.ConfigurationError` naming the first method of
+    :data:`REQUIRED_METHODS` that ``store`` lacks or cannot call.
+
+    The tracker runs it when it starts, so that a store written for another release (or
+    not a store at all) is refused at once rather than failing on its first sweep.
+    """
+    name = type(store).__name__
+    for method in REQUIRED_METHODS:
+        attr = getattr(store, method, None)
+        if attr is None and not hasattr(store, method):
+            needed = ", ".join(f"{m}()" for m in REQUIRED_METHODS)
+            raise ConfigurationError(
+                f"store {name} has no {method}(): a store needs {needed} (see the Store "
+                "protocol in the stores guide, 'Writing your own')"
+            )
+        if not callable(attr):
+            raise ConfigurationError(
+                f"store {name}'s {method} is not callable (it is {type(attr).__name__}): "
+                "see the Store protocol in the stores guide, 'Writing your own'"
+            )
+
+
+class BaseStore(AdminStore):
+    """The base class of the built-in stores: :class:`Store` and :class:`AdminStore` as
+    abstract methods, their docstrings included, with a no-op :meth:`close` and the thread
+    offload as :meth:`as_async`.
+
+    A store of your own may inherit it too (then it implements the operator commands as
+    well), or simply have the methods of :class:`Store`: the protocol is structural, and
+    the tracker needs no base class.
+    """
+
+    shared: ClassVar[bool] = True
+    """Whether processes (and hosts) can share the store: each sees the others' records,
+    and :meth:`~Store.confirm` and :meth:`~Store.claim` are atomic across them all.
+    ``False`` for a store that lives inside one process (``memory://``); the conformance
+    suite's cross-process races then skip."""
+
+    expires_by_itself: ClassVar[bool] = False
+    """Whether the backend deletes expired records by itself, on its own clock (a Redis
+    TTL, the memory store's cache). Such a store's :meth:`~Store.get` may stop returning
+    a record once its ``expires_at`` has passed, and :meth:`~Store.purge` may leave
+    records to the backend; every other store returns them until purged."""
+
+    def close(self) -> None:
+        """Release connections. Called once by :meth:`FeedbackTracker.close`; here,
+        nothing to release."""
+
+    def as_async(self) -> AsyncStore:
+        """The async twin (:class:`AsyncStore`): here the sync methods in a worker
+        thread, so that the event loop never blocks."""
+        return ThreadedAsyncStore(self)
 
 
 class AsyncStore(Protocol):
@@ -154,26 +246,26 @@ class AsyncStore(Protocol):
     """
 
     async def add(self, record: Record) -> None:
-        """See :meth:`Store.add`."""
+        """Async :meth:`Store.add`."""
 
     async def attach_sid(
         self, tracking_id: str, message_sid: str, account_sid: str
     ) -> Record | None:
-        """See :meth:`Store.attach_sid`."""
+        """Async :meth:`Store.attach_sid`."""
 
     async def delete(self, tracking_id: str) -> None:
-        """See :meth:`Store.delete`."""
+        """Async :meth:`Store.delete`."""
 
     async def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
     ) -> tuple[bool, Record | None]:
-        """See :meth:`Store.confirm`."""
+        """Async :meth:`Store.confirm`."""
 
     async def aclose(self) -> None:
-        """Release async connections."""
+        """Release async connections. Called once by :meth:`FeedbackTracker.aclose`."""
 
 
-class ThreadedAsyncStore:
+class ThreadedAsyncStore(AsyncStore):
     """Runs a sync :class:`Store` in a worker thread so the event loop never blocks."""
 
     def __init__(self, store: Store) -> None:
@@ -183,26 +275,22 @@ class ThreadedAsyncStore:
         return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
 
     async def add(self, record: Record) -> None:
-        """See :meth:`Store.add`."""
         await self._run(self.store.add, record)
 
     async def attach_sid(
         self, tracking_id: str, message_sid: str, account_sid: str
     ) -> Record | None:
-        """See :meth:`Store.attach_sid`."""
         result: Record | None = await self._run(
             self.store.attach_sid, tracking_id, message_sid, account_sid
         )
         return result
 
     async def delete(self, tracking_id: str) -> None:
-        """See :meth:`Store.delete`."""
         await self._run(self.store.delete, tracking_id)
 
     async def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
     ) -> tuple[bool, Record | None]:
-        """See :meth:`Store.confirm`."""
         result: tuple[bool, Record | None] = await self._run(
             self.store.confirm,
             tracking_id,

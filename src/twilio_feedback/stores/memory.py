@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 from cachetools import TLRUCache
 
 from ..records import Record, State
+from .base import BaseStore
 
 __all__ = ["MemoryStore", "MemoryStoreWarning"]
 
@@ -60,12 +61,20 @@ def _is_reporting(record: Record | None, message_sid: str) -> TypeGuard[Record]:
     )
 
 
-class MemoryStore:
+class MemoryStore(BaseStore):
     """A thread-safe :class:`~twilio_feedback.stores.Store` in this process's memory.
 
     ``maxsize`` bounds the number of records; past it the least recently used go first.
-    ``warn=True`` emits :class:`MemoryStoreWarning` once per process.
+    ``warn=True`` emits :class:`MemoryStoreWarning` once per process. Records expire by
+    themselves at their ``expires_at`` (the cache's clock is ``timer``, ``time.time`` by
+    default), and :meth:`purge` touches only the expired ones. Claims pop due records
+    from a heap, and :meth:`renew` takes the lock per batch of records, so that
+    confirmations never wait behind the renewal of a long backlog. Not shared between
+    processes (:attr:`shared` is ``False``).
     """
+
+    shared = False
+    expires_by_itself = True
 
     def __init__(self, maxsize: int = 1_000_000, *, warn: bool = False, timer: Any = None) -> None:
         self._lock = threading.Lock()
@@ -88,6 +97,9 @@ class MemoryStore:
         options.setdefault("warn", True)
         return cls(**options)
 
+    def __repr__(self) -> str:
+        return f"MemoryStore(maxsize={self._cache.maxsize})"
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._cache)
@@ -101,17 +113,14 @@ class MemoryStore:
             heapq.heappush(self._outbox, (record.lease_until, record.tracking_id))
 
     def add(self, record: Record) -> None:
-        """See :meth:`Store.add`."""
         with self._lock:
             self._put(record)
 
     def get(self, tracking_id: str) -> Record | None:
-        """See :meth:`Store.get`."""
         with self._lock:
             return self._get(tracking_id)
 
     def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
-        """See :meth:`Store.attach_sid`."""
         with self._lock:
             record = self._get(tracking_id)
             if record is None:
@@ -121,14 +130,12 @@ class MemoryStore:
             return record
 
     def delete(self, tracking_id: str) -> None:
-        """See :meth:`Store.delete`."""
         with self._lock:
             self._cache.pop(tracking_id, None)
 
     def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
     ) -> tuple[bool, Record | None]:
-        """See :meth:`Store.confirm`."""
         with self._lock:
             record = self._get(tracking_id)
             if record is None or record.state is not State.PENDING or record.expires_at <= now:
@@ -143,7 +150,6 @@ class MemoryStore:
             return True, record
 
     def claim(self, *, now: float, lease_until: float, limit: int) -> list[Record]:
-        """See :meth:`Store.claim`."""
         claimed: list[Record] = []
         outbox = self._outbox
         with self._lock:
@@ -163,8 +169,6 @@ class MemoryStore:
         return claimed
 
     def renew(self, held: Sequence[tuple[str, str]], *, lease_until: float) -> int:
-        """See :meth:`Store.renew`. The lock is taken per batch of records, so that
-        confirmations never wait behind the renewal of a long backlog."""
         count = 0
         for first in range(0, len(held), _RENEW_BATCH):
             with self._lock:
@@ -179,13 +183,11 @@ class MemoryStore:
         return count
 
     def mark_reported(self, tracking_id: str, message_sid: str) -> bool:
-        """See :meth:`Store.mark_reported`."""
         return self._outcome(tracking_id, message_sid, state=State.REPORTED, lease_until=0.0)
 
     def mark_failed(
         self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
     ) -> bool:
-        """See :meth:`Store.mark_failed`."""
         return self._outcome(
             tracking_id,
             message_sid,
@@ -205,7 +207,6 @@ class MemoryStore:
         code: int | None,
         message: str | None,
     ) -> bool:
-        """See :meth:`Store.defer`."""
         return self._outcome(
             tracking_id,
             message_sid,
@@ -234,15 +235,12 @@ class MemoryStore:
             heapq.heapify(self._outbox)
 
     def purge(self, *, now: float) -> int:
-        """See :meth:`Store.purge`. The cache keeps records in expiry order, so this
-        touches only the expired ones."""
         with self._lock:
             expired = self._cache.expire(now)
             self._compact()
             return len(expired)
 
     def list_records(self, state: State, *, limit: int) -> list[Record]:
-        """See :meth:`AdminStore.list_records`."""
         state = State(state)
         with self._lock:
             found = [record for record in self._cache.values() if record.state is state]
@@ -250,7 +248,6 @@ class MemoryStore:
         return found[:limit]
 
     def requeue_failed(self, *, now: float, keep_until: float) -> int:
-        """See :meth:`AdminStore.requeue_failed`."""
         with self._lock:
             failed = [record for record in self._cache.values() if record.state is State.FAILED]
             for record in failed:
@@ -268,15 +265,11 @@ class MemoryStore:
         return len(failed)
 
     def counts(self) -> dict[str, int]:
-        """See :meth:`Store.counts`."""
         result = {state.value: 0 for state in State}
         with self._lock:
             for record in self._cache.values():
                 result[record.state.value] += 1
         return result
-
-    def close(self) -> None:
-        """Nothing to release."""
 
     def as_async(self) -> _InlineAsyncMemoryStore:
         """An async view that calls straight through: nothing here waits on I/O."""

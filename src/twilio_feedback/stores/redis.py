@@ -17,7 +17,8 @@ from urllib.parse import parse_qsl, urlencode
 
 from ..errors import ConfigurationError, MissingDependencyError
 from ..records import Record, State
-from .base import AsyncStore, ThreadedAsyncStore
+from ..settings import redact_url
+from .base import AsyncStore, BaseStore, ThreadedAsyncStore
 
 if TYPE_CHECKING:
     import redis as redis_lib
@@ -132,7 +133,7 @@ def _split_prefix(url: str, prefix: str) -> tuple[str, str]:
     return (f"{base}?{kept}" if kept else base), prefix
 
 
-class RedisStore:
+class RedisStore(BaseStore):
     """A :class:`~twilio_feedback.stores.Store` in Redis.
 
     Pass a URL (``redis://host:6379/0``, ``rediss://...``, ``unix:///path.sock?db=0``) or
@@ -141,7 +142,16 @@ class RedisStore:
     the keys (in a URL: ``?prefix=myapp:``). ``connect_timeout`` and ``socket_timeout``
     bound how long a request waits for a Redis that is down or stuck (in a URL,
     ``?socket_connect_timeout=`` and ``?socket_timeout=`` win).
+
+    Every operation is one round trip (a Lua script, or a ``MULTI`` for :meth:`add` and
+    :meth:`delete`); :meth:`renew` takes one per 1,000 records held, and :meth:`claim`
+    never SCANs. Redis deletes expired records by itself, on its own clock
+    (:attr:`expires_by_itself`): :meth:`purge` drops the outbox entries they leave behind
+    and returns how many. The operator's commands (:meth:`counts`, :meth:`list_records`,
+    :meth:`requeue_failed`) SCAN this store's keys.
     """
+
+    expires_by_itself = True
 
     def __init__(
         self,
@@ -183,7 +193,8 @@ class RedisStore:
         return cls(url, **options)
 
     def __repr__(self) -> str:
-        return f"RedisStore({self.client!r}, prefix={self.prefix!r})"
+        where = redact_url(self.url) if self.url is not None else repr(self.client)
+        return f"RedisStore({where!r}, prefix={self.prefix!r})"
 
     def key(self, tracking_id: str) -> str:
         """The Redis key of a record."""
@@ -192,22 +203,18 @@ class RedisStore:
     # -- the Store protocol ----------------------------------------------------------
 
     def add(self, record: Record) -> None:
-        """See :meth:`Store.add`: one ``MULTI`` round trip."""
         with self.client.pipeline(transaction=True) as pipe:
             _queue_add(pipe, self, record)
             pipe.execute()
 
     def get(self, tracking_id: str) -> Record | None:
-        """See :meth:`Store.get`."""
         return _decode(self.client.hgetall(self.key(tracking_id)))
 
     def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
-        """See :meth:`Store.attach_sid`: one round trip."""
         keys = [self.key(tracking_id), self.outbox]
         return _decode(self._attach_sid(keys=keys, args=[tracking_id, message_sid, account_sid]))
 
     def delete(self, tracking_id: str) -> None:
-        """See :meth:`Store.delete`."""
         with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(self.key(tracking_id))
             pipe.zrem(self.outbox, tracking_id)
@@ -216,7 +223,6 @@ class RedisStore:
     def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
     ) -> tuple[bool, Record | None]:
-        """See :meth:`Store.confirm`: one round trip."""
         reply = self._confirm(
             keys=[self.key(tracking_id), self.outbox],
             args=[repr(now), repr(lease_until), repr(keep_until), tracking_id],
@@ -224,14 +230,12 @@ class RedisStore:
         return bool(reply[0]), _decode(reply[1]) if len(reply) > 1 else None
 
     def claim(self, *, now: float, lease_until: float, limit: int) -> list[Record]:
-        """See :meth:`Store.claim`: one round trip, no SCAN."""
         rows = self._claim(
             keys=[self.outbox], args=[repr(now), repr(lease_until), limit, f"{self.prefix}r:"]
         )
         return [record for record in map(_decode, rows) if record is not None]
 
     def renew(self, held: Sequence[tuple[str, str]], *, lease_until: float) -> int:
-        """See :meth:`Store.renew`: one round trip per 1,000 records."""
         pairs = list(held)
         count = 0
         for first in range(0, len(pairs), _RENEW_BATCH):
@@ -249,7 +253,6 @@ class RedisStore:
         return bool(int(self._outcome_script(keys=keys, args=args)))
 
     def mark_reported(self, tracking_id: str, message_sid: str) -> bool:
-        """See :meth:`Store.mark_reported`: one round trip."""
         return self._outcome(
             tracking_id, message_sid, "rem", state=State.REPORTED.value, lease_until=0.0
         )
@@ -257,7 +260,6 @@ class RedisStore:
     def mark_failed(
         self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
     ) -> bool:
-        """See :meth:`Store.mark_failed`: one round trip."""
         return self._outcome(
             tracking_id,
             message_sid,
@@ -278,7 +280,6 @@ class RedisStore:
         code: int | None,
         message: str | None,
     ) -> bool:
-        """See :meth:`Store.defer`: one round trip."""
         return self._outcome(
             tracking_id,
             message_sid,
@@ -290,8 +291,6 @@ class RedisStore:
         )
 
     def purge(self, *, now: float) -> int:
-        """See :meth:`Store.purge`. Redis deletes expired records by itself, on its own
-        clock; this drops the outbox entries they leave behind and returns how many."""
         removed = offset = 0
         while True:
             gone, seen = self._purge_outbox(
@@ -303,7 +302,6 @@ class RedisStore:
                 return removed
 
     def counts(self) -> dict[str, int]:
-        """See :meth:`Store.counts` (SCANs: an operator's command)."""
         result = {state.value: 0 for state in State}
         for keys in self._key_batches():
             with self.client.pipeline(transaction=False) as pipe:
@@ -341,7 +339,6 @@ class RedisStore:
             yield batch
 
     def list_records(self, state: State, *, limit: int) -> list[Record]:
-        """See :meth:`AdminStore.list_records` (SCANs)."""
         wanted = State(state)
         found: list[Record] = []
         for keys in self._key_batches():
@@ -356,7 +353,6 @@ class RedisStore:
         return found[:limit]
 
     def requeue_failed(self, *, now: float, keep_until: float) -> int:
-        """See :meth:`AdminStore.requeue_failed` (SCANs; one script per batch of keys)."""
         count = 0
         for keys in self._key_batches():
             count += int(
@@ -388,7 +384,7 @@ def _queue_add(pipe: Any, store: RedisStore, record: Record) -> None:
         pipe.zrem(store.outbox, record.tracking_id)
 
 
-class AsyncRedisStore:
+class AsyncRedisStore(AsyncStore):
     """The async operations the tracker needs, on ``redis.asyncio``, sharing the sync
     store's keys and scripts. Built by :meth:`RedisStore.as_async`."""
 
@@ -427,7 +423,6 @@ class AsyncRedisStore:
             return await operation()
 
     async def add(self, record: Record) -> None:
-        """See :meth:`Store.add`: one ``MULTI`` round trip."""
 
         async def add() -> None:
             async with self.client.pipeline(transaction=True) as pipe:
@@ -439,13 +434,11 @@ class AsyncRedisStore:
     async def attach_sid(
         self, tracking_id: str, message_sid: str, account_sid: str
     ) -> Record | None:
-        """See :meth:`Store.attach_sid`: one round trip."""
         keys = [self.store.key(tracking_id), self.store.outbox]
         args = [tracking_id, message_sid, account_sid]
         return _decode(await self._run(lambda: self._attach_sid(keys=keys, args=args)))
 
     async def delete(self, tracking_id: str) -> None:
-        """See :meth:`Store.delete`: one ``MULTI`` round trip."""
 
         async def delete() -> None:
             async with self.client.pipeline(transaction=True) as pipe:
@@ -458,7 +451,6 @@ class AsyncRedisStore:
     async def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
     ) -> tuple[bool, Record | None]:
-        """See :meth:`Store.confirm`: one round trip."""
         keys = [self.store.key(tracking_id), self.store.outbox]
         args = [repr(now), repr(lease_until), repr(keep_until), tracking_id]
         reply = await self._run(lambda: self._confirm(keys=keys, args=args))
