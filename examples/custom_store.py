@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twilio_feedback import Record, State
-from twilio_feedback.stores import register_store, store_from_url
+from twilio_feedback.stores import clip_error_message, register_store, store_from_url
 
 
 class DictStore:
@@ -49,6 +49,7 @@ class DictStore:
 
     def add(self, record: Record) -> None:
         """Insert or replace."""
+        record = record.replace(error_message=clip_error_message(record.error_message))
         with self._lock:
             self._records[record.tracking_id] = record
 
@@ -141,7 +142,7 @@ class DictStore:
             state=State.FAILED,
             lease_until=0.0,
             error_code=code,
-            error_message=message,
+            error_message=clip_error_message(message),  # the contract keeps 500 characters
         )
 
     def defer(
@@ -161,7 +162,7 @@ class DictStore:
             lease_until=lease_until,
             attempts=attempts,
             error_code=code,
-            error_message=message,
+            error_message=clip_error_message(message),
         )
 
     def purge(self, *, now: float) -> int:

@@ -7,6 +7,7 @@ Pick one by URL with :func:`store_from_url`, or pass any object implementing
 from __future__ import annotations
 
 from .base import (
+    ERROR_MESSAGE_LENGTH,
     REQUIRED_METHODS,
     AdminStore,
     AsyncStore,
@@ -16,12 +17,14 @@ from .base import (
     ThreadedAsyncStore,
     as_async_store,
     check_store,
+    clip_error_message,
     register_store,
     registered_schemes,
     store_from_url,
 )
 
 __all__ = [
+    "ERROR_MESSAGE_LENGTH",
     "REQUIRED_METHODS",
     "AdminStore",
     "AsyncStore",
@@ -31,6 +34,7 @@ __all__ = [
     "ThreadedAsyncStore",
     "as_async_store",
     "check_store",
+    "clip_error_message",
     "register_store",
     "registered_schemes",
     "store_from_url",

@@ -8,6 +8,24 @@ it is about by tracking id *and* message SID, and applies only while that record
 ``confirmed``: a key bound again to a new message while the old one's report is in flight
 keeps its new record. Times are passed in by the caller as Unix timestamps, so a backend
 never reads a clock of its own and tests can drive time.
+
+The rules every store keeps, each checked by :mod:`twilio_feedback.testing.conformance`:
+
+- **Exactly once, across processes.** :meth:`Store.confirm` lets one caller win a record,
+  whichever process it runs in; :meth:`Store.claim` never hands a record to two callers
+  whose leases overlap. A lock inside one process is not enough for a store that several
+  processes share.
+- **The expiry boundary.** A record whose ``expires_at`` is at or before ``now`` is
+  expired: :meth:`Store.confirm` refuses it and :meth:`Store.purge` deletes it (a record
+  expiring exactly at ``now`` included).
+- **Reads read no clock.** :meth:`Store.get` returns a record past its ``expires_at``
+  until :meth:`Store.purge` deletes it, unless the backend expires records by itself on
+  its own clock (a Redis TTL: see :attr:`BaseStore.expires_by_itself`).
+- **Purge counts.** :meth:`Store.purge` returns how many records it removed.
+- **Error messages are cut** to their first :data:`ERROR_MESSAGE_LENGTH` characters.
+- **Outcome updates never create a record**: :meth:`Store.mark_reported`,
+  :meth:`Store.mark_failed`, :meth:`Store.defer` and :meth:`Store.renew` change only a
+  record still ``confirmed`` with the message SID they name.
 """
 
 from __future__ import annotations
@@ -24,6 +42,7 @@ from ..errors import ConfigurationError
 from ..records import Record, State
 
 __all__ = [
+    "ERROR_MESSAGE_LENGTH",
     "REQUIRED_METHODS",
     "AdminStore",
     "AsyncStore",
@@ -33,6 +52,7 @@ __all__ = [
     "ThreadedAsyncStore",
     "as_async_store",
     "check_store",
+    "clip_error_message",
     "register_store",
     "registered_schemes",
     "store_from_url",
@@ -51,11 +71,17 @@ class Store(Protocol):
 
     @abc.abstractmethod
     def add(self, record: Record) -> None:
-        """Insert ``record``, replacing any record with the same tracking id."""
+        """Insert ``record``, replacing any record with the same tracking id (its error
+        message cut to :data:`ERROR_MESSAGE_LENGTH` characters)."""
 
     @abc.abstractmethod
     def get(self, tracking_id: str) -> Record | None:
-        """Return the record, or ``None`` when there is none (purged records included)."""
+        """Return the record, or ``None`` when there is none (purged records included).
+
+        Reads no clock: a record past its ``expires_at`` is returned as it is until
+        :meth:`purge` deletes it (or, for a store that expires records by itself, the
+        backend does). The caller decides what expired means.
+        """
 
     @abc.abstractmethod
     def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
@@ -71,7 +97,9 @@ class Store(Protocol):
     ) -> tuple[bool, Record | None]:
         """Atomically move a live ``pending`` record to ``confirmed``.
 
-        Only a record whose ``expires_at`` is after ``now`` can be confirmed. On success
+        Only a record whose ``expires_at`` is after ``now`` can be confirmed: one that
+        expires exactly at ``now`` is expired, whatever the backend's own clock says. On
+        success
         set ``confirmed_at=now``, ``lease_until`` (the confirming process owns the report
         for that long) and ``expires_at=max(expires_at, keep_until)`` (so the outbox
         outlives the retry window), and return ``(True, new_record)``. Otherwise change
@@ -110,8 +138,9 @@ class Store(Protocol):
         self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
     ) -> bool:
         """Twilio refused the feedback for ``message_sid`` for good: state ``failed``, lease
-        cleared, with its error. Applies only while the record is ``confirmed`` with that
-        message SID; return whether it did. Never creates a record."""
+        cleared, with its error (the message cut to :data:`ERROR_MESSAGE_LENGTH`
+        characters). Applies only while the record is ``confirmed`` with that message SID;
+        return whether it did. Never creates a record."""
 
     @abc.abstractmethod
     def defer(
@@ -125,12 +154,20 @@ class Store(Protocol):
         message: str | None,
     ) -> bool:
         """A transient failure: keep ``confirmed``, set ``lease_until`` (exactly: it may
-        shorten the lease) with ``attempts`` and the error. Applies only while the record is
-        ``confirmed`` with that message SID; return whether it did. Never creates a record."""
+        shorten the lease) with ``attempts`` and the error (the message cut to
+        :data:`ERROR_MESSAGE_LENGTH` characters). Applies only while the record is
+        ``confirmed`` with that message SID; return whether it did. Never creates a
+        record."""
 
     @abc.abstractmethod
     def purge(self, *, now: float) -> int:
-        """Delete records whose ``expires_at`` is not after ``now``; return how many."""
+        """Delete the records whose ``expires_at`` is at or before ``now``; return how many
+        records it removed.
+
+        A store that expires records by itself (a Redis TTL) may leave them to the
+        backend, and returns how many expired records it tidied up after (Redis: their
+        outbox entries).
+        """
 
     @abc.abstractmethod
     def counts(self) -> dict[str, int]:
@@ -162,6 +199,18 @@ class AdminStore(Store, Protocol):
         ``attempts`` and the error cleared, ``confirmed_at=now`` (the retry window starts
         over) and ``expires_at=max(expires_at, keep_until)``.
         """
+
+
+ERROR_MESSAGE_LENGTH = 500
+"""The characters of an error message a store keeps (:meth:`Store.mark_failed`,
+:meth:`Store.defer`, :meth:`Store.add`); the rest is cut off, so a record stays small
+whatever Twilio or a proxy answers."""
+
+
+def clip_error_message(message: str | None) -> str | None:
+    """``message`` cut to :data:`ERROR_MESSAGE_LENGTH` characters; ``None`` for none or
+    an empty one. Every built-in store keeps messages through it."""
+    return message[:ERROR_MESSAGE_LENGTH] if message else None
 
 
 REQUIRED_METHODS = (

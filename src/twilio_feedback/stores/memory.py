@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 from cachetools import TLRUCache
 
 from ..records import Record, State
-from .base import BaseStore
+from .base import BaseStore, clip_error_message
 
 __all__ = ["MemoryStore", "MemoryStoreWarning"]
 
@@ -113,6 +113,8 @@ class MemoryStore(BaseStore):
             heapq.heappush(self._outbox, (record.lease_until, record.tracking_id))
 
     def add(self, record: Record) -> None:
+        if record.error_message is not None:
+            record = record.replace(error_message=clip_error_message(record.error_message))
         with self._lock:
             self._put(record)
 
@@ -194,7 +196,7 @@ class MemoryStore(BaseStore):
             state=State.FAILED,
             lease_until=0.0,
             error_code=code,
-            error_message=message,
+            error_message=clip_error_message(message),
         )
 
     def defer(
@@ -213,7 +215,7 @@ class MemoryStore(BaseStore):
             lease_until=lease_until,
             attempts=attempts,
             error_code=code,
-            error_message=message,
+            error_message=clip_error_message(message),
         )
 
     def _outcome(self, tracking_id: str, message_sid: str, **changes: Any) -> bool:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 from ..errors import ConfigurationError, MissingDependencyError
 from ..records import Record, State
 from ..settings import redact_url
-from .base import AsyncStore, BaseStore, ThreadedAsyncStore
+from .base import AsyncStore, BaseStore, ThreadedAsyncStore, clip_error_message
 
 if TYPE_CHECKING:
     import redis as redis_lib
@@ -83,6 +83,8 @@ def _decode(reply: Any) -> Record | None:
 
 
 def _encode(record: Record) -> dict[str, str]:
+    if record.error_message:
+        record = record.replace(error_message=clip_error_message(record.error_message))
     return {
         k: (repr(v) if isinstance(v, float) else str(v))
         for k, v in record.to_dict().items()
@@ -267,7 +269,7 @@ class RedisStore(BaseStore):
             state=State.FAILED.value,
             lease_until=0.0,
             error_code=code,
-            error_message=message,
+            error_message=clip_error_message(message),
         )
 
     def defer(
@@ -287,7 +289,7 @@ class RedisStore(BaseStore):
             lease_until=lease_until,
             attempts=attempts,
             error_code=code,
-            error_message=message,
+            error_message=clip_error_message(message),
         )
 
     def purge(self, *, now: float) -> int:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import ConfigurationError, MissingDependencyError
 from ..records import Record, State
 from ..settings import redact_url
-from .base import BaseStore
+from .base import ERROR_MESSAGE_LENGTH, BaseStore, clip_error_message
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine, Table
@@ -42,7 +42,6 @@ _COLUMNS = (
     "error_code",
     "error_message",
 )
-_MAX_MESSAGE = 500
 RENEW_BATCH = 500
 """Records renewed per statement: 1,000 parameters, under every SQLite's limit."""
 
@@ -77,10 +76,6 @@ def _rows(rows: Any) -> list[Record]:
 
 def _execute(statement: Any, params: Mapping[str, Any], conn: Connection) -> Any:
     return conn.execute(statement, params)
-
-
-def _message(message: str | None) -> str | None:
-    return (message or "")[:_MAX_MESSAGE] or None
 
 
 class SQLStore(BaseStore):
@@ -152,7 +147,7 @@ class SQLStore(BaseStore):
             sa.Column("lease_until", sa.Float, nullable=False, default=0.0),
             sa.Column("attempts", sa.Integer, nullable=False, default=0),
             sa.Column("error_code", sa.Integer),
-            sa.Column("error_message", sa.String(_MAX_MESSAGE)),
+            sa.Column("error_message", sa.String(ERROR_MESSAGE_LENGTH)),
             sa.Index(f"{table}_outbox", "state", "lease_until"),
             sa.Index(f"{table}_expiry", "expires_at"),
             comment=f"twilio-feedback schema {SCHEMA_VERSION}",
@@ -355,7 +350,7 @@ class SQLStore(BaseStore):
 
     def add(self, record: Record) -> None:
         values = record.to_dict()
-        values["error_message"] = _message(values["error_message"])
+        values["error_message"] = clip_error_message(values["error_message"])
         statement = self._insert(self.table).values(values)
         statement = statement.on_conflict_do_update(
             index_elements=[self.table.c.tracking_id],
@@ -411,7 +406,7 @@ class SQLStore(BaseStore):
             state=State.FAILED.value,
             lease_until=0.0,
             error_code=code,
-            error_message=_message(message),
+            error_message=clip_error_message(message),
         )
 
     def defer(
@@ -430,7 +425,7 @@ class SQLStore(BaseStore):
             lease_until=lease_until,
             attempts=attempts,
             error_code=code,
-            error_message=_message(message),
+            error_message=clip_error_message(message),
         )
 
     def _outcome(self, tracking_id: str, message_sid: str, **values: Any) -> bool:

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 
 from ..records import Record, State
-from ..stores.base import AdminStore, Store, as_async_store
+from ..stores.base import ERROR_MESSAGE_LENGTH, AdminStore, Store, as_async_store
 
 __all__ = ["StoreConformance"]
 
@@ -62,6 +62,10 @@ def _confirm(store: Store, tracking_id: str, *, lease: float = 60.0) -> tuple[bo
 def _claim_ids(store: Store, *, at: float | None = None, limit: int = 100) -> list[str]:
     now = time.time() if at is None else at
     return [r.tracking_id for r in store.claim(now=now, lease_until=now + 60, limit=limit)]
+
+
+def _expires_by_itself(store: Store) -> bool:
+    return bool(getattr(store, "expires_by_itself", False))
 
 
 def _in_threads(count: int, target: Callable[[int], None], timeout: float = 30.0) -> None:
@@ -140,14 +144,28 @@ class StoreConformance:
             == record
         )
 
-    def test_long_error_message_is_kept_or_shortened(self, store: Store) -> None:
-        store.add(_record())
-        _confirm(store, "t1", lease=-1)
-        store.mark_failed("t1", SID, code=21610, message="x" * 2000)
-        got = store.get("t1")
-        assert got is not None
-        assert got.error_message is not None
-        assert got.error_message.startswith("x" * 200)
+    def test_error_messages_are_cut_to_error_message_length(self, store: Store) -> None:
+        rule = f"a store keeps an error message's first {ERROR_MESSAGE_LENGTH} characters"
+        long = "é" + "x" * (ERROR_MESSAGE_LENGTH - 2) + "€" + "y" * 1500  # not bytes: characters
+        for name in ("failed", "deferred", "exact"):
+            store.add(_record(name))
+            _confirm(store, name, lease=-1)
+        now = time.time()
+        store.mark_failed("failed", SID, code=21610, message=long)
+        store.defer("deferred", SID, lease_until=now, attempts=1, code=None, message=long)
+        store.mark_failed("exact", SID, code=1, message=long[:ERROR_MESSAGE_LENGTH])
+        store.add(_record("added").replace(error_code=20003, error_message=long))
+        for name, method in (
+            ("failed", "mark_failed"),
+            ("deferred", "defer"),
+            ("exact", "mark_failed"),
+            ("added", "add"),
+        ):
+            got = store.get(name)
+            assert got is not None
+            assert got.error_message == long[:ERROR_MESSAGE_LENGTH], (
+                f"{rule} ({method}: error_message kept {len(got.error_message or '')} characters)"
+            )
 
     def test_add_replaces(self, store: Store) -> None:
         store.add(_record())
@@ -188,17 +206,23 @@ class StoreConformance:
         store.add(_record())
         now = time.time()
         won, record = store.confirm("t1", now=now, lease_until=now + 60, keep_until=now + KEEP)
-        assert won
-        assert record is not None
-        assert record.state is State.CONFIRMED
-        assert record.confirmed_at == pytest.approx(now, abs=0.01)
-        assert record.lease_until == pytest.approx(now + 60, abs=0.01)
-        assert record.expires_at == pytest.approx(now + KEEP, abs=0.01)
+        assert won, "confirm must win a live pending record"
+        assert record is not None, "a winning confirm must return the record"
+        assert record.state is State.CONFIRMED, "confirm must set state to confirmed"
+        assert record.confirmed_at == pytest.approx(now, abs=0.01), "confirm sets confirmed_at=now"
+        assert record.lease_until == pytest.approx(now + 60, abs=0.01), (
+            "confirm must set lease_until as given"
+        )
+        assert record.expires_at == pytest.approx(now + KEEP, abs=0.01), (
+            "confirm must set expires_at=max(expires_at, keep_until)"
+        )
         again, record2 = _confirm(store, "t1")
-        assert not again
-        assert record2 is not None
+        assert not again, "a second confirm of one record must lose"
+        assert record2 is not None, "a losing confirm must return the record it found"
         assert record2.state is State.CONFIRMED
-        assert record2.confirmed_at == pytest.approx(now, abs=0.01)
+        assert record2.confirmed_at == pytest.approx(now, abs=0.01), (
+            "a losing confirm must change nothing (confirmed_at)"
+        )
 
     def test_confirm_keeps_a_later_expiry(self, store: Store) -> None:
         store.add(_record(ttl=KEEP * 3))
@@ -244,8 +268,10 @@ class StoreConformance:
                 wins.append(won)
 
         _in_threads(16, attempt)
-        assert wins.count(True) == 1
         assert len(wins) == 16
+        assert wins.count(True) == 1, (
+            f"confirm must let exactly one of 16 threads win a record, not {wins.count(True)}"
+        )
 
     def test_many_tokens_many_threads_each_confirmed_once(self, store: Store) -> None:
         ids = [f"m{n}" for n in range(50)]
@@ -261,7 +287,10 @@ class StoreConformance:
                 won.extend(mine)
 
         _in_threads(8, attempt)
-        assert sorted(won) == sorted(ids)
+        assert sorted(won) == sorted(ids), (
+            "confirm must let exactly one thread win each record: "
+            f"won {len(won)} times for {len(ids)} records"
+        )
         assert store.counts()["confirmed"] == len(ids)
 
     # -- the race between send() and a click ----------------------------------------------
@@ -332,8 +361,10 @@ class StoreConformance:
                 taken.extend(r.tracking_id for r in got)
 
         _in_threads(8, claim)
-        assert sorted(taken) == sorted(set(taken))
-        assert len(taken) == 40
+        assert sorted(taken) == sorted(set(taken)), (
+            "claim must never hand one record to two callers whose leases overlap"
+        )
+        assert len(taken) == 40, f"claim must hand out every due record (40, not {len(taken)})"
 
     def test_outcomes(self, store: Store) -> None:
         for name in ("ok", "bad", "later"):
@@ -362,10 +393,18 @@ class StoreConformance:
 
     def test_outcomes_for_missing_records_create_nothing(self, store: Store) -> None:
         now = time.time()
-        assert not store.mark_reported("missing", SID), "an outcome for no record applies"
-        assert not store.mark_failed("missing", SID, code=None, message=None)
-        assert not store.defer("missing", SID, lease_until=now, attempts=1, code=None, message=None)
-        assert store.renew([("missing", SID)], lease_until=now + 60) == 0
+        assert not store.mark_reported("missing", SID), (
+            "mark_reported for no record must return False"
+        )
+        assert not store.mark_failed("missing", SID, code=None, message=None), (
+            "mark_failed for no record must return False"
+        )
+        assert not store.defer(
+            "missing", SID, lease_until=now, attempts=1, code=None, message=None
+        ), "defer for no record must return False"
+        assert store.renew([("missing", SID)], lease_until=now + 60) == 0, (
+            "renew must not count a record that does not exist"
+        )
         assert store.get("missing") is None, "an outcome update must never create a record"
         assert sum(store.counts().values()) == 0, "an outcome update must never create a record"
         assert _claim_ids(store, at=now + 120) == [], "an outcome update created an outbox entry"
@@ -513,6 +552,69 @@ class StoreConformance:
         store.add(_record("c"))
         _confirm(store, "c")
         assert store.counts() == {"pending": 3, "confirmed": 1, "reported": 0, "failed": 0}
+
+    def test_purge_returns_how_many_it_removed(self, store: Store) -> None:
+        base = time.time()
+        now = base + 20  # every record is live by the wall clock: only purge's now decides
+        for name, expires_at in (
+            ("before", base + 10),
+            ("long-before", base + 5),
+            ("edge", now),
+            ("after", now + 10),
+        ):
+            store.add(Record(name, expires_at=expires_at, message_sid=SID, created_at=base))
+        before = sum(store.counts().values())
+        removed = store.purge(now=now)
+        after = sum(store.counts().values())
+        assert removed == before - after, (
+            f"purge must return how many records it removed: it returned {removed}, "
+            f"and {before - after} records are gone"
+        )
+        assert store.get("after") is not None, (
+            "purge must keep a record whose expires_at is after now"
+        )
+        if _expires_by_itself(store):
+            return  # its backend deletes expired records, on its own clock
+        for name in ("before", "long-before", "edge"):
+            assert store.get(name) is None, (
+                f"purge must delete a record whose expires_at is at or before now ({name!r}"
+                + (", expires_at == now" if name == "edge" else "")
+                + ")"
+            )
+        assert removed == 3, f"purge must return how many records it removed (3, not {removed})"
+        assert store.purge(now=now) == 0, "a second purge at the same now removes nothing"
+
+    def test_the_expiry_boundary(self, store: Store) -> None:
+        store.add(_record("edge", ttl=60))
+        expires_at = store.get("edge").expires_at  # type: ignore[union-attr]
+        won, record = store.confirm(
+            "edge", now=expires_at, lease_until=expires_at + 60, keep_until=expires_at + KEEP
+        )
+        assert not won, "confirm must refuse a record whose expires_at equals now (expired)"
+        assert record is None or record.state is State.PENDING, (
+            "a refused confirm must leave the record's state pending"
+        )
+        won, _ = store.confirm(
+            "edge", now=expires_at - 0.001, lease_until=expires_at, keep_until=expires_at + KEEP
+        )
+        assert won, "confirm must accept a record whose expires_at is after now"
+
+    def test_get_reads_no_clock(self, store: Store) -> None:
+        if _expires_by_itself(store):
+            pytest.skip("the store expires records by itself, on its own clock")
+        past = time.time() - 60
+        store.add(Record("past", expires_at=past, message_sid=SID, created_at=past - 60))
+        got = store.get("past")
+        assert got is not None, (
+            "get must read no clock: a record past its expires_at is returned until purge "
+            "deletes it"
+        )
+        assert got.expires_at == pytest.approx(past, abs=0.01), "get changed expires_at"
+        won, _ = store.confirm("past", now=past - 30, lease_until=past, keep_until=past + 1)
+        assert won, (
+            "confirm must decide expiry by the now it is given (expires_at > now), not by a "
+            "clock of its own"
+        )
 
     def test_expired_records_are_purged(self, store: Store) -> None:
         store.add(_record("short", ttl=0.2))
