@@ -24,17 +24,19 @@ BACKENDS = [
 ]
 
 
+def _url(backend: str, request: pytest.FixtureRequest) -> str:
+    if backend.startswith("sqlite"):
+        return f"sqlite:///{request.getfixturevalue('tmp_path') / 'feedback.db'}"
+    if backend.startswith("postgres"):
+        return str(request.getfixturevalue("postgres_url"))  # one fresh database per test
+    return str(request.getfixturevalue("redis_url"))
+
+
 def make_store(backend: str, request: pytest.FixtureRequest, cleanup: list[Any]) -> Store:
     """A fresh, empty store of ``backend``; what the store does not own goes in ``cleanup``."""
     if backend == "memory":
         return MemoryStore()
-    if backend.startswith("sqlite"):
-        path = request.getfixturevalue("tmp_path") / "feedback.db"
-        url = f"sqlite:///{path}"
-    elif backend.startswith("postgres"):
-        url = request.getfixturevalue("postgres_url")
-    else:
-        url = request.getfixturevalue("redis_url")
+    url = _url(backend, request)
     if backend.endswith("shared-engine"):
         import sqlalchemy
 
@@ -54,6 +56,19 @@ def make_store(backend: str, request: pytest.FixtureRequest, cleanup: list[Any])
     return store_from_url(url)
 
 
+def shared_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """The URL another process opens ``make_store(backend)``'s store with (``None``: the
+    store lives in this process)."""
+    if backend == "memory":
+        return None
+    url = _url(backend, request)
+    if backend.endswith("shared-engine"):
+        return f"{url}?table=app_feedback"
+    if backend == "redis-shared-client":
+        return f"{url}?prefix=app:tf:"
+    return url
+
+
 class TestShippedStores(StoreConformance):
     @pytest.fixture(params=BACKENDS)
     def store(self, request: pytest.FixtureRequest) -> Iterator[Store]:
@@ -63,3 +78,7 @@ class TestShippedStores(StoreConformance):
         store.close()
         for close in cleanup:
             close()
+
+    @pytest.fixture
+    def store_factory(self, store: Store, request: pytest.FixtureRequest) -> str | None:
+        return shared_url(request.node.callspec.params["store"], request)

@@ -43,6 +43,7 @@ def test_the_example_is_a_store_with_operator_commands(example: ModuleType) -> N
     assert isinstance(store, example.DictStore)
     assert isinstance(store, Store)
     assert isinstance(store, AdminStore)
+    assert example.DictStore.shared is False  # a threading.Lock is atomic in one process only
 
 
 def test_the_example_runs() -> None:

@@ -1,41 +1,76 @@
 """The Store conformance suite: every backend, yours included, passes the same tests.
 
 Subclass :class:`StoreConformance` in your test suite and provide a ``store`` fixture
-that yields a fresh, empty store::
+that yields a fresh, empty store, and a ``store_factory`` fixture that tells another
+process how to open the same store::
 
     import pytest
     from twilio_feedback.testing.conformance import StoreConformance
 
     class TestMyStore(StoreConformance):
         @pytest.fixture
-        def store(self):
-            store = MyStore(...)
+        def store(self, tmp_path):
+            store = MyStore(tmp_path / "records.db")
             yield store
             store.close()
 
+        @pytest.fixture
+        def store_factory(self, tmp_path):
+            return functools.partial(MyStore, tmp_path / "records.db")
+
 The tests cover every :class:`~twilio_feedback.stores.Store` method, expiry, exactly-once
-confirmation under thread contention, claim leases and their renewal, outcomes that apply
-only to the record that was reported (a key bound again meanwhile keeps its new record),
-re-binding, a confirmation that arrives before the message SID, counts and purge; the
-operator commands of :class:`~twilio_feedback.stores.AdminStore` when the store has them,
-and the async twin (``as_async()``, or the thread offload). Times are passed in, as the
-tracker does, except where a backend's own expiry (a Redis TTL) is the subject.
+confirmation under thread contention and across processes, claim leases (disjoint across
+processes) and their renewal, outcomes that apply only to the record that was reported (a
+key bound again meanwhile keeps its new record), re-binding, a confirmation that arrives
+before the message SID, counts and purge; the operator commands of
+:class:`~twilio_feedback.stores.AdminStore` when the store has them, and the async twin
+(``as_async()``, or the thread offload). Times are passed in, as the tracker does, except
+where a backend's own expiry (a Redis TTL) is the subject.
+
+The cross-process races run in :data:`RACE_PROCESSES` worker processes (started with the
+``spawn`` method, once per test session, and reused by every race), each building its own
+store from ``store_factory``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import multiprocessing
+import pickle
+import queue
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from ..records import Record, State
-from ..stores.base import ERROR_MESSAGE_LENGTH, AdminStore, Store, as_async_store
+from ..stores.base import (
+    ERROR_MESSAGE_LENGTH,
+    AdminStore,
+    Store,
+    _resolve,
+    as_async_store,
+    store_from_url,
+)
 
-__all__ = ["StoreConformance"]
+__all__ = ["RACE_PROCESSES", "RACE_RECORDS", "SharedStoreFactory", "StoreConformance"]
+
+RACE_PROCESSES = 4
+"""Processes that race ``confirm`` and ``claim`` against one shared store."""
+RACE_RECORDS = 40
+"""Records each cross-process race is about."""
+RACE_TIMEOUT = 120.0
+
+SharedStoreFactory = str | Callable[[], Store]
+"""How a worker process opens the store under test: a URL for
+:func:`~twilio_feedback.stores.store_from_url` (its scheme known to a fresh interpreter:
+built in, or an entry point), ``"package.module:callable"`` called with no arguments, or a
+picklable callable (a module-level function or class, or a ``functools.partial`` of one)."""
 
 SID = "SM" + "ab" * 16
 OTHER_SID = "SM" + "ef" * 16
@@ -90,6 +125,146 @@ def _in_threads(count: int, target: Callable[[int], None], timeout: float = 30.0
         raise errors[0]
 
 
+def _open(factory: SharedStoreFactory) -> Store:
+    if callable(factory):
+        return factory()
+    if "://" in factory:
+        return store_from_url(factory)
+    store: Store = _resolve(factory)()
+    return store
+
+
+def _race_confirm(store: Store, ids: list[str]) -> list[str]:
+    won = []
+    for tracking_id in ids:  # every process in the same order: the most contention
+        now = time.time()
+        if store.confirm(tracking_id, now=now, lease_until=now + 60, keep_until=now + KEEP)[0]:
+            won.append(tracking_id)
+    return won
+
+
+def _race_claim(store: Store, limit: int, rounds: int) -> list[str]:
+    taken: list[str] = []
+    for _ in range(rounds):
+        now = time.time()
+        got = store.claim(now=now, lease_until=now + 600, limit=limit)
+        if not got:
+            break
+        taken.extend(record.tracking_id for record in got)
+    return taken
+
+
+_RACES: dict[str, Callable[..., list[str]]] = {"confirm": _race_confirm, "claim": _race_claim}
+
+
+def _race_worker(commands: Any, results: Any, barrier: Any) -> None:
+    """A racing process: for each command, open the store, wait for the others, race."""
+    while True:
+        command = commands.get()
+        if command is None:
+            return
+        race, factory, args = command
+        store: Store | None = None
+        error: str | None = None
+        outcome: list[str] = []
+        try:
+            store = _open(factory)
+            store.get("warm-up")  # connect (and create tables) before the race, not in it
+        except BaseException:
+            error = traceback.format_exc()
+        try:
+            barrier.wait(RACE_TIMEOUT)
+        except threading.BrokenBarrierError:
+            error = error or "another racing process never reached the start"
+        if error is None and store is not None:
+            try:
+                outcome = _RACES[race](store, **args)
+            except BaseException:
+                error = traceback.format_exc()
+        if store is not None:
+            with contextlib.suppress(Exception):  # the race's result matters, not the close
+                store.close()
+        results.put((error, outcome))
+
+
+class _RacePool:
+    """:data:`RACE_PROCESSES` spawned worker processes, started once, reused by races."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.barrier = context.Barrier(RACE_PROCESSES)
+        self.results = context.Queue()
+        self.commands = [context.Queue() for _ in range(RACE_PROCESSES)]
+        self.processes = [
+            context.Process(
+                target=_race_worker,
+                args=(commands, self.results, self.barrier),
+                name=f"twilio-feedback-race-{n}",
+                daemon=True,
+            )
+            for n, commands in enumerate(self.commands)
+        ]
+        for process in self.processes:
+            process.start()
+
+    def race(self, race: str, factory: SharedStoreFactory, **args: Any) -> list[list[str]]:
+        for commands in self.commands:
+            commands.put((race, factory, args))
+        outcomes: list[list[str]] = []
+        deadline = time.monotonic() + RACE_TIMEOUT + 30
+        for _ in self.processes:
+            try:
+                error, outcome = self.results.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"the racing processes did not finish the {race} race") from None
+            if error is not None:
+                raise RuntimeError(f"a racing process failed to {race}:\n{error}")
+            outcomes.append(outcome)
+        return outcomes
+
+    def close(self) -> None:
+        for commands in self.commands:
+            commands.put(None)
+        for process in self.processes:
+            process.join(5)
+            if process.is_alive():
+                process.terminate()
+
+
+_pool: _RacePool | None = None
+_pool_lock = threading.Lock()
+
+
+def _race(race: str, factory: SharedStoreFactory, **args: Any) -> list[list[str]]:
+    """Run ``race`` in every worker process at once; their outcomes."""
+    global _pool
+    try:
+        pickle.dumps(factory)
+    except Exception as exc:
+        raise TypeError(
+            "store_factory must be a URL, 'package.module:callable', or a picklable "
+            f"callable (a module-level function or class, or functools.partial of one): {exc}"
+        ) from None
+    with _pool_lock:
+        if _pool is None:
+            _pool = _RacePool()
+            atexit.register(_pool.close)
+        pool = _pool
+        try:
+            return pool.race(race, factory, **args)
+        except BaseException:
+            _pool = None  # a worker may be stuck or gone: the next race starts afresh
+            atexit.unregister(pool.close)
+            pool.close()
+            raise
+
+
+def _shared(store: Store, factory: SharedStoreFactory | None) -> SharedStoreFactory:
+    if factory is None:
+        pytest.skip("the store lives in one process (store_factory is None): no process race")
+    return factory
+
+
 class StoreConformance:
     """The contract of :class:`~twilio_feedback.stores.Store`, as tests."""
 
@@ -97,6 +272,24 @@ class StoreConformance:
     def store(self) -> Any:
         """Override: yield a fresh, empty store."""
         raise NotImplementedError("provide a `store` fixture that yields a fresh, empty store")
+
+    @pytest.fixture
+    def store_factory(self, store: Any) -> SharedStoreFactory | None:
+        """Override: how another process opens the store ``store`` is (its records, its
+        table, its key prefix): a :data:`SharedStoreFactory`.
+
+        Return ``None`` for a store that lives in one process; without an override that is
+        the default for a store whose class says ``shared = False``, and any other store
+        fails here: a store that processes share must be raced by processes.
+        """
+        if not getattr(store, "shared", True):
+            return None
+        pytest.fail(
+            f"{type(store).__name__}: give StoreConformance a store_factory fixture (a URL, "
+            "'package.module:callable' or a picklable callable that opens the same store in "
+            "another process), so that it can race processes; or, for a store that lives "
+            "in one process, set shared = False on its class"
+        )
 
     # -- add, get, delete --------------------------------------------------------------
 
@@ -292,6 +485,60 @@ class StoreConformance:
             f"won {len(won)} times for {len(ids)} records"
         )
         assert store.counts()["confirmed"] == len(ids)
+
+    def test_processes_race_confirm(
+        self, store: Store, store_factory: SharedStoreFactory | None
+    ) -> None:
+        factory = _shared(store, store_factory)
+        ids = [f"race{n}" for n in range(RACE_RECORDS)]
+        for tracking_id in ids:
+            store.add(_record(tracking_id))
+        won = [
+            tracking_id for outcome in _race("confirm", factory, ids=ids) for tracking_id in outcome
+        ]
+        twice = sorted({tracking_id for tracking_id in won if won.count(tracking_id) > 1})
+        assert not twice, (
+            f"confirm must let exactly one process win each record: {RACE_PROCESSES} "
+            f"processes won {len(won)} times for {len(ids)} records; won more than once: "
+            f"{twice[:5]} (a lock inside one process is not enough for a shared store)"
+        )
+        missing = sorted(set(ids) - set(won))
+        assert not missing, (
+            f"confirm must let exactly one process win each record; no process won {missing[:5]}"
+        )
+        assert store.counts()["confirmed"] == len(ids), (
+            "every record confirmed by another process must be confirmed here too"
+        )
+
+    def test_processes_race_claim(
+        self, store: Store, store_factory: SharedStoreFactory | None
+    ) -> None:
+        factory = _shared(store, store_factory)
+        ids = [f"due{n}" for n in range(RACE_RECORDS)]
+        now = time.time()
+        for tracking_id in ids:
+            store.add(
+                Record(
+                    tracking_id,
+                    expires_at=now + 3600,
+                    state=State.CONFIRMED,
+                    message_sid=SID,
+                    account_sid=ACCOUNT,
+                    created_at=now,
+                    confirmed_at=now,
+                )
+            )
+        outcomes = _race("claim", factory, limit=5, rounds=2 * RACE_RECORDS)
+        taken = [tracking_id for outcome in outcomes for tracking_id in outcome]
+        twice = sorted({tracking_id for tracking_id in taken if taken.count(tracking_id) > 1})
+        assert not twice, (
+            "claim must never hand one record to two processes whose leases overlap: "
+            f"claimed more than once: {twice[:5]}"
+        )
+        assert sorted(taken) == sorted(ids), (
+            "claim must hand out every due record to some process; never claimed: "
+            f"{sorted(set(ids) - set(taken))[:5]}"
+        )
 
     # -- the race between send() and a click ----------------------------------------------
 
