@@ -8,6 +8,9 @@ store that cannot be reached, reports left undelivered), 2 a usage or configurat
 
 Framework integrations (``manage.py twilio_feedback``, ``flask twilio-feedback``) run the
 same commands with :func:`main`'s ``settings=``: the app's own settings, store included.
+
+``--import MODULE`` (or ``TWILIO_FEEDBACK_IMPORT``) first imports the module that
+registers a store scheme of your own with ``register_store()``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -41,6 +45,7 @@ __all__ = ["Progress", "main"]
 PROG = "twilio-feedback"
 STORE_ENV = "TWILIO_FEEDBACK_STORE"
 SECRET_ENV = "TWILIO_FEEDBACK_SECRET_KEY"
+IMPORT_ENV = "TWILIO_FEEDBACK_IMPORT"
 
 
 class UsageError(Exception):
@@ -79,6 +84,17 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--debug", action="store_true", help="log details, and show tracebacks of failures"
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help=(
+            "import MODULE first, e.g. the one that calls register_store() for your own "
+            f"store scheme; repeatable (also ${IMPORT_ENV}, comma-separated)"
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -196,6 +212,7 @@ def main(
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     url = ""
     try:
+        _import_modules(args.imports)
         source = _source(args.store, settings)
         url = source.url
         with _logging(args.debug, url):
@@ -277,6 +294,22 @@ def _demo(argv: list[str]) -> int:
 # -- opening the store -------------------------------------------------------------------
 
 
+def _import_modules(given: Sequence[str]) -> None:
+    """Import the modules named by ``$TWILIO_FEEDBACK_IMPORT`` and ``--import``: those that
+    register store schemes (``register_store``) in code rather than by an entry point."""
+    names = [name.strip() for name in os.environ.get(IMPORT_ENV, "").split(",")]
+    names = [name for name in (*names, *given) if name]
+    if names and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: the project's own modules
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise UsageError(f"cannot import {name} (--import, ${IMPORT_ENV}): {exc}") from exc
+        except Exception as exc:
+            raise UsageError(f"importing {name} failed: {type(exc).__name__}: {exc}") from exc
+
+
 def _source(given: str | None, settings: Settings | None) -> _Source:
     if settings is not None and not given:
         if not isinstance(settings.store, str):
@@ -298,6 +331,15 @@ def _store_url(given: str | None) -> str:
         raise UsageError(
             "memory:// lives inside each app process, out of this command's reach: "
             "point --store at the app's sqlite://, postgresql:// or redis:// store"
+        )
+    from .stores.base import is_known_scheme
+
+    if not is_known_scheme(url):
+        raise UsageError(
+            f"unknown store scheme {urlsplit(url).scheme.lower()}://: pass sqlite:///..., "
+            "postgresql://... or redis://..., or, for a scheme of your own registered with "
+            f"register_store(), import the module that registers it: --import MODULE or "
+            f"${IMPORT_ENV}"
         )
     return url
 
