@@ -3,15 +3,18 @@ store, and reprs that keep passwords out."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import time
 from typing import Any
 
 import pytest
 
-from twilio_feedback import ConfigurationError
+from twilio_feedback import ConfigurationError, Record
 from twilio_feedback.stores import (
     REQUIRED_METHODS,
     AdminStore,
+    AsyncStores,
     BaseStore,
     Store,
     ThreadedAsyncStore,
@@ -19,7 +22,7 @@ from twilio_feedback.stores import (
     store_from_url,
 )
 from twilio_feedback.stores.memory import MemoryStore
-from twilio_feedback.stores.redis import RedisStore
+from twilio_feedback.stores.redis import AsyncRedisStore, RedisStore
 from twilio_feedback.stores.sql import SQLStore
 
 BUILT_IN = [MemoryStore, SQLStore, RedisStore]
@@ -132,3 +135,57 @@ def test_reprs_never_show_a_password(url: str) -> None:
         assert type(store).__name__ in text
     finally:
         store.close()
+
+
+def test_one_async_twin_per_event_loop() -> None:
+    stores = AsyncStores(MemoryStore())
+
+    async def twins() -> tuple[Any, Any]:
+        return stores.current(), stores.current()
+
+    first, again = asyncio.run(twins())
+    assert first is again  # one per loop
+    other, _ = asyncio.run(twins())
+    assert other is not first  # another loop, another twin
+
+
+@pytest.mark.redis
+def test_a_redis_twin_serves_each_event_loop(redis_url: str) -> None:
+    # A redis.asyncio pool belongs to the loop that made it: a second loop (asyncio.run
+    # again, a test's own loop) needs its own, or fails with "Event loop is closed".
+    store = RedisStore(redis_url)
+    stores = AsyncStores(store)
+    now = time.time()
+
+    async def confirm(tracking_id: str) -> bool:
+        twin = stores.current()
+        assert isinstance(twin, AsyncRedisStore)
+        await twin.add(Record(tracking_id, expires_at=now + 60))
+        won, _ = await twin.confirm(tracking_id, now=now, lease_until=now, keep_until=now)
+        await stores.aclose()
+        return won
+
+    assert asyncio.run(confirm("first-loop"))
+    assert asyncio.run(confirm("second-loop"))
+    store.close()
+
+
+async def test_aclose_closes_the_running_loop_s_twin_only() -> None:
+    closed: list[str] = []
+
+    class Twin(ThreadedAsyncStore):
+        async def aclose(self) -> None:
+            closed.append("closed")
+
+    class Store_(MemoryStore):
+        def as_async(self) -> Twin:
+            return Twin(self)
+
+    stores = AsyncStores(Store_())
+    twin = stores.current()
+    await stores.aclose()
+    assert closed == ["closed"]
+    assert stores.current() is not twin  # the next use makes a new one
+    await stores.aclose()
+    await stores.aclose()  # nothing left to close: no error
+    assert closed == ["closed", "closed"]

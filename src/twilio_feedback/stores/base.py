@@ -33,6 +33,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import functools
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -46,6 +48,7 @@ __all__ = [
     "REQUIRED_METHODS",
     "AdminStore",
     "AsyncStore",
+    "AsyncStores",
     "BaseStore",
     "Store",
     "StoreFactory",
@@ -360,6 +363,40 @@ def as_async_store(store: Store) -> AsyncStore:
         result: AsyncStore = native()
         return result
     return ThreadedAsyncStore(store)
+
+
+class AsyncStores:
+    """The async twins of one store, one per event loop: what a tracker holds.
+
+    An async client belongs to the event loop it was made in (a ``redis.asyncio`` pool
+    cannot serve another loop), so each loop that awaits the store gets its own twin,
+    made by :func:`as_async_store` on first use and closed on that loop by
+    :meth:`aclose`. A twin whose loop is gone is forgotten with it.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._twins: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncStore] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    def current(self) -> AsyncStore:
+        """The running event loop's twin."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            twin = self._twins.get(loop)
+            if twin is None:
+                twin = self._twins[loop] = as_async_store(self.store)
+            return twin
+
+    async def aclose(self) -> None:
+        """Close the running event loop's twin, if it has one (the next use makes a new
+        one); twins of other loops are left to their loops."""
+        with self._lock:
+            twin = self._twins.pop(asyncio.get_running_loop(), None)
+        if twin is not None:
+            await twin.aclose()
 
 
 StoreFactory = Callable[..., Store]
