@@ -226,13 +226,6 @@ class AsyncStoreBoundary:
         except Exception as exc:
             raise self._error("add", exc) from exc
 
-    async def get(self, tracking_id: str) -> Record | None:
-        """:meth:`Store.get`, across the boundary."""
-        try:
-            return await self.inner.get(tracking_id)
-        except Exception as exc:
-            raise self._error("get", exc) from exc
-
     async def attach_sid(
         self, tracking_id: str, message_sid: str, account_sid: str
     ) -> Record | None:
