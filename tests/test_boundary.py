@@ -188,3 +188,15 @@ def test_a_store_failure_before_the_send_raises_and_sends_nothing(
     with pytest.raises(StorageError):
         tracker.send(to=PHONE, from_=SENDER, body="code", key="k")
     assert fake_twilio.messages == []
+
+
+def test_a_store_without_a_required_method_is_refused_when_the_tracker_starts(
+    settings: Settings,
+) -> None:
+    from twilio_feedback.errors import ConfigurationError
+
+    class NoRenew(MemoryStore):
+        renew = None  # type: ignore[assignment]
+
+    with pytest.raises(ConfigurationError, match="renew is not callable"):
+        FeedbackTracker(settings.replace(store=NoRenew()))

@@ -44,26 +44,25 @@ Flow: TypeAlias = "Generator[Step, Any, T]"
 
 
 class Stores:
-    """A store and its async view, made on first use (one per tracker: native twins hold
-    connections bound to the event loop that made them)."""
+    """A store and its async views: one per event loop, made on first use (a native twin
+    holds connections bound to the loop that made them; see
+    :class:`~twilio_feedback.stores.base.AsyncStores`)."""
 
     def __init__(self, store: Store) -> None:
+        from .stores.base import AsyncStores
+
         self.sync = store
-        self._async: AsyncStore | None = None
+        self._twins = AsyncStores(store)
 
     @property
     def async_(self) -> AsyncStore:
-        """The async view (the store's own ``as_async()``, or a thread offload)."""
-        if self._async is None:
-            from .stores.base import as_async_store
-
-            self._async = as_async_store(self.sync)
-        return self._async
+        """The running event loop's async view (the store's own ``as_async()``, or a
+        thread offload)."""
+        return self._twins.current()
 
     async def aclose(self) -> None:
-        """Close the async view, if one was made."""
-        if self._async is not None:
-            await self._async.aclose()
+        """Close the running event loop's async view, if one was made."""
+        await self._twins.aclose()
 
 
 class _Finished(Exception):

@@ -25,7 +25,7 @@ from .lookups import SidLookups
 from .records import ConfirmResult, Record, State
 from .reporter import OnFailed, OnReported, Reporter
 from .settings import Settings
-from .stores.base import AsyncStore, Store, store_from_url
+from .stores.base import AsyncStore, Store, check_store, store_from_url
 from .stores.boundary import StoreBoundary
 from .tokens import TokenSigner
 from .twilio_api import TwilioAPI
@@ -122,6 +122,7 @@ class FeedbackTracker:
         store = (
             store_from_url(settings.store) if isinstance(settings.store, str) else settings.store
         )
+        check_store(store)  # a missing method is refused now, not found by a sweep later
         self.store: Store = StoreBoundary(store)
         """The store, behind the boundary that turns its failures into StorageError."""
         self._stores = Stores(self.store)
@@ -151,7 +152,8 @@ class FeedbackTracker:
 
     @property
     def astore(self) -> AsyncStore:
-        """The async view of the store (native where the backend has one)."""
+        """The running event loop's async view of the store (native where the backend has
+        one; one per loop, closed by :meth:`aclose` on that loop)."""
         return self._stores.async_
 
     # -- outgoing ------------------------------------------------------------------
