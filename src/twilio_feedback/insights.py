@@ -135,7 +135,7 @@ class InsightRow:
 
 @dataclass(frozen=True, slots=True)
 class Insights:
-    """What :meth:`FeedbackTracker.insights` returns: ``rows`` grouped ``by`` the given
+    """What ``tracker.insights()`` returns: ``rows`` grouped ``by`` the given
     dimensions for the days ``since`` to ``until`` (both included), and ``available``:
     ``False`` when the store keeps no insights (a custom store that opts out), with
     ``note`` saying so."""
