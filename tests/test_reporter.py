@@ -354,7 +354,7 @@ def test_workers_given_up_on_are_bounded(settings: Settings) -> None:
     server = TrickleServer(trickle=100, every=0.02)  # every post trickles until stopped
     before = set(threading.enumerate())
     tracker = FeedbackTracker(
-        settings.replace(api_base_url=server.url, request_timeout=0.1, reporter_concurrency=1)
+        settings.replace(api_base_url=server.url, request_timeout=0.3, reporter_concurrency=1)
     )
 
     def workers() -> int:
