@@ -35,7 +35,7 @@ import asyncio
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -287,6 +287,50 @@ class BaseStore(AdminStore):
         """The async twin (:class:`AsyncStore`): here the sync methods in a worker
         thread, so that the event loop never blocks."""
         return ThreadedAsyncStore(self)
+
+    # The reporter's outcomes, written once for every built-in store: which fields each
+    # one changes. A backend supplies the guarded write, _outcome().
+
+    def mark_reported(self, tracking_id: str, message_sid: str) -> bool:
+        return self._outcome(
+            tracking_id, message_sid, {"state": State.REPORTED, "lease_until": 0.0}
+        )
+
+    def mark_failed(
+        self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
+    ) -> bool:
+        changes = {
+            "state": State.FAILED,
+            "lease_until": 0.0,
+            "error_code": code,
+            "error_message": clip_error_message(message),
+        }
+        return self._outcome(tracking_id, message_sid, changes)
+
+    def defer(
+        self,
+        tracking_id: str,
+        message_sid: str,
+        *,
+        lease_until: float,
+        attempts: int,
+        code: int | None,
+        message: str | None,
+    ) -> bool:
+        changes = {
+            "lease_until": lease_until,
+            "attempts": attempts,
+            "error_code": code,
+            "error_message": clip_error_message(message),
+        }
+        return self._outcome(tracking_id, message_sid, changes)
+
+    @abc.abstractmethod
+    def _outcome(self, tracking_id: str, message_sid: str, changes: Mapping[str, Any]) -> bool:
+        """Apply ``changes`` (record field -> value; ``state`` as a :class:`State`) to the
+        record, atomically, only while it is ``confirmed`` with ``message_sid``; return
+        whether it did. A change of ``state`` takes the record out of the outbox; a new
+        ``lease_until`` alone keeps it there, due then."""
 
 
 class AsyncStore(Protocol):

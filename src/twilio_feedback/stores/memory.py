@@ -12,7 +12,7 @@ import heapq
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeGuard
 from urllib.parse import parse_qs, urlsplit
 
@@ -184,41 +184,7 @@ class MemoryStore(BaseStore):
                 self._compact()
         return count
 
-    def mark_reported(self, tracking_id: str, message_sid: str) -> bool:
-        return self._outcome(tracking_id, message_sid, state=State.REPORTED, lease_until=0.0)
-
-    def mark_failed(
-        self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
-    ) -> bool:
-        return self._outcome(
-            tracking_id,
-            message_sid,
-            state=State.FAILED,
-            lease_until=0.0,
-            error_code=code,
-            error_message=clip_error_message(message),
-        )
-
-    def defer(
-        self,
-        tracking_id: str,
-        message_sid: str,
-        *,
-        lease_until: float,
-        attempts: int,
-        code: int | None,
-        message: str | None,
-    ) -> bool:
-        return self._outcome(
-            tracking_id,
-            message_sid,
-            lease_until=lease_until,
-            attempts=attempts,
-            error_code=code,
-            error_message=clip_error_message(message),
-        )
-
-    def _outcome(self, tracking_id: str, message_sid: str, **changes: Any) -> bool:
+    def _outcome(self, tracking_id: str, message_sid: str, changes: Mapping[str, Any]) -> bool:
         with self._lock:
             record = self._get(tracking_id)
             if not _is_reporting(record, message_sid):

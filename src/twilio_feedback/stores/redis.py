@@ -10,7 +10,7 @@ the operator's commands (counts, listing, re-queueing) SCAN the keys.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
@@ -247,50 +247,12 @@ class RedisStore(BaseStore):
             count += int(self._renew(keys=[self.outbox], args=args))
         return count
 
-    def _outcome(self, tracking_id: str, message_sid: str, outbox: str, **fields: Any) -> bool:
-        args: list[Any] = [tracking_id, message_sid, outbox]
-        for name, value in fields.items():
+    def _outcome(self, tracking_id: str, message_sid: str, changes: Mapping[str, Any]) -> bool:
+        args: list[Any] = [tracking_id, message_sid, "rem" if "state" in changes else "lease"]
+        for name, value in changes.items():
             args += [name, _field(value)]
         keys = [self.key(tracking_id), self.outbox]
         return bool(int(self._outcome_script(keys=keys, args=args)))
-
-    def mark_reported(self, tracking_id: str, message_sid: str) -> bool:
-        return self._outcome(
-            tracking_id, message_sid, "rem", state=State.REPORTED.value, lease_until=0.0
-        )
-
-    def mark_failed(
-        self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
-    ) -> bool:
-        return self._outcome(
-            tracking_id,
-            message_sid,
-            "rem",
-            state=State.FAILED.value,
-            lease_until=0.0,
-            error_code=code,
-            error_message=clip_error_message(message),
-        )
-
-    def defer(
-        self,
-        tracking_id: str,
-        message_sid: str,
-        *,
-        lease_until: float,
-        attempts: int,
-        code: int | None,
-        message: str | None,
-    ) -> bool:
-        return self._outcome(
-            tracking_id,
-            message_sid,
-            "lease",
-            lease_until=lease_until,
-            attempts=attempts,
-            error_code=code,
-            error_message=clip_error_message(message),
-        )
 
     def purge(self, *, now: float) -> int:
         removed = offset = 0

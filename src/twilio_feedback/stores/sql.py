@@ -394,41 +394,7 @@ class SQLStore(BaseStore):
             count += int(result.rowcount)
         return count
 
-    def mark_reported(self, tracking_id: str, message_sid: str) -> bool:
-        return self._outcome(tracking_id, message_sid, state=State.REPORTED.value, lease_until=0.0)
-
-    def mark_failed(
-        self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
-    ) -> bool:
-        return self._outcome(
-            tracking_id,
-            message_sid,
-            state=State.FAILED.value,
-            lease_until=0.0,
-            error_code=code,
-            error_message=clip_error_message(message),
-        )
-
-    def defer(
-        self,
-        tracking_id: str,
-        message_sid: str,
-        *,
-        lease_until: float,
-        attempts: int,
-        code: int | None,
-        message: str | None,
-    ) -> bool:
-        return self._outcome(
-            tracking_id,
-            message_sid,
-            lease_until=lease_until,
-            attempts=attempts,
-            error_code=code,
-            error_message=clip_error_message(message),
-        )
-
-    def _outcome(self, tracking_id: str, message_sid: str, **values: Any) -> bool:
+    def _outcome(self, tracking_id: str, message_sid: str, changes: Mapping[str, Any]) -> bool:
         c = self.table.c
         statement = (
             self.table.update()
@@ -437,7 +403,7 @@ class SQLStore(BaseStore):
                 c.message_sid == message_sid,
                 c.state == State.CONFIRMED.value,
             )
-            .values(**values)
+            .values(**changes)
         )
         result = self._run(lambda conn: conn.execute(statement))
         return bool(result.rowcount)
