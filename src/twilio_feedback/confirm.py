@@ -35,6 +35,7 @@ from urllib.parse import unquote_plus
 
 from itsdangerous import BadSignature
 
+from . import telemetry
 from .bots import BotMatcher
 from .deferred import DeferredConfirmations
 from .flows import Flow, StoreCall, Stores, arun, run
@@ -223,11 +224,11 @@ class ConfirmGate:
         """An ``ignored`` result for a visit that must not confirm, else the token."""
         if method not in self.methods:
             logger.debug("confirm ignored: method %s", method[:16])
-            return IGNORED_METHOD
+            return telemetry.confirm_outcome(IGNORED_METHOD)
         user_agent = headers.get("user-agent")
         if self.bots.is_bot(user_agent):
             logger.debug("confirm ignored: link preview or scanner %r", (user_agent or "")[:120])
-            return IGNORED_BOT
+            return telemetry.confirm_outcome(IGNORED_BOT)
         token = self.token_from_query(query)
         if token is None and body is not None:
             token = self.token_from_form(body)
@@ -248,7 +249,7 @@ class ConfirmGate:
             return self._decision(method, query, self.confirmer.confirm_token(screened))
         except Exception:
             logger.exception("confirming a request failed")
-            return self._decision(method, query, INTERNAL_ERROR)
+            return self._decision(method, query, telemetry.confirm_outcome(INTERNAL_ERROR))
 
     async def decide_async(
         self, method: str, query: str, headers: Headers, body: bytes | None = None
@@ -262,7 +263,7 @@ class ConfirmGate:
             return self._decision(method, query, result)
         except Exception:
             logger.exception("confirming a request failed")
-            return self._decision(method, query, INTERNAL_ERROR)
+            return self._decision(method, query, telemetry.confirm_outcome(INTERNAL_ERROR))
 
     def _decision(self, method: str, query: str, result: ConfirmResult) -> Decision:
         if self.settings.hide_token:
@@ -359,7 +360,7 @@ class Confirmer(ProcessLocal):
     def _count(self, result: ConfirmResult) -> ConfirmResult:
         with self._lock:
             self._counts[result.status] += 1
-        return result
+        return telemetry.confirm_outcome(result)
 
     def verify(self, token: str | None) -> ConfirmResult | str:
         """The tracking id of a genuine, unexpired token, or the result that refuses it

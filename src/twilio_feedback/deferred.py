@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from . import telemetry
 from .lifecycle import ProcessLocal, Throttle
 from .retry import backoff
 
@@ -85,6 +86,7 @@ class DeferredConfirmations(ProcessLocal):
     def _dropped(self, tracking_id: str) -> None:
         with self._lock:
             self._counts["deferred_dropped"] += 1
+        telemetry.dropped("deferred")
         count = self._drops.hit()
         if count:
             logger.warning(

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from . import telemetry
 from .errors import FeedbackError, StorageError
 from .lifecycle import ProcessLocal, Throttle
 from .records import Record, State
@@ -129,6 +130,7 @@ class Reporter(ProcessLocal):
         self.on_failed = on_failed
         self.policy = RetryPolicy(settings.retry_window)
         super().__init__()
+        telemetry.watch(self)
 
     def _init_state(self) -> None:
         super()._init_state()
@@ -262,6 +264,7 @@ class Reporter(ProcessLocal):
     def _dropped(self, record: Record) -> None:
         with self._lock:
             self._counts["dropped"] += 1
+        telemetry.dropped("reports")
         count = self._drops.hit()
         if count:
             logger.warning(
@@ -323,6 +326,7 @@ class Reporter(ProcessLocal):
             self._retry_or_fail(record, sid, account, exc)
             return
         logger.debug("feedback reported for %s", sid)
+        telemetry.reported()
         self._outcome(record, "reported", "mark_reported", {})
         if self._degraded:  # read without the lock: a stale answer only delays a pull
             self._recovered(account)
@@ -396,6 +400,7 @@ class Reporter(ProcessLocal):
             "" if hold else " by the outbox sweep",
         )
         retry = record.replace(attempts=attempts, error_code=exc.code, error_message=exc.message)
+        telemetry.retried(exc)
         with self._lock:
             self._counts["retried"] += 1
             if hold and not self._closed:
@@ -453,6 +458,7 @@ class Reporter(ProcessLocal):
             self._wake.notify()
 
     def _fail(self, record: Record, exc: FeedbackError, attempts: int) -> None:
+        telemetry.failed(exc)
         logger.warning(
             "feedback for %s failed for good after %d attempt(s): %s",
             record.message_sid,

@@ -35,6 +35,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from urllib3.exceptions import InvalidHeader
 
+from . import telemetry
 from .errors import FeedbackError
 from .settings import DEFAULT_API_BASE_URL
 
@@ -334,6 +335,7 @@ class TwilioAPI:
             return 400 <= status < 500
         return _unsent(exc)
 
+    @telemetry.timed_post
     def post_feedback(self, account_sid: str, message_sid: str) -> None:
         """POST ``Outcome=confirmed`` for one message; raise :class:`FeedbackError` on failure.
 
