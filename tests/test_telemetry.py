@@ -7,6 +7,7 @@ Redis server stopped and started for the store outage.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -25,7 +26,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from werkzeug.test import Client
 
-from twilio_feedback import FeedbackTracker, Settings, telemetry
+from twilio_feedback import ConfirmResult, FeedbackTracker, Settings, telemetry
 from twilio_feedback.stores.memory import MemoryStore
 from twilio_feedback.testing import Delay, FakeTwilio
 from twilio_feedback.tokens import TokenSigner
@@ -313,7 +314,7 @@ def test_records_are_no_ops_until_the_app_configures_an_sdk(fake_twilio: FakeTwi
 
         from twilio_feedback import telemetry
 
-        confirm_one()  # the API's no-op: nothing to read later
+        confirm_one()  # reported through the API's no-op: not counted
         assert telemetry.enabled()
         reader = InMemoryMetricReader()
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
@@ -329,14 +330,14 @@ def test_records_are_no_ops_until_the_app_configures_an_sdk(fake_twilio: FakeTwi
         fake_twilio,
     )
     lines = out.splitlines()
-    assert "twilio_feedback.confirmations {'outcome': 'confirmed'} 2" in lines
+    # Confirm outcomes are counted from the first tracker on, whenever the SDK comes.
+    assert "twilio_feedback.confirmations {'outcome': 'confirmed'} 3" in lines
+    assert "twilio_feedback.confirmations {'outcome': 'ignored'} 0" in lines
     assert "twilio_feedback.reports {} 2" in lines
     assert "twilio_feedback.report.pending {} 0" in lines
 
 
 def test_a_hook_costs_one_check_when_metrics_are_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    from twilio_feedback.records import ConfirmResult
-
     for name in ("_confirmations", "_reports", "_retries", "_failures", "_drops", "_duration"):
         monkeypatch.setattr(telemetry, name, None)
     result = ConfirmResult("confirmed")
@@ -348,3 +349,21 @@ def test_a_hook_costs_one_check_when_metrics_are_off(monkeypatch: pytest.MonkeyP
         return x + 1
 
     assert post(1) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_counts_its_own_confirmations(reader: InMemoryMetricReader) -> None:
+    invalid = ConfirmResult("invalid")
+    telemetry.confirm_outcome(invalid)
+    telemetry.confirm_outcome(invalid)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        telemetry.confirm_outcome(invalid)
+        counts = _counts(_points(reader), telemetry.CONFIRMATIONS.name)
+        os.write(write, b"1" if counts == {"invalid": 1} else b"0")
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.waitpid(pid, 0)
+    assert _counts(_points(reader), telemetry.CONFIRMATIONS.name) == {"invalid": 2}

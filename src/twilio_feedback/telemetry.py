@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from .errors import FeedbackError
+from .lifecycle import ProcessLocal
 from .records import ConfirmStatus
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class Instrument:
 
 CONFIRMATIONS = Instrument(
     "twilio_feedback.confirmations",
-    "Counter",
+    "ObservableCounter",
     "{confirmation}",
     "Confirmation attempts by outcome: `ignored` from the middleware's screening "
     "(methods that never confirm, link previews), the others from the confirm step.",
@@ -162,10 +163,31 @@ _QUEUE = _attributes(DROPS)
 _ERROR_TYPE = _attributes(DURATION)
 _NONE: Mapping[str, str] = {}
 
+
+class _Outcomes(ProcessLocal):
+    """Confirm outcomes counted in this process, for an observable counter: on the
+    request path a confirmation costs a lock and an addition, where an SDK counter's
+    ``add()`` costs several microseconds. A forked child starts from zero."""
+
+    def _init_state(self) -> None:
+        super()._init_state()
+        self.lock = threading.Lock()
+        self.counts = dict.fromkeys(CONFIRMATIONS.attributes["outcome"], 0)
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        from opentelemetry.metrics import Observation
+
+        self._check_pid()
+        with self.lock:
+            observed = list(self.counts.items())
+        for outcome, count in observed:
+            yield Observation(count, _OUTCOME[outcome])
+
+
 # The instruments in use, or None while metrics are off (no opentelemetry-api, or no
 # tracker built yet). Each hook reads one of them once: a swap by use_meter_provider()
 # is seen whole.
-_confirmations: Counter | None = None
+_confirmations: _Outcomes | None = None
 _reports: Counter | None = None
 _retries: Counter | None = None
 _failures: Counter | None = None
@@ -223,11 +245,18 @@ def _make(provider: MeterProvider) -> tuple[Any, ...]:
     def counter(instrument: Instrument) -> Counter:
         return meter.create_counter(instrument.name, instrument.unit, instrument.description)
 
+    confirmations = _Outcomes()
+    meter.create_observable_counter(
+        CONFIRMATIONS.name,
+        [confirmations.observe],
+        CONFIRMATIONS.unit,
+        CONFIRMATIONS.description,
+    )
     meter.create_observable_up_down_counter(
         PENDING.name, [_observe_pending], PENDING.unit, PENDING.description
     )
     return (
-        counter(CONFIRMATIONS),
+        confirmations,
         counter(REPORTS),
         counter(RETRIES),
         counter(FAILURES),
@@ -261,9 +290,12 @@ def _observe_pending(options: CallbackOptions) -> Iterable[Observation]:
 
 def confirm_outcome(result: ConfirmResult) -> ConfirmResult:
     """Count one confirmation attempt by its outcome; return ``result``."""
-    counter = _confirmations
-    if counter is not None:
-        counter.add(1, _OUTCOME.get(result.status, _NONE))
+    outcomes = _confirmations
+    if outcomes is not None:
+        counts = outcomes.counts
+        if result.status in counts:
+            with outcomes.lock:
+                counts[result.status] += 1
     return result
 
 
