@@ -34,6 +34,7 @@ REFERENCE_PAGES = {
     "stores": "twilio_feedback.stores",
     "testing": "twilio_feedback.testing",
     "cli": "twilio_feedback.cli",
+    "telemetry": "twilio_feedback.telemetry",
 }
 
 
@@ -230,3 +231,28 @@ def test_the_built_in_stores_show_the_store_contract(site: Path) -> None:
         assert anchor in html, store
         section = html.split(anchor, 1)[1].split('<div class="doc doc-object', 1)[0]
         assert contract in section, store
+
+
+def test_the_metrics_page_lists_every_instrument(site: Path) -> None:
+    from twilio_feedback.telemetry import INSTRUMENTS
+
+    html = _page(site, "metrics-and-logs")
+    prometheus_name = _hook("generated").prometheus_name
+    for instrument in INSTRUMENTS:
+        assert f'<span id="{instrument.name}"></span>' in html, instrument.name
+        assert f"<code>{prometheus_name(instrument)}</code>" in html, instrument.name
+
+
+def test_the_queries_on_the_metrics_page_name_real_series() -> None:
+    from twilio_feedback.telemetry import INSTRUMENTS
+
+    prometheus_name = _hook("generated").prometheus_name
+    series = set()
+    for instrument in INSTRUMENTS:
+        name = prometheus_name(instrument)
+        suffixes = ("_bucket", "_sum", "_count") if instrument.kind == "Histogram" else ("",)
+        series |= {name + suffix for suffix in suffixes}
+    page = (ROOT / "docs" / "metrics-and-logs.md").read_text()
+    named = set(re.findall(r"\btwilio_feedback_[a-z_]+", page))
+    assert named
+    assert named <= series, named - series

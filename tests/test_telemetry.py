@@ -42,6 +42,7 @@ UNKNOWN_SID = "SM" + "0" * 32  # FakeTwilio answers 404 for feedback on it
 Key = tuple[str, frozenset[tuple[str, Any]]]
 
 
+# --8<-- [start:reader]
 @pytest.fixture
 def reader() -> Iterator[InMemoryMetricReader]:
     """The library's instruments on an SDK provider of this test, read in memory."""
@@ -51,6 +52,9 @@ def reader() -> Iterator[InMemoryMetricReader]:
     yield reader
     telemetry.use_meter_provider(None)
     provider.shutdown()
+
+
+# --8<-- [end:reader]
 
 
 def _points(reader: InMemoryMetricReader) -> dict[Key, Any]:

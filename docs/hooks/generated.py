@@ -5,6 +5,8 @@
   and its docstring.
 - ``<!-- public-names -->``: every name in ``twilio_feedback.__all__`` with the first
   paragraph of its docstring, linked to its reference page.
+- ``<!-- metrics-table -->``: every OpenTelemetry instrument
+  (``twilio_feedback.telemetry.INSTRUMENTS``), with its Prometheus name.
 
 Docstrings come from Griffe with the extension next to this file, so they read exactly as
 on the API pages.
@@ -19,6 +21,7 @@ from typing import Any
 
 SETTINGS_MARKER = "<!-- settings-table -->"
 PUBLIC_MARKER = "<!-- public-names -->"
+METRICS_MARKER = "<!-- metrics-table -->"
 ROOT = Path(__file__).resolve().parents[2]
 
 _package: Any = None
@@ -108,6 +111,39 @@ def public_names_table() -> str:
     return "\n".join(rows)
 
 
+def prometheus_name(instrument: Any) -> str:
+    """The name Prometheus's exporter gives an instrument: dots become underscores, a
+    unit word is appended (``{...}`` annotations are dropped), counters end in ``_total``."""
+    name = instrument.name.replace(".", "_")
+    unit = {"s": "seconds", "By": "bytes"}.get(instrument.unit)
+    if unit:
+        name += f"_{unit}"
+    if instrument.kind in ("Counter", "ObservableCounter"):
+        name += "_total"
+    return name
+
+
+def metrics_table() -> str:
+    """The Markdown table of every instrument of ``twilio_feedback.telemetry``."""
+    from twilio_feedback.telemetry import INSTRUMENTS
+
+    rows = [
+        "| instrument (Prometheus name) | kind, unit | attributes | what it measures |",
+        "|---|---|---|---|",
+    ]
+    for instrument in INSTRUMENTS:
+        attributes = "<br>".join(
+            f"`{key}`: " + ", ".join(f"`{v}`" for v in values)
+            for key, values in instrument.attributes.items()
+        )
+        rows.append(
+            f'| <span id="{instrument.name}"></span>`{instrument.name}`<br>'
+            f"(`{prometheus_name(instrument)}`) | {instrument.kind}, `{instrument.unit}` "
+            f"| {attributes or 'none'} | {instrument.description} |"
+        )
+    return "\n".join(rows)
+
+
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
     """Replace the markers with the generated tables."""
     if SETTINGS_MARKER in markdown:
@@ -115,4 +151,6 @@ def on_page_markdown(markdown: str, **kwargs: Any) -> str:
         markdown = markdown.replace(SETTINGS_MARKER, table)
     if PUBLIC_MARKER in markdown:
         markdown = markdown.replace(PUBLIC_MARKER, public_names_table())
+    if METRICS_MARKER in markdown:
+        markdown = markdown.replace(METRICS_MARKER, metrics_table())
     return markdown
