@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .common import Section, machine
 
-BENCHES = ["passthrough", "confirm_latency", "tokens", "delivery", "stores", "soak"]
+BENCHES = ["passthrough", "confirm_latency", "tokens", "delivery", "stores", "soak", "telemetry"]
 PACKAGES = [
     "twilio-feedback",
     "twilio",
