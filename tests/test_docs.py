@@ -256,3 +256,11 @@ def test_the_queries_on_the_metrics_page_name_real_series() -> None:
     named = set(re.findall(r"\btwilio_feedback_[a-z_]+", page))
     assert named
     assert named <= series, named - series
+
+
+def test_the_logs_section_lists_every_event(site: Path) -> None:
+    html = _page(site, "metrics-and-logs")
+    events = {c.event for c in _hook("generated").log_calls() if c.event}
+    assert len(events) > 30
+    for event in events:
+        assert f'<span id="{event}"></span>' in html, event

@@ -84,7 +84,10 @@ class FeedbackMiddleware:
                 try:
                     await self.tracker.flush_async(self.flush_timeout)
                 except Exception:
-                    logger.exception("flushing pending reports at shutdown failed")
+                    logger.exception(
+                        "flushing pending reports at shutdown failed",
+                        extra={"event": "shutdown_flush_failed"},
+                    )
             return message
 
         return receive_and_flush
@@ -156,7 +159,11 @@ async def _read_body(receive: Receive, length: int) -> tuple[bytes | None, Recei
         try:
             message = await receive()
         except Exception:
-            logger.debug("confirm: the client left while the form was read", exc_info=True)
+            logger.debug(
+                "confirm: the client left while the form was read",
+                exc_info=True,
+                extra={"event": "confirm_client_left"},
+            )
             return None, _replay(messages, _disconnected)
         messages.append(message)
         if message.get("type") != "http.request":

@@ -184,7 +184,12 @@ class ConfirmGate:
         # field) is no token, so the next place is looked at. ``parse_qsl`` would raise
         # past its field limit, and it parses every field to find one.
         if text.count("&") >= MAX_FIELDS:
-            logger.debug("confirm: %s of more than %d fields not searched", where, MAX_FIELDS)
+            logger.debug(
+                "confirm: %s of more than %d fields not searched",
+                where,
+                MAX_FIELDS,
+                extra={"event": "confirm_fields_over_limit", "source": where},
+            )
             return None
         param = self.param
         for piece in text.split("&"):
@@ -223,11 +228,29 @@ class ConfirmGate:
     ) -> ConfirmResult | str | None:
         """An ``ignored`` result for a visit that must not confirm, else the token."""
         if method not in self.methods:
-            logger.debug("confirm ignored: method %s", method[:16])
+            logger.debug(
+                "confirm ignored: method %s",
+                method[:16],
+                extra={
+                    "event": "confirm_ignored",
+                    "outcome": "ignored",
+                    "reason": "method",
+                    "method": method[:16],
+                },
+            )
             return telemetry.confirm_outcome(IGNORED_METHOD)
         user_agent = headers.get("user-agent")
         if self.bots.is_bot(user_agent):
-            logger.debug("confirm ignored: link preview or scanner %r", (user_agent or "")[:120])
+            logger.debug(
+                "confirm ignored: link preview or scanner %r",
+                (user_agent or "")[:120],
+                extra={
+                    "event": "confirm_ignored",
+                    "outcome": "ignored",
+                    "reason": "bot",
+                    "user_agent": (user_agent or "")[:120],
+                },
+            )
             return telemetry.confirm_outcome(IGNORED_BOT)
         token = self.token_from_query(query)
         if token is None and body is not None:
@@ -248,7 +271,9 @@ class ConfirmGate:
                 return self._decision(method, query, screened)
             return self._decision(method, query, self.confirmer.confirm_token(screened))
         except Exception:
-            logger.exception("confirming a request failed")
+            logger.exception(
+                "confirming a request failed", extra={"event": "confirm_failed", "outcome": "error"}
+            )
             return self._decision(method, query, telemetry.confirm_outcome(INTERNAL_ERROR))
 
     async def decide_async(
@@ -262,7 +287,9 @@ class ConfirmGate:
             result = await self.confirmer.confirm_token_async(screened)
             return self._decision(method, query, result)
         except Exception:
-            logger.exception("confirming a request failed")
+            logger.exception(
+                "confirming a request failed", extra={"event": "confirm_failed", "outcome": "error"}
+            )
             return self._decision(method, query, telemetry.confirm_outcome(INTERNAL_ERROR))
 
     def _decision(self, method: str, query: str, result: ConfirmResult) -> Decision:
@@ -370,10 +397,22 @@ class Confirmer(ProcessLocal):
         try:
             return self.signer.verify(token, self.settings.token_max_age).tracking_id
         except ExpiredToken as exc:
-            logger.debug("confirm refused: expired token for %s", exc.payload)
+            logger.debug(
+                "confirm refused: expired token for %s",
+                exc.payload,
+                extra={
+                    "event": "confirm_expired",
+                    "outcome": "expired",
+                    "tracking_id": str(exc.payload),
+                },
+            )
             return self._count(ConfirmResult("expired", tracking_id=str(exc.payload)))
         except BadSignature as exc:
-            logger.debug("confirm refused: invalid token (%s)", exc.message)
+            logger.debug(
+                "confirm refused: invalid token (%s)",
+                exc.message,
+                extra={"event": "confirm_invalid", "outcome": "invalid", "reason": exc.message},
+            )
             return self._count(ConfirmResult("invalid", reason=exc.message))
 
     def flow(self, tracking_id: str) -> Flow[ConfirmResult]:
@@ -388,7 +427,15 @@ class Confirmer(ProcessLocal):
             # vouches for): keeping them cannot be abused to confirm anything. The store
             # boundary has logged the failure.
             if self.deferred.add(tracking_id, now):
-                logger.debug("store unavailable: confirmation of %s deferred", tracking_id)
+                logger.debug(
+                    "store unavailable: confirmation of %s deferred",
+                    tracking_id,
+                    extra={
+                        "event": "confirm_deferred",
+                        "outcome": "deferred",
+                        "tracking_id": tracking_id,
+                    },
+                )
                 reason = "store unavailable; kept in memory"
                 return self._count(ConfirmResult("deferred", tracking_id, reason=reason))
             return self._count(ConfirmResult("error", tracking_id, reason="store unavailable"))
@@ -403,7 +450,15 @@ class Confirmer(ProcessLocal):
                 self.reporter.submit(record)
             return ConfirmResult("confirmed", tracking_id, record.message_sid)
         if record is None:
-            logger.debug("confirm refused: no record for %s", tracking_id)
+            logger.debug(
+                "confirm refused: no record for %s",
+                tracking_id,
+                extra={
+                    "event": "confirm_unknown",
+                    "outcome": "unknown",
+                    "tracking_id": tracking_id,
+                },
+            )
             return ConfirmResult("unknown", tracking_id, reason="no such record")
         if record.state is State.PENDING and record.expires_at <= now:
             return ConfirmResult("expired", tracking_id, record.message_sid)
@@ -441,12 +496,29 @@ def _apply_deferred(
     won, record = store.confirm(tracking_id, **confirm_kwargs(settings, confirmed_at, time.time()))
     if won:
         assert record is not None
-        logger.debug("deferred confirmation of %s applied", tracking_id)
+        logger.debug(
+            "deferred confirmation of %s applied",
+            tracking_id,
+            extra={
+                "event": "deferred_confirmation_applied",
+                "tracking_id": tracking_id,
+                "message_sid": record.message_sid,
+            },
+        )
         if record.message_sid is not None:
             reporter.submit(record)
     else:
         found = "no record" if record is None else f"a {record.state} record"
-        logger.debug("deferred confirmation of %s found %s: nothing to do", tracking_id, found)
+        logger.debug(
+            "deferred confirmation of %s found %s: nothing to do",
+            tracking_id,
+            found,
+            extra={
+                "event": "deferred_confirmation_moot",
+                "tracking_id": tracking_id,
+                "state": None if record is None else record.state.value,
+            },
+        )
 
 
 class _Prefixes:

@@ -95,9 +95,19 @@ class DeferredConfirmations(ProcessLocal):
                 self.limit,
                 count,
                 tracking_id,
+                extra={
+                    "event": "deferred_dropped",
+                    "outcome": "error",
+                    "tracking_id": tracking_id,
+                    "count": count,
+                },
             )
         else:
-            logger.debug("confirmation of %s not deferred: buffer full or closed", tracking_id)
+            logger.debug(
+                "confirmation of %s not deferred: buffer full or closed",
+                tracking_id,
+                extra={"event": "deferred_dropped", "outcome": "error", "tracking_id": tracking_id},
+            )
 
     def stats(self) -> dict[str, int]:
         """``replayed`` (kept confirmations the store took once it answered, whatever it
@@ -129,6 +139,7 @@ class DeferredConfirmations(ProcessLocal):
                 "%d deferred confirmation(s) could not be applied before close: the store "
                 "did not answer; they are lost",
                 left,
+                extra={"event": "deferred_lost", "count": left},
             )
         return left
 
@@ -177,6 +188,7 @@ class DeferredConfirmations(ProcessLocal):
                 logger.info(
                     "the store answers again: applying %d more deferred confirmation(s)",
                     waiting,
+                    extra={"event": "deferred_replay_resumed", "count": waiting},
                 )
                 failures = 0
 
@@ -192,4 +204,10 @@ class DeferredConfirmations(ProcessLocal):
             type(exc).__name__,
             waiting,
             failures,
+            extra={
+                "event": "deferred_replay_failed",
+                "error_type": type(exc).__name__,
+                "count": waiting,
+                "attempt": failures,
+            },
         )

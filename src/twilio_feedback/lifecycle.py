@@ -107,7 +107,7 @@ def _close_everything() -> None:
         try:
             obj._close_at_exit(max(0.0, deadline - time.monotonic()))
         except Exception:
-            logger.exception("closing %r at exit failed", obj)
+            logger.exception("closing %r at exit failed", obj, extra={"event": "exit_close_failed"})
 
 
 class Throttle:

@@ -180,6 +180,11 @@ class SidLookups(ProcessLocal):
                 "no SID lookup for %s (%s): its confirmation cannot be reported",
                 tracking_id,
                 "closed" if self._closed else f"{self.max_pending} lookups pending",
+                extra={
+                    "event": "sid_lookup_dropped",
+                    "tracking_id": tracking_id,
+                    "reason": "closed" if self._closed else "full",
+                },
             )
         return accepted
 
@@ -217,6 +222,7 @@ class SidLookups(ProcessLocal):
             logger.warning(
                 "%d SID lookup(s) abandoned at close: those confirmations cannot be reported",
                 left,
+                extra={"event": "sid_lookups_abandoned", "count": left},
             )
         return left
 
@@ -251,7 +257,11 @@ class SidLookups(ProcessLocal):
             except StorageError:
                 done = False  # the store is down; the boundary logged it
             except Exception:
-                logger.exception("SID lookup for %s failed", lookup.tracking_id)
+                logger.exception(
+                    "SID lookup for %s failed",
+                    lookup.tracking_id,
+                    extra={"event": "sid_lookup_error", "tracking_id": lookup.tracking_id},
+                )
                 done = False
             with self._lock:
                 self._running = None
@@ -274,6 +284,12 @@ class SidLookups(ProcessLocal):
                     "its confirmation cannot be reported",
                     lookup.tracking_id,
                     lookup.attempts,
+                    extra={
+                        "event": "sid_lookup_given_up",
+                        "tracking_id": lookup.tracking_id,
+                        "attempt": lookup.attempts,
+                        "twilio_code": None,
+                    },
                 )
 
     def _attempt(self, lookup: _Lookup) -> bool:
@@ -288,7 +304,17 @@ class SidLookups(ProcessLocal):
                 contains=lookup.contains,
             )
         except FeedbackError as exc:
-            logger.info("SID lookup for %s failed: %s", lookup.tracking_id, exc.message)
+            logger.info(
+                "SID lookup for %s failed: %s",
+                lookup.tracking_id,
+                exc.message,
+                extra={
+                    "event": "sid_lookup_failed",
+                    "tracking_id": lookup.tracking_id,
+                    "twilio_code": exc.code,
+                    "http_status": exc.status,
+                },
+            )
             lookup.retry_after = exc.retry_after
             if exc.retryable:
                 return False
@@ -298,6 +324,12 @@ class SidLookups(ProcessLocal):
                 "gave up looking up the SID of the message for %s: %s",
                 lookup.tracking_id,
                 exc.message,
+                extra={
+                    "event": "sid_lookup_given_up",
+                    "tracking_id": lookup.tracking_id,
+                    "attempt": lookup.attempts + 1,
+                    "twilio_code": exc.code,
+                },
             )
             return True
         lookup.retry_after = None
@@ -316,6 +348,11 @@ class SidLookups(ProcessLocal):
         if not same:
             return True  # gone, bound by hand, or replaced by a new send under the same key
         bound = self.store.attach_sid(lookup.tracking_id, sid, lookup.account_sid)
-        logger.info("learned the SID of the message for %s: %s", lookup.tracking_id, sid)
+        logger.info(
+            "learned the SID of the message for %s: %s",
+            lookup.tracking_id,
+            sid,
+            extra={"event": "sid_found", "tracking_id": lookup.tracking_id, "message_sid": sid},
+        )
         self.on_found(bound)
         return True

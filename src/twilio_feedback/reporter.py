@@ -272,9 +272,23 @@ class Reporter(ProcessLocal):
                 "store for the outbox sweep",
                 count,
                 record.tracking_id,
+                extra={
+                    "event": "report_dropped",
+                    "tracking_id": record.tracking_id,
+                    "message_sid": record.message_sid,
+                    "count": count,
+                },
             )
         else:
-            logger.debug("feedback for %s not queued; left for the sweep", record.tracking_id)
+            logger.debug(
+                "feedback for %s not queued; left for the sweep",
+                record.tracking_id,
+                extra={
+                    "event": "report_dropped",
+                    "tracking_id": record.tracking_id,
+                    "message_sid": record.message_sid,
+                },
+            )
 
     def _done(self, record: Record, counter: str | None = None) -> None:
         with self._lock:
@@ -305,7 +319,15 @@ class Reporter(ProcessLocal):
             except Exception:
                 # A bug (a hook, a store returning nonsense): the record's lease runs out
                 # and a sweep tries again. A worker never dies of it.
-                logger.exception("delivering the feedback for %s failed", record.tracking_id)
+                logger.exception(
+                    "delivering the feedback for %s failed",
+                    record.tracking_id,
+                    extra={
+                        "event": "report_error",
+                        "tracking_id": record.tracking_id,
+                        "message_sid": record.message_sid,
+                    },
+                )
                 self._done(record)
             with self._lock:
                 del self._busy[me]
@@ -325,7 +347,16 @@ class Reporter(ProcessLocal):
         except FeedbackError as exc:
             self._retry_or_fail(record, sid, account, exc)
             return
-        logger.debug("feedback reported for %s", sid)
+        logger.debug(
+            "feedback reported for %s",
+            sid,
+            extra={
+                "event": "report_accepted",
+                "tracking_id": record.tracking_id,
+                "message_sid": sid,
+                "attempt": record.attempts + 1,
+            },
+        )
         telemetry.reported()
         self._outcome(record, "reported", "mark_reported", {})
         if self._degraded:  # read without the lock: a stale answer only delays a pull
@@ -338,7 +369,18 @@ class Reporter(ProcessLocal):
         try:
             written = getattr(self.store, method)(record.tracking_id, record.message_sid, **kwargs)
         except Exception as exc:
-            logger.debug("recording %s for %s failed: %s", counter, record.tracking_id, exc)
+            logger.debug(
+                "recording %s for %s failed: %s",
+                counter,
+                record.tracking_id,
+                exc,
+                extra={
+                    "event": "report_outcome_unwritten",
+                    "tracking_id": record.tracking_id,
+                    "message_sid": record.message_sid,
+                    "outcome": counter,
+                },
+            )
             with self._lock:
                 self._counts[counter] += 1
                 if threading.current_thread() not in self._abandoned and not self._closed:
@@ -347,7 +389,17 @@ class Reporter(ProcessLocal):
             self._done(record)
             return
         if not written:
-            logger.debug("feedback for %s %s; its record had moved on", record.message_sid, counter)
+            logger.debug(
+                "feedback for %s %s; its record had moved on",
+                record.message_sid,
+                counter,
+                extra={
+                    "event": "report_outcome_stale",
+                    "tracking_id": record.tracking_id,
+                    "message_sid": record.message_sid,
+                    "outcome": counter,
+                },
+            )
         self._done(record, counter)
 
     def _retry_or_fail(self, record: Record, sid: str, account: str, exc: FeedbackError) -> None:
@@ -385,7 +437,16 @@ class Reporter(ProcessLocal):
             )
         except Exception as exc2:
             # The store is down too: memory is the only place this retry can wait now.
-            logger.debug("deferring the report of %s failed: %s", record.tracking_id, exc2)
+            logger.debug(
+                "deferring the report of %s failed: %s",
+                record.tracking_id,
+                exc2,
+                extra={
+                    "event": "report_defer_failed",
+                    "tracking_id": record.tracking_id,
+                    "message_sid": sid,
+                },
+            )
             applied = False
         if not applied:
             # The store no longer has this confirmation (its key was bound to another
@@ -398,6 +459,16 @@ class Reporter(ProcessLocal):
             attempts,
             delay,
             "" if hold else " by the outbox sweep",
+            extra={
+                "event": "report_retry",
+                "tracking_id": record.tracking_id,
+                "message_sid": sid,
+                "attempt": attempts,
+                "twilio_code": exc.code,
+                "http_status": exc.status,
+                "reason": telemetry.error_type(exc),
+                "retry_in": round(delay, 3),
+            },
         )
         retry = record.replace(attempts=attempts, error_code=exc.code, error_message=exc.message)
         telemetry.retried(exc)
@@ -416,6 +487,12 @@ class Reporter(ProcessLocal):
                 "feedback for %s dropped: its record was bound to another message or the "
                 "store is unavailable, and no retry can wait in memory",
                 sid,
+                extra={
+                    "event": "report_retry_dropped",
+                    "tracking_id": record.tracking_id,
+                    "message_sid": sid,
+                    "attempt": attempts,
+                },
             )
         self._done(record)
 
@@ -436,6 +513,13 @@ class Reporter(ProcessLocal):
             using,
             count,
             BACKOFF_CAP,
+            extra={
+                "event": "credentials_refused",
+                "account_sid": account,
+                "twilio_code": exc.code,
+                "http_status": exc.status,
+                "count": count,
+            },
         )
 
     def _recovered(self, account: str) -> None:
@@ -464,6 +548,16 @@ class Reporter(ProcessLocal):
             record.message_sid,
             attempts,
             exc.message,
+            extra={
+                "event": "report_failed",
+                "tracking_id": record.tracking_id,
+                "message_sid": record.message_sid,
+                "outcome": "failed",
+                "attempt": attempts,
+                "twilio_code": exc.code,
+                "http_status": exc.status,
+                "reason": "retry_window" if exc.retryable else "refused",
+            },
         )
         self._outcome(record, "failed", "mark_failed", {"code": exc.code, "message": exc.message})
         failed = record.replace(
@@ -481,7 +575,10 @@ class Reporter(ProcessLocal):
         try:
             hook(*args)
         except Exception:
-            logger.exception("twilio-feedback hook %s raised", getattr(hook, "__name__", hook))
+            name = getattr(hook, "__name__", repr(hook))
+            logger.exception(
+                "twilio-feedback hook %s raised", name, extra={"event": "hook_failed", "hook": name}
+            )
 
     # -- the heartbeat -------------------------------------------------------------------
 
@@ -555,10 +652,19 @@ class Reporter(ProcessLocal):
         try:
             action()
         except StorageError:
-            logger.debug("%s failed: the store is unavailable", what)  # the boundary said so
+            # The boundary said so.
+            logger.debug(
+                "%s failed: the store is unavailable",
+                what,
+                extra={"event": "reporter_task_failed", "task": what, "reason": "store"},
+            )
             return False
         except Exception:
-            logger.exception("%s failed", what)
+            logger.exception(
+                "%s failed",
+                what,
+                extra={"event": "reporter_task_failed", "task": what, "reason": "bug"},
+            )
             return False
         return True
 
@@ -611,6 +717,12 @@ class Reporter(ProcessLocal):
                 record.message_sid,
                 now - since,
                 self.settings.request_timeout,
+                extra={
+                    "event": "report_stuck",
+                    "tracking_id": record.tracking_id,
+                    "message_sid": record.message_sid,
+                    "seconds": round(now - since, 1),
+                },
             )
         if log_bound:
             logger.warning(
@@ -618,6 +730,11 @@ class Reporter(ProcessLocal):
                 "most kept at once): fewer posts run at once until some of them end",
                 len(stuck) - len(given_up),
                 bound,
+                extra={
+                    "event": "reporter_workers_exhausted",
+                    "count": len(stuck) - len(given_up),
+                    "limit": bound,
+                },
             )
 
     def drain(self, timeout: float, progress: DrainProgress | None = None) -> Drained:
@@ -685,6 +802,10 @@ class Reporter(ProcessLocal):
                     taken += 1
             total += taken
             if taken:
-                logger.info("outbox sweep took %d unreported confirmation(s)", taken)
+                logger.info(
+                    "outbox sweep took %d unreported confirmation(s)",
+                    taken,
+                    extra={"event": "outbox_swept", "count": taken},
+                )
             if len(claimed) < room:
                 return total

@@ -277,7 +277,9 @@ class FeedbackTracker:
                     yield StoreCall("delete", (record.tracking_id,))
                 except StorageError:
                     logger.warning(
-                        "could not remove record %s after a refused send", record.tracking_id
+                        "could not remove record %s after a refused send",
+                        record.tracking_id,
+                        extra={"event": "send_cleanup_failed", "tracking_id": record.tracking_id},
                     )
             else:
                 self._after_failed_send(record, to, body, link, params)
@@ -292,6 +294,11 @@ class FeedbackTracker:
                 "the message for %s was sent, but the store could not record its SID; "
                 "it is recorded in the background",
                 record.tracking_id,
+                extra={
+                    "event": "sid_not_recorded",
+                    "tracking_id": record.tracking_id,
+                    "message_sid": sid,
+                },
             )
             self.sid_lookups.attach_later(record, sid, account)
             return message
@@ -307,6 +314,7 @@ class FeedbackTracker:
             "sending the message for %s failed, and Twilio may have created it: the record "
             "is kept and its SID looked up",
             record.tracking_id,
+            extra={"event": "send_outcome_unknown", "tracking_id": record.tracking_id},
         )
         from_ = params.get("from_")
         self.sid_lookups.schedule(

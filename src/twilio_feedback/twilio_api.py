@@ -140,7 +140,13 @@ class _HttpClient(TwilioHttpClient):  # type: ignore[misc]
             "application/scim+json",
         )
         kwargs["json" if json_body else "data"] = data
-        logger.debug("%s %s", kwargs["method"], urlsplit(url).path)
+        path = urlsplit(url).path
+        logger.debug(
+            "%s %s",
+            kwargs["method"],
+            path,
+            extra={"event": "twilio_request", "method": kwargs["method"], "path": path},
+        )
         session = self.session or Session()
         prepared = session.prepare_request(Request(**kwargs))
         environment = session.merge_environment_settings(
@@ -183,6 +189,7 @@ def _read_body(answer: requests.Response, deadline: float, limit: float) -> str:
                     "Twilio's answer (HTTP %d) is longer than %d bytes: its body is ignored",
                     answer.status_code,
                     MAX_RESPONSE_BYTES,
+                    extra={"event": "twilio_answer_too_long", "http_status": answer.status_code},
                 )
                 return ""
             chunks.append(data)

@@ -137,7 +137,11 @@ def _read(stream: IO[bytes], length: int) -> tuple[bytes | None, IO[bytes]]:
                 break
             data += chunk[: length - len(data)]
     except Exception:
-        logger.debug("confirm: the client left while the form was read", exc_info=True)
+        logger.debug(
+            "confirm: the client left while the form was read",
+            exc_info=True,
+            extra={"event": "confirm_client_left"},
+        )
         return None, io.BytesIO(bytes(data))
     body = bytes(data)
     return body, io.BytesIO(body)

@@ -58,7 +58,18 @@ class _Failures(ProcessLocal):
         if logger.isEnabledFor(logging.DEBUG):
             # Formatted here, so that a URL with a password in a driver's message is masked.
             trace = redact_text("".join(traceback.format_exception(exc)))
-            logger.debug("store %s.%s() failed:\n%s", self.backend, operation, trace)
+            logger.debug(
+                "store %s.%s() failed:\n%s",
+                self.backend,
+                operation,
+                trace,
+                extra={
+                    "event": "store_failed",
+                    "backend": self.backend,
+                    "operation": operation,
+                    "error_type": kind,
+                },
+            )
         throttle = self._throttles.get(operation)
         if throttle is None:
             throttle = self._throttles.setdefault(operation, Throttle(LOG_EVERY))
@@ -70,6 +81,13 @@ class _Failures(ProcessLocal):
                 count,
                 operation,
                 LOG_EVERY,
+                extra={
+                    "event": "store_failed",
+                    "backend": self.backend,
+                    "operation": operation,
+                    "error_type": kind,
+                    "count": count,
+                },
             )
         return error
 
