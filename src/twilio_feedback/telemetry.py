@@ -2,10 +2,10 @@
 
 The library never configures OpenTelemetry. It asks the API for a meter named
 ``twilio_feedback`` and records into it: until the application configures an SDK (a
-``MeterProvider`` with a reader or an exporter), every instrument is the API's no-op, and
-without ``opentelemetry-api`` installed (``pip install 'twilio-feedback[otel]'`` adds it)
-nothing is imported and each hook is one check of a module global. The API is imported
-when the first tracker is built, not when ``twilio_feedback`` is.
+``MeterProvider`` with a reader or an exporter), records go nowhere, and without
+``opentelemetry-api`` installed (``pip install 'twilio-feedback[otel]'`` adds it) nothing
+is imported and each hook is one check of a module global. The API is imported when the
+first tracker is built, not when ``twilio_feedback`` is.
 
 :data:`INSTRUMENTS` lists what is recorded. Attributes are low-cardinality by design: a
 fixed set of values each, never a SID, tracking id or phone number. Counts are per
