@@ -14,6 +14,7 @@ from twilio_feedback.bots import (
     BotMatcher,
     _alternatives,
     _required_literals,
+    is_test_client,
     maintained_patterns,
 )
 
@@ -189,6 +190,56 @@ def test_people_are_not_bots(matcher: BotMatcher, name: str) -> None:
 def test_missing_user_agent_is_a_bot(matcher: BotMatcher) -> None:
     assert matcher.is_bot(None)
     assert matcher.search(None) is None
+
+
+# What the test clients apps are tested with send (Django's sends nothing).
+TEST_CLIENTS = {
+    "Django": None,
+    "blank": "  ",
+    "Starlette / Litestar TestClient": "testclient",
+    "Flask (Werkzeug)": "Werkzeug/3.1.3",
+    "Quart": "Quart",
+    "httpx": "python-httpx/0.28.1",
+    "httpx2": "python-httpx2/2.16.2",
+    "requests": "python-requests/2.32.3",
+    "urllib": "Python-urllib/3.12",
+    "aiohttp": "Python/3.12 aiohttp/3.10.5",
+    "curl": "curl/8.5.0",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEST_CLIENTS))
+def test_test_clients_are_bots_unless_counted(matcher: BotMatcher, name: str) -> None:
+    agent = TEST_CLIENTS[name]
+    assert is_test_client(agent)
+    assert matcher.is_bot(agent)
+    counting = BotMatcher.default(count_test_clients=True)
+    assert not counting.is_bot(agent)
+    assert counting is BotMatcher.default(count_test_clients=True)
+
+
+@pytest.mark.parametrize("agent", ["Mozilla/5.0 testclient", "Quartz/1", "xcurl/1", "Werkzeug"])
+def test_only_test_clients_own_user_agents_count(agent: str) -> None:
+    assert not is_test_client(agent)
+
+
+def test_counting_test_clients_keeps_previews_and_scanners_out() -> None:
+    counting = BotMatcher.default(count_test_clients=True)
+    for name, agent in PREVIEWS.items():
+        if not is_test_client(agent):
+            assert counting.is_bot(agent), name
+    for name, agent in PEOPLE.items():
+        assert not counting.is_bot(agent), name
+
+
+def test_a_matcher_of_patterns_leaves_test_clients_to_its_patterns() -> None:
+    plain = BotMatcher(["Bot/1"])
+    assert plain.count_test_clients is None
+    assert not plain.is_bot("testclient")
+    assert not plain.is_bot("curl/8.5.0")
+    assert plain.is_bot("")
+    assert BotMatcher(["Bot/1"], count_test_clients=False).is_bot("testclient")
+    assert not BotMatcher(["Bot/1"], count_test_clients=True).is_bot("")
 
 
 def test_every_example_of_the_maintained_list_is_recognised(matcher: BotMatcher) -> None:

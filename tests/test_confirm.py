@@ -127,6 +127,22 @@ def test_bots_are_ignored_before_the_token_is_looked_at(
     assert gate.decide("GET", f"id={ticket.token}", BROWSER).result.status == "confirmed"
 
 
+@pytest.mark.parametrize(
+    "agent", [None, "testclient", "Werkzeug/3.1.3", "Quart", "python-httpx/0.28.1", "curl/8.5.0"]
+)
+def test_test_clients_confirm_only_when_counted(offline: Settings, agent: str | None) -> None:
+    headers = {} if agent is None else {"user-agent": agent}
+    gate = make_gate(offline)
+    counting = make_gate(offline, count_test_clients=True)
+    assert offline.count_test_clients is False
+    assert gate.decide("GET", "id=x", headers).result.status == "ignored"
+    assert counting.decide("GET", "id=x", headers).result.status == "invalid"
+    form = {**headers, "content-type": FORM["content-type"], "content-length": "4"}
+    assert gate.form_length("POST", "", form) == 0
+    assert counting.form_length("POST", "", form) == 4
+    assert counting.decide("GET", "id=x", {"user-agent": "WhatsApp/2"}).result.status == "ignored"
+
+
 def test_own_bot_patterns(offline: Settings) -> None:
     gate = make_gate(offline, bot_user_agents=("AcmeLinkCheck",))
     assert gate.decide("GET", "id=x", {"user-agent": "acmelinkcheck/1"}).result.status == (

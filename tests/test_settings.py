@@ -41,6 +41,7 @@ FULL: dict[str, tuple[Any, str]] = {
     "lease_seconds": (20.0, "20"),
     "bot_user_agents": (("MyScanner", "Other/\\d"), "MyScanner,Other/\\d"),
     "default_bot_list": (False, "false"),
+    "count_test_clients": (True, "yes"),
     "confirmed_redirect": ("/welcome", "/welcome"),
     "invalid_redirect": ("https://app.example/oops", "https://app.example/oops"),
     "expired_redirect": ("/expired", "/expired"),
@@ -130,6 +131,7 @@ def test_timedelta_and_store_instance() -> None:
         ({"confirmed_redirect": "//evil.example"}, "confirmed_redirect must be"),
         ({"bot_user_agents": ("(",)}, "not a regular expression"),
         ({"hide_token": "maybe"}, "hide_token must be true or false"),
+        ({"count_test_clients": "sometimes"}, "count_test_clients must be true or false"),
     ],
 )
 def test_each_bad_configuration_has_its_own_clear_error(

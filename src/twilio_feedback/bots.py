@@ -22,7 +22,14 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["EXTRA_PATTERNS", "MAX_USER_AGENT", "BotMatcher", "maintained_patterns"]
+__all__ = [
+    "EXTRA_PATTERNS",
+    "MAX_USER_AGENT",
+    "TEST_CLIENT_PATTERNS",
+    "BotMatcher",
+    "is_test_client",
+    "maintained_patterns",
+]
 
 EXTRA_PATTERNS: tuple[str, ...] = (
     # Link previews. iMessage sends "facebookexternalhit/1.1 Facebot Twitterbot/1.0"
@@ -64,10 +71,26 @@ EXTRA_PATTERNS: tuple[str, ...] = (
 """This project's additions, matched case-insensitively and always used (with or
 without the maintained list)."""
 
+TEST_CLIENT_PATTERNS: tuple[str, ...] = (
+    r"testclient$",  # Starlette's and Litestar's TestClient
+    r"Werkzeug/",  # Flask's test client
+    r"Quart$",  # Quart's test client
+    r"python-httpx2?/",  # httpx and httpx2 (AsyncClient over ASGITransport)
+    r"python-requests/",
+    r"Python-urllib/",
+    r"Python/[\d.]+ aiohttp/",
+    r"curl/",
+)
+"""User agents of the HTTP clients apps are tested with, each matched at the start of the
+user agent (case-sensitive). With a missing or blank user agent (Django's test client
+sends none), they are what ``count_test_clients`` turns into people: never a person's
+browser, so never a person by default."""
+
 MAX_USER_AGENT = 512
 """Characters of a user agent that are looked at. Preview bots send short ones; the
 bound keeps an oversized header from costing time or cache memory."""
 
+_TEST_CLIENT = re.compile("|".join(f"(?:{p})" for p in TEST_CLIENT_PATTERNS))
 _CLASS_ESCAPES = frozenset("dDwWsSbBAZ")
 _META = frozenset(".^$+[]()|\\")
 _MIN_LITERAL = 3
@@ -82,6 +105,12 @@ _BROWSER_SAMPLE = (
     "instagram 300.0.0 (iphone14,2; ios 17_0; en_us)"
 )
 _BROWSER_CHARS = collections.Counter(_BROWSER_SAMPLE)
+
+
+def is_test_client(user_agent: str | None) -> bool:
+    """Whether ``user_agent`` is a test client's (:data:`TEST_CLIENT_PATTERNS`) or missing."""
+    ua = user_agent[:MAX_USER_AGENT] if user_agent else ""
+    return not ua.strip() or _TEST_CLIENT.match(ua) is not None
 
 
 def maintained_patterns() -> list[str]:
@@ -227,11 +256,21 @@ class BotMatcher:
     compiled as it is (case-sensitive), a compiled pattern keeps its flags. Build it once
     (it takes a few tens of milliseconds); :meth:`is_bot` is thread-safe and remembers
     the answers for the last ``cache_size`` user agents.
+
+    ``count_test_clients`` decides for test clients' user agents (:func:`is_test_client`,
+    a missing one included) before the patterns are looked at: ``False``, they are bots;
+    ``True``, people (for an app's own tests only); ``None`` (the default of a matcher
+    built from patterns), the patterns decide, and a missing user agent is a bot.
     """
 
     def __init__(
-        self, patterns: Iterable[str | re.Pattern[str]], *, cache_size: int = 4096
+        self,
+        patterns: Iterable[str | re.Pattern[str]],
+        *,
+        cache_size: int = 4096,
+        count_test_clients: bool | None = None,
     ) -> None:
+        self.count_test_clients = count_test_clients
         unique: dict[tuple[str, int], re.Pattern[str]] = {}
         for pattern in patterns:
             regex = pattern if isinstance(pattern, re.Pattern) else re.compile(pattern)
@@ -252,17 +291,23 @@ class BotMatcher:
         self._cached = functools.lru_cache(maxsize=cache_size)(self._decide)
 
     @classmethod
-    def default(cls, extra: Iterable[str] = (), *, maintained: bool = True) -> BotMatcher:
+    def default(
+        cls, extra: Iterable[str] = (), *, maintained: bool = True, count_test_clients: bool = False
+    ) -> BotMatcher:
         """The maintained list (unless ``maintained=False``) plus :data:`EXTRA_PATTERNS`
-        and ``extra``, both case-insensitive. Built once per combination and shared."""
-        return _default_matcher(tuple(extra), maintained)
+        and ``extra``, both case-insensitive; test clients are bots unless
+        ``count_test_clients``. Built once per combination and shared."""
+        return _default_matcher(tuple(extra), maintained, count_test_clients)
 
     def is_bot(self, user_agent: str | None) -> bool:
         """``True`` for a link-preview bot or scanner, and for an empty or missing user
-        agent (every browser sends one; a fetch without one is a script). Cached."""
+        agent (every browser sends one; a fetch without one is a script), unless
+        ``count_test_clients`` says otherwise. Cached."""
         return self._cached(user_agent[:MAX_USER_AGENT] if user_agent else "")
 
     def _decide(self, user_agent: str) -> bool:
+        if self.count_test_clients is not None and is_test_client(user_agent):
+            return not self.count_test_clients
         return not user_agent.strip() or self.search(user_agent) is not None
 
     def search(self, user_agent: str | None) -> re.Pattern[str] | None:
@@ -330,6 +375,9 @@ def _rarity(piece: str) -> tuple[bool, int, int]:
 
 
 @functools.lru_cache(maxsize=8)
-def _default_matcher(extra: tuple[str, ...], maintained: bool) -> BotMatcher:
+def _default_matcher(
+    extra: tuple[str, ...], maintained: bool, count_test_clients: bool
+) -> BotMatcher:
     ours = [re.compile(p, re.IGNORECASE) for p in (*EXTRA_PATTERNS, *extra)]
-    return BotMatcher([*(maintained_patterns() if maintained else ()), *ours])
+    patterns = [*(maintained_patterns() if maintained else ()), *ours]
+    return BotMatcher(patterns, count_test_clients=count_test_clients)

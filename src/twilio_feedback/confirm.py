@@ -11,8 +11,9 @@ of a confirm request is adapter -> this module -> the store -> the reporter -> T
 For one request on a confirm path:
 
 1. methods outside ``confirm_methods``, and always ``HEAD`` and ``OPTIONS``: ``ignored``;
-2. link-preview bots and scanners (by user agent, see :mod:`twilio_feedback.bots`):
-   ``ignored``, before any token check or store access;
+2. link-preview bots and scanners (by user agent, see :mod:`twilio_feedback.bots`), and
+   test clients unless ``count_test_clients``: ``ignored``, before any token check or
+   store access;
 3. the token: the first non-empty value of the ``token_param`` parameter in the query
    string, else in an urlencoded POST form of at most :data:`MAX_FORM_BYTES` (one rule,
    :meth:`ConfirmGate.token_from_query` and :meth:`ConfirmGate.token_from_form`);
@@ -156,7 +157,11 @@ class ConfirmGate:
         self.settings = s
         self.param = s.token_param
         self.methods = frozenset(s.confirm_methods) - NEVER_CONFIRM
-        self.bots = bots or BotMatcher.default(s.bot_user_agents, maintained=s.default_bot_list)
+        self.bots = bots or BotMatcher.default(
+            s.bot_user_agents,
+            maintained=s.default_bot_list,
+            count_test_clients=s.count_test_clients,
+        )
         self.paths: Container[object]
         """The confirm paths, for ``path in gate.paths``. With exact matching it is a
         frozenset, so a request on any other path costs one hash lookup."""

@@ -246,6 +246,11 @@ class Settings:
     """Extra user-agent regular expressions of link-preview bots and scanners."""
     default_bot_list: bool = True
     """Whether to use the maintained list of crawler user agents as well."""
+    count_test_clients: bool = False
+    """For an app's own tests only: count the framework test clients as people (no user
+    agent, as Django's sends; ``testclient``, ``Werkzeug/...``, ``Quart``,
+    ``python-httpx/...``, ``python-requests/...``, ``curl/...``, ``aiohttp``), so a test
+    can confirm a link. Never in production: anyone can send these user agents."""
     confirmed_redirect: str | None = None
     """If set, the middleware answers a confirming request itself with a redirect here."""
     invalid_redirect: str | None = None
@@ -272,7 +277,7 @@ class Settings:
                         f"{name} must be an integer, not {safe_excerpt(value)}"
                     ) from None
                 set_(self, name, value)
-        for name in ("default_bot_list", "hide_token"):
+        for name in ("default_bot_list", "count_test_clients", "hide_token"):
             set_(self, name, _bool(name, getattr(self, name)))
         if self.secret_key is not None and not isinstance(self.secret_key, str):
             set_(self, "secret_key", tuple(self.secret_key))
