@@ -90,10 +90,13 @@ class MemoryStore(BaseStore):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryStore:
-        """``memory://`` or ``memory://?maxsize=100000``."""
+        """``memory://``, ``memory://?maxsize=100000``; ``memory://?warn=false`` (tests)
+        without the warning."""
         query = parse_qs(urlsplit(url).query)
         if "maxsize" in query:
             options.setdefault("maxsize", int(query["maxsize"][0]))
+        if "warn" in query:
+            options.setdefault("warn", query["warn"][0].lower() not in ("0", "false", "no", "off"))
         options.setdefault("warn", True)
         return cls(**options)
 

@@ -60,6 +60,7 @@ _MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-fA-F]{32}")
 _CODES = {400: 20001, 401: 20003, 403: 20003, 404: 20404, 405: 20004, 429: 20429}
 _REASONS = {429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 _MAX_BODY = 1 << 20
+_LINK = re.compile(r"https?://[^\s<>\"']+")
 _PAGE_SIZE, _MAX_PAGE_SIZE = 50, 1000
 _LIST_PARAMS = ("To", "From", "DateSent", "DateSent<", "DateSent>", "PageSize", "Page", "PageToken")
 
@@ -300,6 +301,15 @@ class FakeTwilio:
             raise RuntimeError("FakeTwilio is not started: call start() or use `with`")
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
+    def environ(self) -> dict[str, str]:
+        """The environment variables that point an app at this emulator: its account SID
+        and auth token, and ``TWILIO_FEEDBACK_API_BASE_URL``."""
+        return {
+            "TWILIO_ACCOUNT_SID": self.account_sid,
+            "TWILIO_AUTH_TOKEN": self.auth_token,
+            "TWILIO_FEEDBACK_API_BASE_URL": self.base_url,
+        }
+
     # -- accounts ----------------------------------------------------------------------
 
     def add_account(
@@ -382,6 +392,28 @@ class FakeTwilio:
         """Messages created, oldest first (a snapshot)."""
         with self._cond:
             return list(self._messages)
+
+    def last_link(self, to: str | None = None) -> str:
+        """The last link (``http://`` or ``https://`` URL) in the last message sent to
+        ``to`` (to anyone when ``None``): what the person would open. Raises
+        :class:`AssertionError` when there is no such message, or it holds no link."""
+        messages = [m for m in self.messages if to is None or m.to == to]
+        if not messages:
+            sent = ", ".join(sorted({m.to for m in self.messages})) or "nobody"
+            raise AssertionError(f"no message was sent to {to or 'anyone'}; sent to: {sent}")
+        links = _LINK.findall(messages[-1].body)
+        if not links:
+            raise AssertionError(f"the last message to {messages[-1].to} holds no link")
+        return str(links[-1]).rstrip(".,;:!?)]}")
+
+    def last_token(self, to: str | None = None, param: str = "id") -> str:
+        """The token in :meth:`last_link` (its ``param`` query parameter, the settings'
+        ``token_param``). Raises :class:`AssertionError` when the link has none."""
+        link = self.last_link(to)
+        values = parse_qs(urlsplit(link).query).get(param)
+        if not values:
+            raise AssertionError(f"the last link sent to {to or 'anyone'} has no {param}=")
+        return values[0]
 
     @property
     def feedback(self) -> list[FeedbackPost]:
