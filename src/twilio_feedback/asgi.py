@@ -2,28 +2,40 @@
 
 .. code-block:: python
 
-    app.add_middleware(FeedbackMiddleware, tracker=tracker)   # Starlette / FastAPI
-    app = FeedbackMiddleware(app, tracker)                     # any ASGI app
+    app.add_middleware(FeedbackMiddleware)                     # Starlette / FastAPI
+    app.add_middleware(FeedbackMiddleware, settings=settings)  # settings of your own
+    app = FeedbackMiddleware(app, tracker)                     # any ASGI app, your tracker
+
+Given ``settings`` (or nothing: :meth:`Settings.from_env() <twilio_feedback.Settings.from_env>`),
+the middleware builds its own :class:`~twilio_feedback.FeedbackTracker` at lifespan startup
+and closes it at shutdown: importing the app starts nothing. Given a ``tracker``, it uses
+that one and leaves it open.
 
 The app sees the :class:`~twilio_feedback.ConfirmResult` at ``scope["twilio_feedback"]``
-and ``scope["state"]["twilio_feedback"]`` (Starlette: ``request.state.twilio_feedback``).
-Confirm paths are relative to the app: under a ``root_path`` (``uvicorn --root-path``,
-Starlette's ``Mount``) it is left out, as WSGI leaves ``SCRIPT_NAME`` out of ``PATH_INFO``.
-The rules are those of :class:`~twilio_feedback.confirm.ConfirmGate`.
+and ``scope["state"]["twilio_feedback"]`` (Starlette: ``request.state.twilio_feedback``);
+:func:`confirm_result` reads it, ``None`` on other paths. Every request's scope holds the
+tracker, for :func:`get_tracker` (a route that sends). Confirm paths are relative to the
+app: under a ``root_path`` (``uvicorn --root-path``, Starlette's ``Mount``) it is left
+out, as WSGI leaves ``SCRIPT_NAME`` out of ``PATH_INFO``. The rules are those of
+:class:`~twilio_feedback.confirm.ConfirmGate`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Container, Mapping, MutableMapping
 from typing import Any
 
 from .confirm import MAX_BODY_MESSAGES, ConfirmGate
+from .records import ConfirmResult
+from .settings import Settings
 from .tracker import FeedbackTracker
 
-__all__ = ["SCOPE_KEY", "FeedbackMiddleware"]
+__all__ = ["SCOPE_KEY", "TRACKER_KEY", "FeedbackMiddleware", "confirm_result", "get_tracker"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -36,46 +48,153 @@ AnyASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 SCOPE_KEY = "twilio_feedback"
 """Key of the :class:`~twilio_feedback.ConfirmResult` in the scope and its ``state``."""
+TRACKER_KEY = "twilio_feedback.tracker"
+"""Key of the middleware's :class:`~twilio_feedback.FeedbackTracker` in every HTTP and
+websocket scope."""
 
 logger = logging.getLogger("twilio_feedback")
+
+
+def confirm_result(scope: Mapping[str, Any]) -> ConfirmResult | None:
+    """The :class:`~twilio_feedback.ConfirmResult` of this request, ``None`` on a path that
+    does not confirm (or without the middleware). Any framework's request ``scope``
+    (Litestar, Quart: ``request.scope``); Starlette and FastAPI have
+    :func:`twilio_feedback.starlette.confirm_result`."""
+    result = scope.get(SCOPE_KEY)
+    return result if isinstance(result, ConfirmResult) else None
+
+
+def get_tracker(scope: Mapping[str, Any]) -> FeedbackTracker:
+    """The :class:`~twilio_feedback.FeedbackTracker` of the middleware this request went
+    through (for ``send_async`` in a route). Raises :class:`RuntimeError` when no
+    :class:`FeedbackMiddleware` wraps the app."""
+    tracker = scope.get(TRACKER_KEY)
+    if not isinstance(tracker, FeedbackTracker):
+        raise RuntimeError(
+            "no twilio-feedback tracker in this request: wrap the app in "
+            "twilio_feedback.asgi.FeedbackMiddleware"
+        )
+    return tracker
 
 
 class FeedbackMiddleware:
     """Wraps an ASGI app.
 
+    Pass ``tracker``, or ``settings`` (default: :meth:`Settings.from_env()
+    <twilio_feedback.Settings.from_env>`, read at startup), not both. With settings, the
+    tracker is built in a worker thread when the server starts the app (lifespan
+    startup; a configuration error fails the startup) and closed, its pending reports
+    flushed for up to ``flush_timeout`` seconds, once the app has shut down. A server or
+    test client that runs no lifespan gets it built at the first request instead, closed
+    when the process exits. With ``tracker``, pending reports are flushed on shutdown
+    (up to ``flush_timeout`` seconds) before the app hears of it, and the tracker stays
+    open.
+
     Store I/O goes through the tracker's async methods and Twilio is told by the
     background reporter, so neither blocks the event loop nor the response. Websockets
-    pass straight through; lifespan too, except that on shutdown pending reports are
-    flushed (up to ``flush_timeout`` seconds) before the app hears of it. ``paths``: see
-    :class:`~twilio_feedback.confirm.ConfirmGate`.
+    pass straight through. ``paths``: see :class:`~twilio_feedback.confirm.ConfirmGate`.
     """
 
     def __init__(
         self,
         app: AnyASGIApp,
-        tracker: FeedbackTracker,
+        tracker: FeedbackTracker | None = None,
         *,
+        settings: Settings | None = None,
         paths: re.Pattern[str] | None = None,
         flush_timeout: float = 5.0,
     ) -> None:
+        if tracker is not None and settings is not None:
+            raise TypeError("pass tracker= or settings=, not both")
         self.app: ASGIApp = app
-        self.tracker = tracker
-        self.gate = ConfirmGate(tracker, paths=paths)
+        self.settings = settings
         self.flush_timeout = flush_timeout
-        self._paths = self.gate.paths
+        self.owns_tracker = tracker is None
+        """Whether the middleware builds (and closes) its tracker itself."""
+        self._pattern = paths
+        self._lock = threading.Lock()
+        self._tracker: FeedbackTracker | None = None
+        self._gate: ConfirmGate | None = None
+        self._paths: Container[object] = frozenset()
+        if tracker is not None:
+            self._use(tracker)
+
+    @property
+    def tracker(self) -> FeedbackTracker:
+        """The tracker; one the middleware builds exists from lifespan startup (or the
+        first request) to shutdown, :class:`RuntimeError` outside."""
+        if self._tracker is None:
+            raise _not_started()
+        return self._tracker
+
+    @property
+    def gate(self) -> ConfirmGate:
+        """The :class:`~twilio_feedback.confirm.ConfirmGate` of :attr:`tracker`."""
+        if self._gate is None:
+            raise _not_started()
+        return self._gate
+
+    def _use(self, tracker: FeedbackTracker) -> None:
+        gate = ConfirmGate(tracker, paths=self._pattern)
+        self._gate, self._paths = gate, gate.paths
+        self._tracker = tracker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = scope["path"]
-            root = scope.get("root_path")
-            if root:
-                path = _app_path(path, root)
-            if path in self._paths:
-                await self._confirm(scope, receive, send)
-                return
-        elif scope["type"] == "lifespan":
-            receive = self._flushing(receive)
+        kind = scope["type"]
+        if kind == "http" or kind == "websocket":
+            tracker = self._tracker
+            if tracker is None:
+                tracker = await self._start("its first request")
+            scope[TRACKER_KEY] = tracker
+            if kind == "http":
+                path = scope["path"]
+                root = scope.get("root_path")
+                if root:
+                    path = _app_path(path, root)
+                if path in self._paths:
+                    await self._confirm(scope, receive, send)
+                    return
+        elif kind == "lifespan":
+            if self.owns_tracker:
+                receive, send = self._owning(receive), self._closing(send)
+            else:
+                receive = self._flushing(receive)
         await self.app(scope, receive, send)
+
+    async def _start(self, when: str) -> FeedbackTracker:
+        return await asyncio.to_thread(self._build, when)
+
+    def _build(self, when: str) -> FeedbackTracker:
+        with self._lock:
+            if self._tracker is None:
+                settings = self.settings if self.settings is not None else Settings.from_env()
+                self._use(FeedbackTracker(settings))
+                logger.debug("twilio-feedback tracker built at %s", when)
+            assert self._tracker is not None
+            return self._tracker
+
+    def _owning(self, receive: Receive) -> Receive:
+        async def receive_and_start() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self._start("lifespan startup")
+            return message
+
+        return receive_and_start
+
+    def _closing(self, send: Send) -> Send:
+        async def close_and_send(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                with self._lock:
+                    tracker, self._tracker = self._tracker, None
+                if tracker is not None:
+                    try:
+                        await tracker.aclose(self.flush_timeout)
+                    except Exception:
+                        logger.exception("closing the tracker at shutdown failed")
+            await send(message)
+
+        return close_and_send
 
     def _flushing(self, receive: Receive) -> Receive:
         async def receive_and_flush() -> Message:
@@ -93,7 +212,8 @@ class FeedbackMiddleware:
         return receive_and_flush
 
     async def _confirm(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gate = self.gate
+        gate = self._gate
+        assert gate is not None
         method = scope["method"]
         query = scope.get("query_string", b"").decode("latin-1")
         # Reversed, so that the first of repeated headers wins.
@@ -125,6 +245,13 @@ class FeedbackMiddleware:
         if decision.query != query:
             scope["query_string"] = decision.query.encode("latin-1")
         await self.app(scope, receive, send)
+
+
+def _not_started() -> RuntimeError:
+    return RuntimeError(
+        "the middleware builds its tracker when the server starts the app (lifespan "
+        "startup) or at the first request: there is none yet, or no more"
+    )
 
 
 def _app_path(path: str, root_path: str) -> str:
