@@ -43,10 +43,26 @@ __all__ = [
     "TokenFormat",
     "TokenSigner",
     "VerifiedToken",
+    "derive_key",
 ]
 
 DEFAULT_SALT = "twilio-feedback.token"
 """Separates these tokens from anything else signed with the same secret."""
+DERIVED_KEY_SALT = b"twilio-feedback.derived-key"
+"""What :func:`derive_key` signs: this library's own, so a derived key is not anything
+else the framework's secret signs."""
+
+
+def derive_key(secret: str | bytes) -> str:
+    """A signing key (43 URL-safe characters) derived from a framework's own secret
+    (Flask's or Django's ``SECRET_KEY``): HMAC-SHA256 of :data:`DERIVED_KEY_SALT`, keyed
+    with the secret. One-way, so the key reveals nothing of the secret, and distinct from
+    every value the framework signs with it. Rotating the framework's secret rotates the
+    derived key: derive one from each old secret still accepted (its fallbacks), or links
+    already sent stop confirming."""
+    key = secret.encode("utf-8") if isinstance(secret, str) else secret
+    digest = hmac.new(key, DERIVED_KEY_SALT, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
