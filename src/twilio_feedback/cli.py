@@ -1,4 +1,4 @@
-"""The ``twilio-feedback`` command: the demo, and an operator's view of a store.
+"""The ``twilio-feedback`` command: the demo, the emulator, and an operator's view of a store.
 
 ``status`` counts records by state, ``drain`` delivers every unreported confirmation now
 (through the same reporter an app runs), ``retry-failed`` gives failed reports another
@@ -158,6 +158,11 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
         add_help=False,
         help="run the whole loop against the built-in Twilio emulator (see demo --help)",
     )
+    commands.add_parser(
+        "emulator",
+        add_help=False,
+        help="run the Twilio emulator for local development (see emulator --help)",
+    )
     return parser
 
 
@@ -208,6 +213,8 @@ def main(
     args, extra = parser.parse_known_args(argv)
     if args.command == "demo":
         return _demo(extra)
+    if args.command == "emulator":
+        return _emulator(extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     url = ""
@@ -289,6 +296,14 @@ def _demo(argv: list[str]) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _emulator(argv: list[str]) -> int:
+    from .testing import emulator
+
+    parser = argparse.ArgumentParser(prog=f"{PROG} emulator", description=emulator.__doc__)
+    emulator.add_arguments(parser)
+    return emulator.run(parser.parse_args(argv))
 
 
 # -- opening the store -------------------------------------------------------------------
