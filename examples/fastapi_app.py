@@ -4,27 +4,28 @@
 
 ``POST /send`` with ``{"to": "+1..."}`` texts a tracked sign-in link; opening it lands on
 ``/confirm``, where the middleware has already confirmed it and Twilio hears of it in the
-background.
+background. The middleware reads its settings from the environment when the server starts
+the app: importing this module starts nothing.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel
 
-from twilio_feedback import ConfirmResult, FeedbackTracker, Settings
-from twilio_feedback.asgi import FeedbackMiddleware
+from twilio_feedback import ConfirmResult, FeedbackTracker
+from twilio_feedback.starlette import FeedbackMiddleware, confirm_result, get_tracker
 
-tracker = FeedbackTracker(Settings.from_env())
-
+# --8<-- [start:app]
 app = FastAPI(title="twilio-feedback FastAPI example")
-app.add_middleware(FeedbackMiddleware, tracker=tracker)
+app.add_middleware(FeedbackMiddleware)  # Settings.from_env() when the server starts
 
-
-class SendRequest(BaseModel):
-    to: str
+Tracker = Annotated[FeedbackTracker, Depends(get_tracker)]
+Result = Annotated[ConfirmResult | None, Depends(confirm_result)]
+# --8<-- [end:app]
 
 
 @app.get("/")
@@ -32,8 +33,13 @@ async def home() -> dict[str, str]:
     return {"hello": "POST /send {'to': '+1...'}"}
 
 
+# --8<-- [start:send]
+class SendRequest(BaseModel):
+    to: str
+
+
 @app.post("/send")
-async def send(payload: SendRequest, request: Request) -> dict[str, str]:
+async def send(payload: SendRequest, request: Request, tracker: Tracker) -> dict[str, str]:
     message = await tracker.send_async(
         to=payload.to,
         from_=os.environ["TWILIO_PHONE_NUMBER"],
@@ -43,7 +49,14 @@ async def send(payload: SendRequest, request: Request) -> dict[str, str]:
     return {"message_sid": str(message.sid)}
 
 
+# --8<-- [end:send]
+
+
+# --8<-- [start:confirm]
 @app.api_route("/confirm", methods=["GET", "HEAD", "POST"])
-async def confirm(request: Request) -> dict[str, str | None]:
-    result: ConfirmResult = request.state.twilio_feedback
+async def confirm(result: Result) -> dict[str, str | None]:
+    assert result is not None  # always set on a confirm path
     return {"status": result.status, "message_sid": result.message_sid}
+
+
+# --8<-- [end:confirm]

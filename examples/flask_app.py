@@ -1,47 +1,66 @@
-"""Flask + twilio-feedback.
+"""Flask + twilio-feedback, in an app factory.
 
-    gunicorn flask_app:app           # configured from app.config, see README.md
+    gunicorn 'flask_app:create_app()'    # configured from the environment, see README.md
 
 ``POST /send`` with ``{"to": "+1..."}`` texts a tracked sign-in link; opening it lands on
 ``/confirm``, where the middleware has already confirmed it and Twilio hears of it in the
-background.
+background. Settings come from ``app.config``: here ``FLASK_*`` and ``TWILIO_*``
+environment variables; the tracking links are signed with a key derived from the app's
+``SECRET_KEY`` unless ``TWILIO_FEEDBACK_SECRET_KEY`` is set.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, request, url_for
+from flask import Blueprint, Flask, current_app, request, url_for
 
-from twilio_feedback import ConfirmResult, FeedbackTracker, Settings
-from twilio_feedback.wsgi import FeedbackMiddleware
+from twilio_feedback.flask import TwilioFeedback, confirm_result, get_tracker
 
-app = Flask(__name__)
-# Your own configuration goes here (a file, a class...); this example reads TWILIO_* names.
-app.config.update((k, v) for k, v in os.environ.items() if k.startswith("TWILIO_"))
-
-tracker = FeedbackTracker(Settings.from_mapping(app.config))
-app.wsgi_app = FeedbackMiddleware(app.wsgi_app, tracker)  # type: ignore[method-assign]
+# --8<-- [start:factory]
+feedback = TwilioFeedback()
 
 
-@app.get("/")
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.from_prefixed_env()  # FLASK_SECRET_KEY=... becomes SECRET_KEY
+    app.config.update((k, v) for k, v in os.environ.items() if k.startswith("TWILIO_"))
+    app.config.update(config or {})
+    feedback.init_app(app)
+    app.register_blueprint(views)
+    return app
+
+
+# --8<-- [end:factory]
+
+
+views = Blueprint("views", __name__)
+
+
+@views.get("/")
 def home() -> str:
     return "twilio-feedback Flask example: POST /send {'to': '+1...'}"
 
 
-@app.post("/send")
+# --8<-- [start:views]
+@views.post("/send")
 def send() -> dict[str, Any]:
-    message = tracker.send(
+    message = get_tracker().send(
         to=request.get_json()["to"],
-        from_=app.config["TWILIO_PHONE_NUMBER"],
+        from_=current_app.config["TWILIO_PHONE_NUMBER"],
         body="Your sign-in link: {link}",
-        link=url_for("confirm", _external=True),
+        link=url_for(".confirm", _external=True),
     )
     return {"message_sid": message.sid}
 
 
-@app.route("/confirm", methods=["GET", "POST"])
+@views.route("/confirm", methods=["GET", "POST"])
 def confirm() -> dict[str, Any]:
-    result: ConfirmResult = request.environ["twilio_feedback.result"]
+    result = confirm_result()
+    assert result is not None  # always set on a confirm path
     return {"status": result.status, "message_sid": result.message_sid}
+
+
+# --8<-- [end:views]

@@ -4,7 +4,8 @@
 
 ``POST /send`` with ``{"to": "+1..."}`` texts a tracked sign-in link; opening it lands on
 ``/confirm``, where the middleware has already confirmed it and Twilio hears of it in the
-background.
+background. The middleware reads its settings from the environment when the server starts
+the app: importing this module starts nothing.
 """
 
 from __future__ import annotations
@@ -12,23 +13,22 @@ from __future__ import annotations
 import os
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from twilio_feedback import ConfirmResult, FeedbackTracker, Settings
-from twilio_feedback.asgi import FeedbackMiddleware
-
-tracker = FeedbackTracker(Settings.from_env())
+from twilio_feedback.starlette import FeedbackMiddleware, confirm_result, get_tracker
 
 
 async def home(request: Request) -> PlainTextResponse:
     return PlainTextResponse("twilio-feedback Starlette example: POST /send {'to': '+1...'}")
 
 
+# --8<-- [start:app]
 async def send(request: Request) -> JSONResponse:
     payload = await request.json()
-    message = await tracker.send_async(
+    message = await get_tracker(request).send_async(
         to=payload["to"],
         from_=os.environ["TWILIO_PHONE_NUMBER"],
         body="Your sign-in link: {link}",
@@ -38,7 +38,8 @@ async def send(request: Request) -> JSONResponse:
 
 
 async def confirm(request: Request) -> JSONResponse:
-    result: ConfirmResult = request.state.twilio_feedback
+    result = confirm_result(request)
+    assert result is not None  # always set on a confirm path
     return JSONResponse({"status": result.status, "message_sid": result.message_sid})
 
 
@@ -47,6 +48,7 @@ app = Starlette(
         Route("/", home),
         Route("/send", send, methods=["POST"]),
         Route("/confirm", confirm, methods=["GET", "POST"]),
-    ]
+    ],
+    middleware=[Middleware(FeedbackMiddleware)],  # Settings.from_env() when the server starts
 )
-app.add_middleware(FeedbackMiddleware, tracker=tracker)
+# --8<-- [end:app]
