@@ -1,0 +1,15 @@
+"""The sign-in link, through Litestar's test client and the Twilio emulator."""
+
+from litestar.testing import TestClient
+from litestar_app import create_app
+
+
+def test_the_sign_in_link_confirms_once(twilio_feedback_settings, fake_twilio, monkeypatch):
+    monkeypatch.setenv("TWILIO_PHONE_NUMBER", "+15017122661")
+    with TestClient(create_app(twilio_feedback_settings)) as client:
+        client.post("/send", json={"to": "+15558675310"})
+        link = fake_twilio.last_link(to="+15558675310")
+        assert client.get(link).json()["status"] == "confirmed"
+        assert client.get(link).json()["status"] == "duplicate"
+    [post] = fake_twilio.wait_for_feedback(1)
+    assert post.outcome == "confirmed"
