@@ -10,6 +10,7 @@ the app: importing this module starts nothing.
 
 from __future__ import annotations
 
+# --8<-- [start:app]
 import os
 from typing import Annotated
 
@@ -19,7 +20,6 @@ from pydantic import BaseModel
 from twilio_feedback import ConfirmResult, FeedbackTracker
 from twilio_feedback.starlette import FeedbackMiddleware, confirm_result, get_tracker
 
-# --8<-- [start:app]
 app = FastAPI(title="twilio-feedback FastAPI example")
 app.add_middleware(FeedbackMiddleware)  # Settings.from_env() when the server starts
 

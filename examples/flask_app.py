@@ -11,6 +11,7 @@ environment variables; the tracking links are signed with a key derived from the
 
 from __future__ import annotations
 
+# --8<-- [start:factory]
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +20,6 @@ from flask import Blueprint, Flask, current_app, request, url_for
 
 from twilio_feedback.flask import TwilioFeedback, confirm_result, get_tracker
 
-# --8<-- [start:factory]
 feedback = TwilioFeedback()
 
 
@@ -36,6 +36,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 # --8<-- [end:factory]
 
 
+# --8<-- [start:views]
 views = Blueprint("views", __name__)
 
 
@@ -44,7 +45,6 @@ def home() -> str:
     return "twilio-feedback Flask example: POST /send {'to': '+1...'}"
 
 
-# --8<-- [start:views]
 @views.post("/send")
 def send() -> dict[str, Any]:
     message = get_tracker().send(

@@ -11,6 +11,7 @@ shutdown (it is an async context manager). Importing this module starts nothing.
 
 from __future__ import annotations
 
+# --8<-- [start:app]
 import os
 from dataclasses import dataclass
 
@@ -28,7 +29,6 @@ def home() -> str:
     return "twilio-feedback Litestar example: POST /send {'to': '+1...'}"
 
 
-# --8<-- [start:routes]
 @dataclass
 class SendRequest:
     to: str
@@ -54,10 +54,6 @@ async def confirm(request: Request) -> dict[str, str | None]:
     return {"status": result.status, "message_sid": result.message_sid}
 
 
-# --8<-- [end:routes]
-
-
-# --8<-- [start:factory]
 def create_app(settings: Settings | None = None) -> Litestar:
     tracker = FeedbackTracker(settings or Settings.from_env())
     return Litestar(
@@ -68,4 +64,4 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
 
 
-# --8<-- [end:factory]
+# --8<-- [end:app]

@@ -10,6 +10,7 @@ server starts the app, and closes it at shutdown.
 
 from __future__ import annotations
 
+# --8<-- [start:app]
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +21,6 @@ from twilio_feedback import Settings
 from twilio_feedback.asgi import FeedbackMiddleware, confirm_result, get_tracker
 
 
-# --8<-- [start:factory]
 def create_app(config: Mapping[str, Any] | None = None) -> Quart:
     app = Quart(__name__)
     app.config.update((k, v) for k, v in os.environ.items() if k.startswith("TWILIO_"))
@@ -31,9 +31,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Quart:
     return app
 
 
-# --8<-- [end:factory]
-
-
 views = Blueprint("views", __name__)
 
 
@@ -42,7 +39,6 @@ async def home() -> str:
     return "twilio-feedback Quart example: POST /send {'to': '+1...'}"
 
 
-# --8<-- [start:views]
 @views.post("/send")
 async def send() -> dict[str, Any]:
     payload = await request.get_json()
@@ -62,4 +58,4 @@ async def confirm() -> dict[str, Any]:
     return {"status": result.status, "message_sid": result.message_sid}
 
 
-# --8<-- [end:views]
+# --8<-- [end:app]

@@ -10,6 +10,7 @@ the app: importing this module starts nothing.
 
 from __future__ import annotations
 
+# --8<-- [start:app]
 import os
 
 from starlette.applications import Starlette
@@ -25,7 +26,6 @@ async def home(request: Request) -> PlainTextResponse:
     return PlainTextResponse("twilio-feedback Starlette example: POST /send {'to': '+1...'}")
 
 
-# --8<-- [start:app]
 async def send(request: Request) -> JSONResponse:
     payload = await request.json()
     message = await get_tracker(request).send_async(

@@ -31,6 +31,8 @@ REFERENCE_PAGES = {
     "bots": "twilio_feedback.bots",
     "asgi": "twilio_feedback.asgi",
     "wsgi": "twilio_feedback.wsgi",
+    "starlette": "twilio_feedback.starlette",
+    "flask": "twilio_feedback.flask",
     "stores": "twilio_feedback.stores",
     "testing": "twilio_feedback.testing",
     "cli": "twilio_feedback.cli",
@@ -264,3 +266,39 @@ def test_the_logs_section_lists_every_event(site: Path) -> None:
     assert len(events) > 30
     for event in events:
         assert f'<span id="{event}"></span>' in html, event
+
+
+QUICKSTARTS = ("fastapi", "starlette", "flask", "litestar", "quart")
+_INCLUDE = re.compile(r'^\s*--8<-- "([^":]+)(?::(\w+))?"$', re.MULTILINE)
+
+
+def _included(path: str, section: str | None) -> list[str]:
+    """The lines of ``path`` (within ``section``) that a page including them shows."""
+    lines = (ROOT / path).read_text().splitlines()
+    if section is not None:
+        start = lines.index(f"# --8<-- [start:{section}]")
+        end = lines.index(f"# --8<-- [end:{section}]")
+        lines = lines[start + 1 : end]
+    return [line.strip() for line in lines if line.strip() and "--8<--" not in line]
+
+
+def _text(html: str) -> str:
+    import html as html_module
+
+    return html_module.unescape(re.sub(r"<[^>]+>", "", html))
+
+
+@pytest.mark.parametrize("framework", QUICKSTARTS)
+def test_quickstarts_show_the_code_the_tests_run(site: Path, framework: str) -> None:
+    """Every code block of a quickstart a user copies is included from an example app and
+    its test, which the suite runs (tests/examples/): the two cannot drift."""
+    source = (ROOT / "docs" / f"quickstart-{framework}.md").read_text()
+    included = {path for path, _ in _INCLUDE.findall(source)}
+    assert included == {f"examples/{framework}_app.py", f"tests/examples/test_{framework}_app.py"}
+    text = _text(_page(site, f"quickstart-{framework}"))
+    for path, section in _INCLUDE.findall(source):
+        for line in _included(path, section or None):
+            assert line in text, (framework, path, line)
+    python_blocks = re.findall(r"```python\n(.*?)```", source, flags=re.DOTALL)
+    assert python_blocks
+    assert all(block.strip().startswith("--8<--") for block in python_blocks), framework

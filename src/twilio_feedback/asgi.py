@@ -6,7 +6,7 @@
     app.add_middleware(FeedbackMiddleware, settings=settings)  # settings of your own
     app = FeedbackMiddleware(app, tracker)                     # any ASGI app, your tracker
 
-Given ``settings`` (or nothing: :meth:`Settings.from_env() <twilio_feedback.Settings.from_env>`),
+Given ``settings`` (or nothing: :meth:`~twilio_feedback.Settings.from_env`),
 the middleware builds its own :class:`~twilio_feedback.FeedbackTracker` at lifespan startup
 and closes it at shutdown: importing the app starts nothing. Given a ``tracker``, it uses
 that one and leaves it open.
@@ -66,7 +66,7 @@ def confirm_result(scope: Mapping[str, Any]) -> ConfirmResult | None:
 
 def get_tracker(scope: Mapping[str, Any]) -> FeedbackTracker:
     """The :class:`~twilio_feedback.FeedbackTracker` of the middleware this request went
-    through (for ``send_async`` in a route). Raises :class:`RuntimeError` when no
+    through (for ``send_async`` in a route). Raises ``RuntimeError`` when no
     :class:`FeedbackMiddleware` wraps the app."""
     tracker = scope.get(TRACKER_KEY)
     if not isinstance(tracker, FeedbackTracker):
@@ -80,9 +80,9 @@ def get_tracker(scope: Mapping[str, Any]) -> FeedbackTracker:
 class FeedbackMiddleware:
     """Wraps an ASGI app.
 
-    Pass ``tracker``, or ``settings`` (default: :meth:`Settings.from_env()
-    <twilio_feedback.Settings.from_env>`, read at startup), not both. With settings, the
-    tracker is built in a worker thread when the server starts the app (lifespan
+    Pass ``tracker``, or ``settings`` (default:
+    :meth:`~twilio_feedback.Settings.from_env`, read at startup), not both. With settings,
+    the tracker is built in a worker thread when the server starts the app (lifespan
     startup; a configuration error fails the startup) and closed, its pending reports
     flushed for up to ``flush_timeout`` seconds, once the app has shut down. A server or
     test client that runs no lifespan gets it built at the first request instead, closed
@@ -122,7 +122,7 @@ class FeedbackMiddleware:
     @property
     def tracker(self) -> FeedbackTracker:
         """The tracker; one the middleware builds exists from lifespan startup (or the
-        first request) to shutdown, :class:`RuntimeError` outside."""
+        first request) to shutdown, ``RuntimeError`` outside."""
         if self._tracker is None:
             raise _not_started()
         return self._tracker

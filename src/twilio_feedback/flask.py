@@ -58,7 +58,7 @@ COMMAND = "twilio-feedback"
 def settings_from_config(config: Mapping[str, Any]) -> Settings:
     """:class:`~twilio_feedback.Settings` from a Flask ``app.config``.
 
-    Reads the names :meth:`Settings.from_env() <twilio_feedback.Settings.from_env>` reads
+    Reads the names :meth:`~twilio_feedback.Settings.from_env` reads
     (``TWILIO_ACCOUNT_SID``, ``TWILIO_AUTH_TOKEN``, ``TWILIO_FEEDBACK_STORE``, ...); a
     misspelt ``TWILIO_FEEDBACK_*`` key is a
     :class:`~twilio_feedback.ConfigurationError`. Without ``TWILIO_FEEDBACK_SECRET_KEY``,
@@ -124,7 +124,7 @@ class TwilioFeedback:
         """Configure ``app``: build its tracker from ``app.config`` (its reporter starts
         now, and in each forked worker), wrap ``app.wsgi_app``, add ``flask
         twilio-feedback``. Raises :class:`~twilio_feedback.ConfigurationError` for settings
-        that cannot work, and :class:`RuntimeError` for an app initialised already."""
+        that cannot work, and ``RuntimeError`` for an app initialised already."""
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(f"twilio-feedback is initialised on {app.name!r} already")
         settings = self.settings or settings_from_config(app.config)
@@ -143,7 +143,7 @@ class TwilioFeedback:
 
 def get_tracker(app: Flask | None = None) -> FeedbackTracker:
     """The :class:`~twilio_feedback.FeedbackTracker` of ``app`` (default: the current
-    app). Raises :class:`RuntimeError` when the app was not initialised."""
+    app). Raises ``RuntimeError`` when the app was not initialised."""
     app = app if app is not None else current_app
     tracker = app.extensions.get(EXTENSION_KEY)
     if not isinstance(tracker, FeedbackTracker):

@@ -45,5 +45,5 @@ def confirm_result(request: HTTPConnection) -> ConfirmResult | None:
 def get_tracker(request: HTTPConnection) -> FeedbackTracker:
     """The middleware's :class:`~twilio_feedback.FeedbackTracker`, for ``send_async`` in a
     route. A FastAPI dependency: ``Annotated[FeedbackTracker, Depends(get_tracker)]``.
-    Raises :class:`RuntimeError` when no :class:`FeedbackMiddleware` wraps the app."""
+    Raises ``RuntimeError`` when no :class:`FeedbackMiddleware` wraps the app."""
     return _scope_tracker(request.scope)

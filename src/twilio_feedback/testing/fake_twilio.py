@@ -396,7 +396,7 @@ class FakeTwilio:
     def last_link(self, to: str | None = None) -> str:
         """The last link (``http://`` or ``https://`` URL) in the last message sent to
         ``to`` (to anyone when ``None``): what the person would open. Raises
-        :class:`AssertionError` when there is no such message, or it holds no link."""
+        ``AssertionError`` when there is no such message, or it holds no link."""
         messages = [m for m in self.messages if to is None or m.to == to]
         if not messages:
             sent = ", ".join(sorted({m.to for m in self.messages})) or "nobody"
@@ -408,7 +408,7 @@ class FakeTwilio:
 
     def last_token(self, to: str | None = None, param: str = "id") -> str:
         """The token in :meth:`last_link` (its ``param`` query parameter, the settings'
-        ``token_param``). Raises :class:`AssertionError` when the link has none."""
+        ``token_param``). Raises ``AssertionError`` when the link has none."""
         link = self.last_link(to)
         values = parse_qs(urlsplit(link).query).get(param)
         if not values:
