@@ -1,6 +1,7 @@
 """The distribution as PyPI would get it: an sdist and a wheel built from it, accepted by
 ``twine check``, holding every package file, and a wheel that runs the demo from a fresh
-virtualenv (a missing data file would fail there, not in the editable checkout)."""
+virtualenv (a missing data file would fail there, not in the editable checkout); and a
+quickstart run as written, from a fresh virtualenv with one framework extra."""
 
 from __future__ import annotations
 
@@ -146,3 +147,92 @@ def test_the_wheel_runs_the_demo_from_a_fresh_virtualenv(dist: Path, tmp_path: P
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "reported    1 Outcome=confirmed post(s), 0 failed" in demo.stdout
     assert "result      all good" in demo.stdout
+
+
+# The quickstart's install line, what the app is served with, and the environment it adds.
+QUICKSTARTS = {
+    # FastAPI: the most used, and an ASGI app on the startup-built middleware (Starlette
+    # comes with it). Flask: the WSGI side, the extension, a key derived from SECRET_KEY.
+    "fastapi": ("uvicorn", ["uvicorn", "fastapi_app:app"], {}),
+    "flask": (
+        "gunicorn",
+        ["gunicorn", "flask_app:create_app()", "--workers", "2"],
+        {"FLASK_SECRET_KEY": "a-flask-secret-key-0123456789abcdef-0123"},
+    ),
+}
+
+
+@pytest.mark.parametrize("framework", sorted(QUICKSTARTS))
+def test_a_quickstart_runs_as_written_from_a_fresh_virtualenv(
+    dist: Path, tmp_path: Path, framework: str
+) -> None:
+    """``pip install 'twilio-feedback[<framework>]' <server>`` in a fresh virtualenv, the
+    example app copied as the quickstart shows it, its server, the quickstart's
+    ``sqlite:///`` store, and a link confirmed and reported through the emulator."""
+    import shutil
+
+    import httpx
+
+    from twilio_feedback.testing import FakeTwilio
+
+    from .servers import free_port, wait_until
+
+    server, command, extra_env = QUICKSTARTS[framework]
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    pip = [str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q"]
+    install = subprocess.run(
+        [*pip, f"{_wheel(dist)}[{framework}]", server],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=_env(),
+        cwd=tmp_path,
+    )
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    shutil.copy(ROOT / "examples" / f"{framework}_app.py", app_dir)
+
+    port = free_port()
+    with FakeTwilio() as fake:
+        env = {
+            **_env(),
+            **fake.environ(),
+            "TWILIO_PHONE_NUMBER": "+15017122661",
+            "TWILIO_FEEDBACK_STORE": "sqlite:///feedback.db",
+            **extra_env,
+        }
+        if not extra_env:
+            env["TWILIO_FEEDBACK_SECRET_KEY"] = "a-key-of-at-least-32-characters-0123456789"
+        bind = ["--port", str(port)] if server == "uvicorn" else ["--bind", f"127.0.0.1:{port}"]
+        log = (tmp_path / "server.log").open("wb")
+        process = subprocess.Popen(
+            [str(env_dir / "bin" / command[0]), *command[1:], *bind],
+            cwd=app_dir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            with httpx.Client(timeout=10, trust_env=False) as http:
+
+                def up() -> bool:
+                    assert process.poll() is None, (tmp_path / "server.log").read_text()
+                    try:
+                        return http.post(f"{url}/send", json={"to": "+15558675310"}).is_success
+                    except httpx.TransportError:
+                        return False
+
+                wait_until(up, 60, "the app answering")
+                link = fake.last_link(to="+15558675310")
+                browser = {"User-Agent": "Mozilla/5.0 (iPhone) Safari/604.1"}
+                assert http.get(link, headers=browser).json()["status"] == "confirmed"
+                assert http.get(link, headers=browser).json()["status"] == "duplicate"
+                fake.wait_for_feedback(1, timeout=15)
+        finally:
+            process.terminate()
+            process.wait(20)
+            log.close()
+    assert (app_dir / "feedback.db").is_file()  # the durable store the extra brought
