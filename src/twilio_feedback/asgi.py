@@ -169,7 +169,9 @@ class FeedbackMiddleware:
             if self._tracker is None:
                 settings = self.settings if self.settings is not None else Settings.from_env()
                 self._use(FeedbackTracker(settings))
-                logger.debug("twilio-feedback tracker built at %s", when)
+                logger.debug(
+                    "twilio-feedback tracker built at %s", when, extra={"event": "tracker_built"}
+                )
             assert self._tracker is not None
             return self._tracker
 
@@ -191,7 +193,10 @@ class FeedbackMiddleware:
                     try:
                         await tracker.aclose(self.flush_timeout)
                     except Exception:
-                        logger.exception("closing the tracker at shutdown failed")
+                        logger.exception(
+                            "closing the tracker at shutdown failed",
+                            extra={"event": "shutdown_close_failed"},
+                        )
             await send(message)
 
         return close_and_send
