@@ -46,6 +46,7 @@ FULL: dict[str, tuple[Any, str]] = {
     "invalid_redirect": ("https://app.example/oops", "https://app.example/oops"),
     "expired_redirect": ("/expired", "/expired"),
     "hide_token": (True, "1"),
+    "reporter": ("off", "off"),
 }
 
 
@@ -132,6 +133,7 @@ def test_timedelta_and_store_instance() -> None:
         ({"bot_user_agents": ("(",)}, "not a regular expression"),
         ({"hide_token": "maybe"}, "hide_token must be true or false"),
         ({"count_test_clients": "sometimes"}, "count_test_clients must be true or false"),
+        ({"reporter": "threads"}, "reporter must be 'thread', 'off' or 'celery', not 'threads'"),
     ],
 )
 def test_each_bad_configuration_has_its_own_clear_error(
@@ -276,3 +278,9 @@ def test_redact_url_example_from_the_docs() -> None:
         redact_url("postgresql://app:s3cret@db/feedback?sslmode=require&password=s3cret")
         == "postgresql://app:***@db/feedback?sslmode=require&password=***"
     )
+
+
+@pytest.mark.parametrize("mode", ["thread", "off", "celery", "OFF", " Celery "])
+def test_reporter_modes(mode: str) -> None:
+    assert Settings(**BASE, reporter=mode).reporter == mode.strip().lower()
+    assert Settings(**BASE).reporter == "thread"

@@ -18,7 +18,8 @@ For one request on a confirm path:
    string, else in an urlencoded POST form of at most :data:`MAX_FORM_BYTES` (one rule,
    :meth:`ConfirmGate.token_from_query` and :meth:`ConfirmGate.token_from_form`);
 4. :class:`Confirmer` confirms it (signature and age first, then one atomic store
-   operation; the winner is handed to the reporter);
+   operation; the winner is handed to the tracker's delivery: the reporter, the outbox or
+   Celery, as ``Settings.reporter`` says);
 5. the app runs with the result, unless the settings ask for a redirect instead.
 """
 
@@ -39,13 +40,13 @@ from itsdangerous import BadSignature
 from . import telemetry
 from .bots import BotMatcher
 from .deferred import DeferredConfirmations
-from .flows import Flow, StoreCall, Stores, arun, run
+from .flows import Blocking, Flow, StoreCall, Stores, arun, run
 from .lifecycle import ProcessLocal
 from .records import ConfirmResult, Record, State
 from .tokens import ExpiredToken
 
 if TYPE_CHECKING:
-    from .reporter import Reporter
+    from .delivery import Delivery
     from .settings import Settings
     from .stores.base import Store
     from .tokens import TokenSigner
@@ -62,6 +63,7 @@ __all__ = [
     "Confirmer",
     "Decision",
     "Headers",
+    "hand_over",
     "without_param",
 ]
 
@@ -349,10 +351,13 @@ def without_param(query: str, param: str) -> str:
 def confirm_kwargs(settings: Settings, confirmed_at: float, now: float) -> dict[str, float]:
     """Arguments of :meth:`Store.confirm` for a confirmation made at ``confirmed_at`` and
     applied at ``now`` (later, for one deferred during a store outage): the confirming
-    process's lease, and a life long enough for the retry window."""
+    process's lease (none with ``reporter="off"``: nobody here reports it, so the next
+    sweep of a worker or a drain takes it at once), and a life long enough for the retry
+    window."""
+    lease = 0.0 if settings.reporter == "off" else settings.lease_seconds
     return {
         "now": confirmed_at,
-        "lease_until": now + settings.lease_seconds,
+        "lease_until": now + lease,
         "keep_until": now + settings.keep_seconds,
     }
 
@@ -362,25 +367,28 @@ class Confirmer(ProcessLocal):
     :class:`~twilio_feedback.ConfirmResult`.
 
     Signature and age first (a forgery costs one HMAC and no I/O), then one atomic store
-    operation; the one caller that wins hands the record to the reporter. When the store
-    fails, a verified confirmation is kept in memory and applied once it answers
-    (``deferred``; :class:`~twilio_feedback.deferred.DeferredConfirmations`), or, with that
-    buffer full, refused (``error``). Protocol-free: the middleware's gate and the
-    tracker's ``confirm*`` methods both call it. Counts outcomes per process.
+    operation; the one caller that wins hands the record to the tracker's
+    :class:`~twilio_feedback.delivery.Delivery`. When the store fails, a verified
+    confirmation is kept in memory and applied once it answers (``deferred``;
+    :class:`~twilio_feedback.deferred.DeferredConfirmations`), or, with that buffer full,
+    refused (``error``). With ``reporter="off"`` nothing is kept (no thread may replay
+    it): the answer is ``error``, as with ``deferred_size=0``. Protocol-free: the
+    middleware's gate and the tracker's ``confirm*`` methods both call it. Counts outcomes
+    per process.
     """
 
     def __init__(
-        self, settings: Settings, signer: TokenSigner, stores: Stores, reporter: Reporter
+        self, settings: Settings, signer: TokenSigner, stores: Stores, delivery: Delivery
     ) -> None:
         self.settings = settings
         self.signer = signer
         self.stores = stores
-        self.reporter = reporter
-        # Holds the store and reporter, not this object: its thread keeps nothing else
+        self.delivery = delivery
+        # Holds the store and delivery, not this object: its thread keeps nothing else
         # alive.
         self.deferred = DeferredConfirmations(
-            functools.partial(_apply_deferred, settings, stores.sync, reporter),
-            limit=settings.deferred_size,
+            functools.partial(_apply_deferred, settings, stores.sync, delivery),
+            limit=0 if settings.reporter == "off" else settings.deferred_size,
         )
         super().__init__()
 
@@ -444,15 +452,16 @@ class Confirmer(ProcessLocal):
                 reason = "store unavailable; kept in memory"
                 return self._count(ConfirmResult("deferred", tracking_id, reason=reason))
             return self._count(ConfirmResult("error", tracking_id, reason="store unavailable"))
-        return self._count(self._decide(tracking_id, won, record, now))
+        result = self._decide(tracking_id, won, record, now)
+        if won and record is not None and record.message_sid is not None:
+            yield from hand_over(self.delivery, record)
+        return self._count(result)
 
     def _decide(
         self, tracking_id: str, won: bool, record: Record | None, now: float
     ) -> ConfirmResult:
         if won:
             assert record is not None
-            if record.message_sid is not None:
-                self.reporter.submit(record)
             return ConfirmResult("confirmed", tracking_id, record.message_sid)
         if record is None:
             logger.debug(
@@ -492,8 +501,21 @@ class Confirmer(ProcessLocal):
         return counts
 
 
+def hand_over(delivery: Delivery, record: Record) -> Flow[None]:
+    """Hand a won record to ``delivery`` within a flow: as a blocking step (off the event
+    loop, under :func:`~twilio_feedback.flows.arun`) when the delivery may wait on I/O. A
+    delivery that fails costs nothing: the record stays ``confirmed`` for a sweep."""
+    if not delivery.blocking:
+        delivery.submit(record)
+        return
+    try:
+        yield Blocking(functools.partial(delivery.submit, record))
+    except Exception:
+        logger.exception("handing %s over for delivery failed", record.tracking_id)
+
+
 def _apply_deferred(
-    settings: Settings, store: Store, reporter: Reporter, tracking_id: str, confirmed_at: float
+    settings: Settings, store: Store, delivery: Delivery, tracking_id: str, confirmed_at: float
 ) -> None:
     """Apply a confirmation deferred during a store outage: the same atomic confirm, as of
     the moment the person acted (a link that expired since still counts); raises while the
@@ -511,7 +533,7 @@ def _apply_deferred(
             },
         )
         if record.message_sid is not None:
-            reporter.submit(record)
+            delivery.submit(record)
     else:
         found = "no record" if record is None else f"a {record.state} record"
         logger.debug(

@@ -69,7 +69,8 @@ class SidLookups(ProcessLocal):
     One daemon thread, started by the first :meth:`schedule`, runs the lookups one at a
     time: the first ``first_delay`` seconds after the send, then with exponential backoff
     and jitter (capped at ``max_delay``; Twilio's Retry-After when longer), the last when
-    ``window`` seconds have passed, unless the message was found before.
+    ``window`` seconds have passed, unless the message was found before. With
+    ``max_pending=0`` (``reporter="off"``: no thread may run) nothing is looked up.
     ``on_found(record)`` gets the record with its SID attached (or ``None`` if it is
     gone), from the lookup thread. Fork-safe: a forked child starts with no lookups (its
     parent keeps its own). :meth:`close` stops the thread.
@@ -176,14 +177,20 @@ class SidLookups(ProcessLocal):
                     )
                     self._thread.start()
         if not accepted:
+            if self._closed:
+                reason = "closed"
+            elif self.max_pending == 0:
+                reason = "no background lookups with reporter='off'"
+            else:
+                reason = f"{self.max_pending} lookups pending"
             logger.warning(
                 "no SID lookup for %s (%s): its confirmation cannot be reported",
                 tracking_id,
-                "closed" if self._closed else f"{self.max_pending} lookups pending",
+                reason,
                 extra={
                     "event": "sid_lookup_dropped",
                     "tracking_id": tracking_id,
-                    "reason": "closed" if self._closed else "full",
+                    "reason": "closed" if self._closed else "off" if self.max_pending == 0 else "full",
                 },
             )
         return accepted

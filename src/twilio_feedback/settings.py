@@ -29,6 +29,7 @@ __all__ = [
     "MIN_SECRET_KEY_LENGTH",
     "SECRET_PARAM_WORDS",
     "PathMatch",
+    "ReporterMode",
     "Settings",
     "keep_seconds",
     "redact_text",
@@ -44,6 +45,7 @@ DEFAULT_API_BASE_URL = "https://api.twilio.com"
 """Twilio's own API: the default ``api_base_url``."""
 
 PathMatch = Literal["exact", "prefix"]
+ReporterMode = Literal["thread", "off", "celery"]
 
 ACCOUNT_SID_RE = re.compile(r"^AC[0-9a-fA-F]{32}$")
 API_KEY_SID_RE = re.compile(r"^SK[0-9a-fA-F]{32}$")
@@ -259,6 +261,12 @@ class Settings:
     """Redirect target for expired links (defaults to ``invalid_redirect``)."""
     hide_token: bool = False
     """Remove the token parameter from the query string the wrapped app sees."""
+    reporter: ReporterMode = "thread"
+    """Who delivers reports to Twilio. ``thread``: background threads in this process.
+    ``off``: nobody here; confirmations wait in the store for ``twilio-feedback worker``,
+    a scheduled ``drain`` or ``tracker.drain()``, and the tracker starts no threads at
+    all (serverless; a dedicated delivery process). ``celery``: each confirmation
+    enqueues a Celery task (:mod:`twilio_feedback.celery`). See Deployment."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -279,6 +287,8 @@ class Settings:
                 set_(self, name, value)
         for name in ("default_bot_list", "count_test_clients", "hide_token"):
             set_(self, name, _bool(name, getattr(self, name)))
+        if isinstance(self.reporter, str):
+            set_(self, "reporter", self.reporter.strip().lower())
         if self.secret_key is not None and not isinstance(self.secret_key, str):
             set_(self, "secret_key", tuple(self.secret_key))
         self._validate()
@@ -361,6 +371,10 @@ class Settings:
         if self.path_match not in get_args(PathMatch):
             raise ConfigurationError(
                 f"path_match must be 'exact' or 'prefix', not {safe_excerpt(self.path_match)}"
+            )
+        if self.reporter not in get_args(ReporterMode):
+            raise ConfigurationError(
+                f"reporter must be 'thread', 'off' or 'celery', not {safe_excerpt(self.reporter)}"
             )
         for method in self.confirm_methods:
             if not method.isalpha():

@@ -17,20 +17,24 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from .confirm import Confirmer, without_param
-from .errors import StorageError
+from .confirm import Confirmer, hand_over, without_param
+from .delivery import Delivery, delivery_for
+from .errors import ConfigurationError, StorageError
 from .flows import Blocking, Flow, StoreCall, Stores, arun, run
 from .lifecycle import close_at_exit
+from .lookups import MAX_PENDING as MAX_LOOKUPS
 from .lookups import SidLookups
 from .records import ConfirmResult, Record, State
-from .reporter import OnFailed, OnReported, Reporter
+from .reporter import Drained, DrainProgress, OnFailed, OnReported, Reporter
 from .settings import Settings
 from .stores.base import AsyncStore, Store, check_store, store_from_url
 from .stores.boundary import StoreBoundary
+from .stores.memory import MemoryStore
 from .tokens import TokenSigner
 from .twilio_api import TwilioAPI
 
 if TYPE_CHECKING:
+    from twilio.rest import Client
     from twilio.rest.api.v2010.account.message import MessageInstance
 
 __all__ = ["FeedbackTracker", "Ticket"]
@@ -98,6 +102,16 @@ class FeedbackTracker:
     ``on_reported(record)`` and ``on_failed(record, error)`` are called from the
     reporter's thread; an exception in them is logged and cannot stop delivery.
 
+    ``client`` is your own ``twilio.rest.Client``: sends, feedback posts and SID lookups
+    go through it (its credentials, base URL, edge, region and HTTP client), and
+    ``api_base_url`` and the settings' credentials are not used for them. Without
+    ``settings``, the account SID and credentials default to the client's.
+
+    ``Settings.reporter`` decides who delivers: this process's threads (``thread``),
+    nobody here (``off``: no thread at all; a worker or :meth:`drain` does it) or Celery
+    (``celery``). ``off`` and ``celery`` refuse a ``memory://`` store, which no other
+    process can read.
+
     Every sync method has an async twin (``send_async``, ...) for ASGI apps: the same code
     (:mod:`~twilio_feedback.flows`), with store I/O awaited and Twilio called in a worker
     thread. Store failures surface as :class:`~twilio_feedback.errors.StorageError`.
@@ -107,11 +121,14 @@ class FeedbackTracker:
         self,
         settings: Settings | None = None,
         *,
+        client: Client | None = None,
         on_reported: OnReported | None = None,
         on_failed: OnFailed | None = None,
         **overrides: Any,
     ) -> None:
         if settings is None:
+            if client is not None:
+                overrides = {**_credentials_of(client), **overrides}
             settings = Settings.from_env(**overrides)
         elif overrides:
             settings = settings.replace(**overrides)
@@ -119,6 +136,13 @@ class FeedbackTracker:
         self.signer = TokenSigner(
             settings.secret_keys, salt=settings.salt, max_skew=settings.clock_skew
         )
+        if settings.reporter != "thread" and _in_memory(settings.store):
+            raise ConfigurationError(
+                f"reporter={settings.reporter!r} with a memory:// store: nothing could ever "
+                "deliver the reports, since no other process can read this one's memory. "
+                "Use a shared store (sqlite:///feedback.db, postgresql://..., redis://...), "
+                "or reporter='thread'"
+            )
         store = (
             store_from_url(settings.store) if isinstance(settings.store, str) else settings.store
         )
@@ -126,15 +150,20 @@ class FeedbackTracker:
         self.store: Store = StoreBoundary(store)
         """The store, behind the boundary that turns its failures into StorageError."""
         self._stores = Stores(self.store)
-        self.api = TwilioAPI(settings)
-        self.reporter = Reporter(
-            settings, self.store, self.api, on_reported=on_reported, on_failed=on_failed
-        )
-        self.confirmer = Confirmer(settings, self.signer, self._stores, self.reporter)
+        self.api = TwilioAPI(settings, client=client)
+        self._hooks = (on_reported, on_failed)
+        self.reporter = self._new_reporter()
+        """This process's reporter: running with ``reporter="thread"``, idle otherwise."""
+        self.delivery: Delivery = delivery_for(settings, self.reporter)
+        """Where a won confirmation goes (:mod:`twilio_feedback.delivery`)."""
+        self.confirmer = Confirmer(settings, self.signer, self._stores, self.delivery)
         """The confirm step, shared with the middleware."""
         # Not a bound method of the tracker: the lookup thread must not keep it alive.
         self.sid_lookups = SidLookups(
-            self.api, self.store, functools.partial(_report_if_confirmed, self.reporter)
+            self.api,
+            self.store,
+            functools.partial(_report_if_confirmed, self.delivery),
+            max_pending=0 if settings.reporter == "off" else MAX_LOOKUPS,
         )
         """Background lookups of SIDs after ambiguous send failures (see :meth:`send`)."""
         self._lock = threading.Lock()
@@ -145,7 +174,15 @@ class FeedbackTracker:
         self._finalizer = weakref.finalize(self, _stop, *parts)
         self._finalizer.atexit = False
         self._forget_at_exit = close_at_exit(self)
-        self.reporter.start()
+        if settings.reporter == "thread":
+            self.reporter.start()
+
+    def _new_reporter(self, **changes: Any) -> Reporter:
+        on_reported, on_failed = self._hooks
+        settings = self.settings.replace(**changes) if changes else self.settings
+        return Reporter(
+            settings, self.store, self.api, on_reported=on_reported, on_failed=on_failed
+        )
 
     def __repr__(self) -> str:
         return f"FeedbackTracker(account_sid={self.settings.account_sid!r})"
@@ -302,7 +339,9 @@ class FeedbackTracker:
             )
             self.sid_lookups.attach_later(record, sid, account)
             return message
-        _report_if_confirmed(self.reporter, bound)
+        if bound is not None and bound.state is State.CONFIRMED:
+            # A click raced the send and was kept: now that the SID is known, report it.
+            yield from hand_over(self.delivery, bound)
         return message
 
     def _after_failed_send(
@@ -424,6 +463,29 @@ class FeedbackTracker:
         """Wait up to ``timeout`` seconds for pending reports; return how many remain."""
         return self.reporter.flush(timeout)
 
+    def drain(self, timeout: float = 60.0, progress: DrainProgress | None = None) -> Drained:
+        """Deliver every due confirmation in the store now, within ``timeout`` seconds:
+        what ``twilio-feedback drain`` does, for a scheduled job (a serverless function on
+        a timer, a cron job, a Celery beat task).
+
+        With ``reporter="thread"`` the running reporter does it. Otherwise a reporter runs
+        for this call only: its threads start, deliver, and stop before it returns, so a
+        tracker with ``reporter="off"`` runs no thread between two drains. What is left
+        when the time is up stays ``confirmed``, for the next drain. Records another
+        process holds under its lease are left to it. ``progress`` is called with
+        ``(done, taken, failed)`` as reports complete.
+        """
+        if self.settings.reporter == "thread":
+            return self.reporter.drain(timeout, progress)
+        started = time.monotonic()
+        reporter = self._new_reporter()
+        reporter.start()
+        try:
+            drained = reporter.drain(timeout, progress)
+        finally:
+            reporter.close(max(0.0, timeout - (time.monotonic() - started)))
+        return drained
+
     async def flush_async(self, timeout: float | None = 5.0) -> int:
         """Async twin of :meth:`flush` (waits in a worker thread)."""
         return await asyncio.to_thread(self.flush, timeout)
@@ -488,8 +550,24 @@ def _stop(
     return reporter.close(timeout)
 
 
-def _report_if_confirmed(reporter: Reporter, bound: Record | None) -> None:
-    # A click that raced the send (or came before a SID lookup) was kept; now that the
-    # SID is known, report it.
+def _report_if_confirmed(delivery: Delivery, bound: Record | None) -> None:
+    # A click that came before a SID lookup was kept; now that the SID is known, report it.
     if bound is not None and bound.state is State.CONFIRMED:
-        reporter.submit(bound)
+        delivery.submit(bound)
+
+
+def _in_memory(store: str | Store) -> bool:
+    if isinstance(store, str):
+        return urlsplit(store).scheme.lower() == "memory"
+    return isinstance(store, MemoryStore)
+
+
+def _credentials_of(client: Client) -> dict[str, Any]:
+    """Settings fields for a client's account and credentials (an API key or a token)."""
+    username, password = client.username, client.password
+    fields: dict[str, Any] = {"account_sid": client.account_sid}
+    if isinstance(username, str) and username.startswith("SK"):
+        fields.update(api_key_sid=username, api_key_secret=password)
+    else:
+        fields["auth_token"] = password
+    return fields

@@ -11,6 +11,14 @@ Every answer is streamed and bounded: at most :data:`MAX_RESPONSE_BYTES` of body
 within :data:`ANSWER_DEADLINE_FACTOR` x ``request_timeout`` of the call's start, so a
 server that trickles its body is a network error, not a worker held forever. The HTTP
 status decides success and failure, never a ``status`` field in the body.
+
+An app may hand in its own ``twilio.rest.Client`` instead (``FeedbackTracker(client=)``):
+then every call goes through that one client, shared by every thread, with its
+credentials, base URL, edge, region and HTTP client. Each call still passes
+``request_timeout`` as its timeout, and the same rules classify the answer (the HTTP
+status decides; Retry-After; rejected credentials); the size cap and the answer deadline
+belong to the library's own transport and are the client's HTTP client's business then
+(the reporter's watchdog still replaces a worker stuck in one call).
 """
 
 from __future__ import annotations
@@ -30,13 +38,14 @@ import urllib3
 from requests import Request, Session
 from twilio.base import values
 from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.base.version import Version
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 from urllib3.exceptions import InvalidHeader
 
 from . import telemetry
-from .errors import FeedbackError
+from .errors import ConfigurationError, FeedbackError
 from .settings import DEFAULT_API_BASE_URL
 
 if TYPE_CHECKING:
@@ -265,14 +274,29 @@ def _unsent(exc: BaseException) -> bool:
 
 class TwilioAPI:
     """Sends tracked messages, posts feedback and looks messages up, through the official
-    client."""
+    client: one per thread, configured from the settings, or ``client``, the app's own."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, client: Client | None = None) -> None:
+        if client is not None:
+            if not isinstance(client, Client):
+                raise ConfigurationError(
+                    f"client must be a twilio.rest.Client, not {type(client).__name__}"
+                )
+            if getattr(client.http_client, "is_async", False):
+                raise ConfigurationError(
+                    "the client's HTTP client is asynchronous (AsyncTwilioHttpClient): "
+                    "give the tracker a client with a synchronous one (the default "
+                    "TwilioHttpClient); the tracker runs Twilio calls in threads"
+                )
         self.settings = settings
+        self.given = client
+        """The app's own client, or ``None``."""
         self._local = threading.local()
 
     def client(self) -> Client:
-        """This thread's ``twilio`` client, configured from the settings."""
+        """The app's client, or this thread's, configured from the settings."""
+        if self.given is not None:
+            return self.given
         client: Client | None = getattr(self._local, "client", None)
         if client is None:
             s = self.settings
@@ -299,10 +323,18 @@ class TwilioAPI:
             self._local.http = http
         return client
 
-    def _http(self) -> _HttpClient:
+    def _http(self) -> _HttpClient | None:
+        """This thread's bounded transport (``None`` with the app's own client)."""
+        if self.given is not None:
+            return None
         self.client()
         http: _HttpClient = self._local.http
         return http
+
+    def _last_answer(self) -> tuple[int | None, Any]:
+        """The HTTP status and headers of this thread's last answer, where known."""
+        http = self._http()
+        return (None, None) if http is None else (http.last_status, http.last_headers)
 
     def send_message(self, *, account_sid: str | None = None, **params: Any) -> MessageInstance:
         """Create a message with ``provide_feedback=True``; Twilio's own exceptions and
@@ -316,12 +348,14 @@ class TwilioAPI:
         """
         params["provide_feedback"] = True
         client = self.client()
-        self._http().last_status = None  # not_created() must not see an earlier answer
+        http = self._http()
+        if http is not None:
+            http.last_status = None  # not_created() must not see an earlier answer
         messages = client.api.v2010.accounts(account_sid or self.settings.account_sid).messages
         try:
             message: MessageInstance = messages.create(**params)
         except Exception:
-            status = self._http().last_status
+            status, _ = self._last_answer()
             if status is None or not 200 <= status < 300:
                 raise
             raise FeedbackError(
@@ -337,7 +371,10 @@ class TwilioAPI:
         exist: Twilio answered 4xx, or no connection was made. Anything else (a timeout, a
         dropped connection, a 5xx, an unreadable 2xx) leaves it unknown. Call it in the
         thread that called :meth:`send_message`."""
-        status = self._http().last_status
+        status, _ = self._last_answer()
+        if status is None and self.given is not None:
+            found = getattr(exc, "status", None)
+            status = found if isinstance(found, int) else None
         if isinstance(exc, TwilioException) and status is not None:
             return 400 <= status < 500
         return _unsent(exc)
@@ -347,19 +384,25 @@ class TwilioAPI:
         """POST ``Outcome=confirmed`` for one message; raise :class:`FeedbackError` on failure.
 
         Any 2xx is success, whatever its body (the spec says 200, Twilio answered 201
-        until mid-2025). Only ``confirmed`` is ever sent.
+        until mid-2025). Only ``confirmed`` is ever sent. The client's own request path
+        (the one ``feedback.create`` takes: its credentials, host, edge and region) with
+        the answer in hand, so its status and headers (Retry-After) decide.
         """
-        client = self.client()
+        version = self.client().api.v2010
+        uri = f"Accounts/{account_sid}/Messages/{message_sid}/Feedback.json"
         try:
-            client.api.v2010.accounts(account_sid).messages(message_sid).feedback.create(
-                outcome="confirmed"
+            answer = version.request(
+                "POST",
+                uri,
+                data={"Outcome": "confirmed"},
+                timeout=self.settings.request_timeout,
             )
         except Exception as exc:
-            http = self._http()
-            status = http.last_status
-            if status is not None and 200 <= status < 300:
-                return  # accepted; the body was not JSON, or too long to read
-            raise classify(exc, http.last_headers, status) from None
+            raise classify(exc) from None
+        if 200 <= answer.status_code < 300:
+            return
+        refusal = Version.exception("POST", uri, answer, "Unable to create record")
+        raise classify(refusal, answer.headers, answer.status_code)
 
     def find_message(
         self,
@@ -399,6 +442,6 @@ class TwilioAPI:
                 if text == body or (contains is not None and contains in text):
                     return str(message.sid)
         except Exception as exc:
-            http = self._http()
-            raise classify(exc, http.last_headers, http.last_status) from None
+            status, headers = self._last_answer()
+            raise classify(exc, headers, status) from None
         return None
