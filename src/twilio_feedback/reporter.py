@@ -503,6 +503,8 @@ class Reporter(ProcessLocal):
             return
         s = self.settings
         using = f"API key {s.api_key_sid}" if s.api_key_sid else f"account {s.account_sid}"
+        if self.api.given is not None:
+            using = "the twilio.rest.Client given to the tracker"
         logger.error(
             "Twilio refused the credentials for account %s (%s): check TWILIO_ACCOUNT_SID "
             "and TWILIO_AUTH_TOKEN, or TWILIO_API_KEY and TWILIO_API_SECRET (in use: %s). "
