@@ -90,7 +90,52 @@ def test_status_reads_the_store_from_the_environment(
     assert data == {
         "store": url,
         "counts": {"pending": 0, "confirmed": 0, "reported": 0, "failed": 0},
+        "health": {
+            "ok": True,
+            "state": "ok",
+            "oldest_unreported_age": None,
+            "unreported": 0,
+            "failed": 0,
+            "pending": None,
+            "max_age": 300.0,
+        },
     }
+
+
+def test_status_tells_whether_delivery_keeps_up(
+    store: SQLStore, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = time.time()
+    store.add(Record("old", expires_at=now + 3600, message_sid="SM" + "a" * 32, created_at=now))
+    store.confirm("old", now=now - 400, lease_until=now + 60, keep_until=now + 3600)
+    store.add(Record("new", expires_at=now + 3600, message_sid="SM" + "b" * 32, created_at=now))
+    store.confirm("new", now=now - 5, lease_until=now + 60, keep_until=now + 3600)
+    store.mark_failed("new", "SM" + "b" * 32, code=20404, message="gone")
+
+    assert main(["status", "--store", url]) == 0  # without --check: always 0
+    assert "health       behind  oldest unreported confirmation 400s old" in capsys.readouterr().out
+    assert main(["status", "--store", url, "--check"]) == 3
+    assert "behind" in capsys.readouterr().out
+    assert main(["status", "--store", url, "--check", "--json"]) == 3
+    health = json.loads(capsys.readouterr().out)["health"]
+    assert (health["ok"], health["state"], health["unreported"], health["failed"]) == (
+        False,
+        "behind",
+        1,
+        1,
+    )
+    assert health["oldest_unreported_age"] == pytest.approx(400, abs=5)
+    assert main(["status", "--store", url, "--check", "--max-age", "900"]) == 0
+    assert "health           ok" in capsys.readouterr().out
+    store.mark_reported("old", "SM" + "a" * 32)
+    assert main(["status", "--store", url, "--check"]) == 0
+    assert "nothing waits to be reported" in capsys.readouterr().out
+
+
+def test_status_check_of_an_unreachable_store_exits_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _error(["status", "--check", "--store", "redis://127.0.0.1:1/0"], capsys, 1)
 
 
 def test_status_lists_failed_records(
@@ -303,7 +348,7 @@ class _PlainStore:
         self.inner = MemoryStore()
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("list_records", "requeue_failed"):
+        if name in ("list_records", "requeue_failed", "oldest_unreported"):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
@@ -318,6 +363,10 @@ def test_store_without_operator_commands(
     err = _error(["retry-failed", "--store", "plain-test://x"], capsys)
     assert "cannot re-queue failed records" in err
     assert "AdminStore" in err
+    assert main(["status", "--store", "plain-test://x", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["health"]["state"] == "unknown"
+    err = _error(["status", "--check", "--store", "plain-test://x"], capsys)
+    assert "oldest_unreported() (HealthStore)" in err
 
 
 def test_redact_url() -> None:

@@ -1,10 +1,13 @@
 """The ``twilio-feedback`` command: the demo, the emulator, and an operator's view of a store.
 
-``status`` counts records by state, ``drain`` delivers every unreported confirmation now
-(through the same reporter an app runs), ``retry-failed`` gives failed reports another
-chance, ``purge`` deletes expired records. Every store command takes ``--store URL``
-(default: ``TWILIO_FEEDBACK_STORE``). Exit codes: 0 done, 1 the work did not complete (a
-store that cannot be reached, reports left undelivered), 2 a usage or configuration error.
+``status`` counts records by state and tells whether delivery keeps up, ``drain``
+delivers every unreported confirmation now (through the same reporter an app runs),
+``worker`` delivers without rest (a long-running delivery process), ``retry-failed`` gives
+failed reports another chance, ``purge`` deletes expired records. Every store command
+takes ``--store URL`` (default: ``TWILIO_FEEDBACK_STORE``). Exit codes: 0 done, 1 the work
+did not complete (a store that cannot be reached, reports left undelivered, a worker
+stopped by a second signal), 2 a usage or configuration error, 3 ``status --check``: delivery
+is behind.
 
 Framework integrations (``manage.py twilio_feedback``, ``flask twilio-feedback``) run the
 same commands with :func:`main`'s ``settings=``: the app's own settings, store included.
@@ -23,7 +26,9 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -54,6 +59,10 @@ class UsageError(Exception):
 
 class StoreFailure(Exception):
     """The store could not do what was asked: exit code 1."""
+
+
+BEHIND = 3
+"""Exit code of ``status --check`` when delivery is behind (past ``--max-age``)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,21 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
         const=20,
         help="also list the N most recent failed records (default 20)",
     )
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help=(
+            "exit 3 when the oldest unreported confirmation is older than --max-age "
+            "(for monitors and health checks)"
+        ),
+    )
+    status.add_argument(
+        "--max-age",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="how long a confirmation may wait before delivery counts as behind (default 300)",
+    )
 
     drain = commands.add_parser(
         "drain",
@@ -133,6 +157,51 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
         ),
     )
     _drain_options(drain)
+
+    worker = commands.add_parser(
+        "worker",
+        parents=[store],
+        help="deliver reports without rest (a long-running delivery process)",
+        description=(
+            "Deliver every unreported confirmation of a shared store as it comes, until "
+            "SIGTERM or SIGINT: the delivery process of apps running with "
+            "TWILIO_FEEDBACK_REPORTER=off. Any number of workers on any number of hosts "
+            "share the store without posting a report twice. On SIGTERM or SIGINT the "
+            "posts in flight finish (within --grace) and the rest stays confirmed for the "
+            "other workers; a second signal stops at once. Reads the Twilio credentials "
+            "like drain does. Exit codes: 0 stopped on a signal, 1 the store could not be "
+            "reached at start or a second signal cut the grace short, 2 a usage or "
+            "configuration error."
+        ),
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="posts in flight at once (default: TWILIO_FEEDBACK_REPORTER_CONCURRENCY, 4)",
+    )
+    worker.add_argument(
+        "--poll-interval",
+        type=_positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often an idle worker looks for new confirmations (default 1)",
+    )
+    worker.add_argument(
+        "--log-interval",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often to log a line with the counts (default 60)",
+    )
+    worker.add_argument(
+        "--grace",
+        type=_non_negative_float,
+        default=20.0,
+        metavar="SECONDS",
+        help="time the posts in flight get to finish on SIGTERM/SIGINT (default 20)",
+    )
 
     retry = commands.add_parser(
         "retry-failed",
@@ -187,6 +256,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -227,6 +306,8 @@ def main(
                 return _status(args, source)
             if args.command == "drain":
                 return _drain(args, source)
+            if args.command == "worker":
+                return _worker(args, source)
             if args.command == "retry-failed":
                 return _retry_failed(args, source)
             return _purge(source)
@@ -437,19 +518,30 @@ def _when(timestamp: float | None) -> str:
 
 
 def _status(args: argparse.Namespace, source: _Source) -> int:
+    from .health import MAX_AGE, check, supports_health
+
     failed: list[Record] | None = None
     with _opened(source) as store:
+        if args.check and not supports_health(store):
+            raise UsageError(
+                f"the store at {source.shown} ({type(store).__name__}) cannot tell the age "
+                "of its oldest unreported confirmation: it does not implement "
+                "oldest_unreported() (HealthStore)"
+            )
         counts = store.counts()
+        health = check(store, max_age=args.max_age or MAX_AGE)
         if args.failed:
             failed = _admin(store, source, "list failed records").list_records(
                 State.FAILED, limit=args.failed
             )
+    code = BEHIND if args.check and health.state == "behind" else 0
     if args.json:
         data: dict[str, Any] = {"store": source.shown, "counts": counts}
+        data["health"] = health.to_dict()
         if failed is not None:
             data["failed"] = [record.to_dict() for record in failed]
         print(json.dumps(data, indent=2))
-        return 0
+        return code
     notes = {
         "pending": "sent, not confirmed yet",
         "confirmed": "confirmed, not reported yet",
@@ -459,6 +551,14 @@ def _status(args: argparse.Namespace, source: _Source) -> int:
     print(f"store      {source.shown}")
     for state, count in counts.items():
         print(f"{state:<10} {count:>8}  {notes.get(state, '')}".rstrip())
+    age = health.oldest_unreported_age
+    if health.state == "unknown":
+        said = "the store cannot tell the age of its oldest unreported confirmation"
+    elif age is None:
+        said = "nothing waits to be reported"
+    else:
+        said = f"oldest unreported confirmation {age:.0f}s old (behind past {health.max_age:g}s)"
+    print(f"{'health':<10} {health.state:>8}  {said}")
     if failed is not None:
         print()
         if not failed:
@@ -469,7 +569,7 @@ def _status(args: argparse.Namespace, source: _Source) -> int:
                 f"confirmed {_when(record.confirmed_at)}  error {record.error_code or '-'}: "
                 f"{record.error_message or ''}".rstrip()
             )
-    return 0
+    return code
 
 
 # -- drain -------------------------------------------------------------------------------
@@ -515,14 +615,11 @@ def _drain(args: argparse.Namespace, source: _Source) -> int:
     with _failures(source.url):
         tracker = FeedbackTracker(settings)
         try:
-            tracker.reporter.drain(args.timeout, progress.update)
-        except BaseException:
+            drained = tracker.drain(args.timeout, progress.update)
+        finally:
             tracker.close(timeout=1.0)
-            raise
-        tracker.close(timeout=max(1.0, min(5.0, args.timeout)))
-        stats = tracker.stats()
-        reported, failed = stats["reported"], stats["failed"]
-        total = max(stats["swept"], reported + failed)
+        reported, failed = drained.reported, drained.failed
+        total = max(drained.taken, reported + failed)
         progress.update(reported + failed, total, failed, final=True)
         left = total - reported - failed
         with _opened(source) as store:
@@ -536,6 +633,70 @@ def _drain(args: argparse.Namespace, source: _Source) -> int:
             "is reporting them, a retry is scheduled, or the message SID is not known yet"
         )
     return 1 if left else 0
+
+
+# -- worker ------------------------------------------------------------------------------
+
+
+def _worker(args: argparse.Namespace, source: _Source) -> int:
+    from .tracker import FeedbackTracker
+    from .worker import Worker
+
+    settings = _settings(source).replace(reporter="off")
+    with _failures(source.url):
+        tracker = FeedbackTracker(settings)
+        try:
+            tracker.store.get("twilio-feedback-worker-start")  # reachable? (exit 1 if not)
+            worker = Worker(
+                tracker,
+                concurrency=args.concurrency,
+                poll_interval=args.poll_interval,
+                log_interval=args.log_interval,
+                grace=args.grace,
+            )
+            signals: list[int] = []
+
+            def stop(signum: int, frame: object) -> None:
+                signals.append(signum)
+                # A second signal: the posts in flight are not waited for.
+                worker.stop(grace=0.0 if len(signals) > 1 else None)
+
+            with _worker_logging(args.debug), _handling(stop):
+                result = worker.run()
+        finally:
+            tracker.close(timeout=1.0)
+    print(
+        f"worker stopped: {result.reported} reported, {result.failed} failed, "
+        f"{result.retried} retried; {result.left} left unfinished"
+    )
+    return 1 if len(signals) > 1 and result.left else 0
+
+
+@contextlib.contextmanager
+def _handling(handler: Any) -> Iterator[None]:
+    """``handler`` for SIGTERM and SIGINT, where signals can be handled (the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def _worker_logging(debug: bool) -> Iterator[None]:
+    """The worker's own lines (a start, counts every --log-interval, a stop) at INFO."""
+    logger = logging.getLogger("twilio_feedback.worker")
+    level = logger.level
+    if not debug:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 # -- retry-failed and purge ------------------------------------------------------------------

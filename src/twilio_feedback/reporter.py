@@ -159,6 +159,7 @@ class Reporter(ProcessLocal):
         self._drops = Throttle(DROP_LOG_EVERY)
         self._refusals = Throttle(CREDENTIALS_LOG_EVERY)
         self._started = False
+        self._releasing = False  # close(release=True): nothing new is started
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -207,11 +208,19 @@ class Reporter(ProcessLocal):
                 self._idle.wait(remaining)
             return len(self._held)
 
-    def close(self, timeout: float | None = 5.0) -> int:
+    def close(self, timeout: float | None = 5.0, *, release: bool = False) -> int:
         """Flush up to ``timeout``, then stop the threads. Idempotent. Returns how many
         reports were left pending: they stay ``confirmed`` in the store, and their leases,
-        no longer renewed, end within ``lease_seconds`` for another process's sweep."""
+        no longer renewed, end within ``lease_seconds`` for another process's sweep.
+
+        With ``release``, only the posts in flight are finished: records still queued are
+        handed back to the store at once (their lease ended, for any process's next
+        sweep), and retries waiting in memory with their lease set to their retry time.
+        A delivery process that is told to stop does this.
+        """
         started = time.monotonic()
+        if release:
+            self._release_waiting()
         left = self.flush(timeout)
         with self._lock:
             if self._closed:
@@ -230,6 +239,47 @@ class Reporter(ProcessLocal):
             if thread is not threading.current_thread():
                 thread.join(max(0.0, started + limit - time.monotonic()))
         return left
+
+    def _release_waiting(self) -> None:
+        """Stop starting posts; hand what waits (queued, retrying) back to the store."""
+        now_wall, now = time.time(), time.monotonic()
+        with self._lock:
+            if self._closed or self._releasing:
+                return
+            self._releasing = True
+            waiting = [
+                (record, now_wall + max(0.0, due - now)) for due, _, record, _ in self._retries
+            ]
+            self._retries = []
+        while True:
+            try:
+                record = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if record is not None:
+                waiting.append((record, now_wall))
+        for record, lease_until in waiting:
+            self._release(record, lease_until)
+        if waiting:
+            logger.info("%d unposted confirmation(s) handed back to the store", len(waiting))
+
+    def _release(self, record: Record, lease_until: float) -> None:
+        """Hand a record this process holds back to the store: its lease ends at
+        ``lease_until``, its attempts and last error are kept."""
+        if record.message_sid is not None:
+            self._guard(
+                "releasing a record",
+                functools.partial(
+                    self.store.defer,
+                    record.tracking_id,
+                    record.message_sid,
+                    lease_until=lease_until,
+                    attempts=record.attempts,
+                    code=record.error_code,
+                    message=record.error_message,
+                ),
+            )
+        self._done(record)
 
     def stats(self) -> dict[str, int]:
         """Counters since start (or since the fork): reported, retried, failed, dropped,
@@ -250,7 +300,7 @@ class Reporter(ProcessLocal):
         with self._lock:
             if key in self._held:
                 return True
-            if not self._closed:
+            if not (self._closed or self._releasing):
                 try:
                     self._queue.put_nowait(record)
                 except queue.Full:
@@ -313,7 +363,13 @@ class Reporter(ProcessLocal):
             if record is None or self._closed:
                 return
             with self._lock:
-                self._busy[me] = (time.monotonic(), record)
+                releasing = self._releasing
+                if not releasing:
+                    self._busy[me] = (time.monotonic(), record)
+            if releasing:
+                self._release(record, time.time())
+                continue
+
             try:
                 self._deliver(record)
             except Exception:
@@ -422,7 +478,7 @@ class Reporter(ProcessLocal):
             return
         delay = decision.delay
         with self._lock:
-            room = len(self._retries) < s.queue_size and not self._closed
+            room = len(self._retries) < s.queue_size and not (self._closed or self._releasing)
         hold = room and delay <= HOLD_LIMIT
         # Held in memory: a lease the heartbeat renews. Released: due at its retry time.
         lease_until = now + (s.lease_seconds if hold else delay)
@@ -474,7 +530,7 @@ class Reporter(ProcessLocal):
         telemetry.retried(exc)
         with self._lock:
             self._counts["retried"] += 1
-            if hold and not self._closed:
+            if hold and not (self._closed or self._releasing):
                 self._degraded = self._degraded or decision.pull is not False
                 heapq.heappush(
                     self._retries,
@@ -782,7 +838,7 @@ class Reporter(ProcessLocal):
         total = 0
         while True:
             with self._lock:
-                if self._closed:
+                if self._closed or self._releasing:
                     return total
                 room = min(SWEEP_BATCH, s.queue_size - self._queue.qsize())
             if room <= 0:

@@ -21,6 +21,7 @@ from .confirm import Confirmer, hand_over, without_param
 from .delivery import Delivery, delivery_for
 from .errors import ConfigurationError, StorageError
 from .flows import Blocking, Flow, StoreCall, Stores, arun, run
+from .health import MAX_AGE, Health, check
 from .lifecycle import close_at_exit
 from .lookups import MAX_PENDING as MAX_LOOKUPS
 from .lookups import SidLookups
@@ -459,6 +460,20 @@ class FeedbackTracker:
         counts.update({f"lookup_{k}": v for k, v in self.sid_lookups.stats().items()})
         return counts
 
+    def health(self, max_age: float = MAX_AGE) -> Health:
+        """Whether delivery keeps up, for a health endpoint or a monitor: the age of the
+        oldest unreported confirmation in the store (every process's), ``behind`` past
+        ``max_age`` seconds, with the store's unreported and failed counts and this
+        process's pending reports. Two store queries (on Redis, the counts SCAN the keys:
+        call it every so often, not on every request); a store that fails gives
+        ``unavailable`` rather than an exception."""
+        pending = self.reporter.stats()["pending"] if self.settings.reporter == "thread" else None
+        return check(self.store, max_age=max_age, pending=pending)
+
+    async def health_async(self, max_age: float = MAX_AGE) -> Health:
+        """Async twin of :meth:`health` (in a worker thread)."""
+        return await asyncio.to_thread(self.health, max_age)
+
     def flush(self, timeout: float | None = 5.0) -> int:
         """Wait up to ``timeout`` seconds for pending reports; return how many remain."""
         return self.reporter.flush(timeout)
@@ -483,7 +498,8 @@ class FeedbackTracker:
         try:
             drained = reporter.drain(timeout, progress)
         finally:
-            reporter.close(max(0.0, timeout - (time.monotonic() - started)))
+            # What was claimed and not started goes back to the store at once.
+            reporter.close(max(0.0, timeout - (time.monotonic() - started)), release=True)
         return drained
 
     async def flush_async(self, timeout: float | None = 5.0) -> int:

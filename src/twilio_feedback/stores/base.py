@@ -50,6 +50,7 @@ __all__ = [
     "AsyncStore",
     "AsyncStores",
     "BaseStore",
+    "HealthStore",
     "Store",
     "StoreFactory",
     "ThreadedAsyncStore",
@@ -202,6 +203,25 @@ class AdminStore(Store, Protocol):
         ``attempts`` and the error cleared, ``confirmed_at=now`` (the retry window starts
         over) and ``expires_at=max(expires_at, keep_until)``.
         """
+
+
+@runtime_checkable
+class HealthStore(Store, Protocol):
+    """The query health checks add to :class:`Store` (``tracker.health()``,
+    ``twilio-feedback status --check``).
+
+    Optional for your own stores: without it, health is ``unknown`` (the age of the oldest
+    unreported confirmation cannot be told) and ``status --check`` says the store does not
+    support it. It is run by monitors, every so often, not on a request path: a backend
+    may read the whole outbox, which is small while delivery keeps up.
+    """
+
+    @abc.abstractmethod
+    def oldest_unreported(self) -> float | None:
+        """The ``confirmed_at`` of the oldest ``confirmed`` record that has a message SID
+        (what a reporter can deliver: the outbox), whatever its lease; ``None`` when there
+        is none. Records without a message SID (waiting for ``send()`` to learn it) are
+        not counted."""
 
 
 ERROR_MESSAGE_LENGTH = 500

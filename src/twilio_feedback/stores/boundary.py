@@ -218,6 +218,16 @@ class StoreBoundary:
         except Exception as exc:
             raise self._error("counts", exc) from exc
 
+    def oldest_unreported(self) -> float | None:
+        """:meth:`HealthStore.oldest_unreported`, across the boundary. ``AttributeError``
+        (not a StorageError) when the wrapped store does not have it."""
+        query = self.inner.oldest_unreported  # type: ignore[attr-defined]
+        try:
+            found: float | None = query()
+        except Exception as exc:
+            raise self._error("oldest_unreported", exc) from exc
+        return found
+
     def close(self) -> None:
         """:meth:`Store.close`, across the boundary."""
         try:

@@ -235,6 +235,18 @@ class MemoryStore(BaseStore):
                 )
         return len(failed)
 
+    def oldest_unreported(self) -> float | None:
+        """See :meth:`HealthStore.oldest_unreported` (reads the outbox)."""
+        with self._lock:
+            found = [
+                record.confirmed_at or record.created_at
+                for record in map(self._get, {tracking_id for _, tracking_id in self._outbox})
+                if record is not None
+                and record.state is State.CONFIRMED
+                and record.message_sid is not None
+            ]
+        return min(found, default=None)
+
     def counts(self) -> dict[str, int]:
         result = {state.value: 0 for state in State}
         with self._lock:

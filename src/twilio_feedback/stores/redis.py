@@ -276,6 +276,24 @@ class RedisStore(BaseStore):
                         result[_text(state)] = result.get(_text(state), 0) + 1
         return result
 
+    def oldest_unreported(self) -> float | None:
+        """See :meth:`HealthStore.oldest_unreported`: reads the outbox (its entries, then
+        two fields of each record, in pipelined batches), no SCAN of the keys."""
+        oldest: float | None = None
+        ids = [_text(raw) for raw, _ in self.client.zscan_iter(self.outbox, count=_BATCH)]
+        for first in range(0, len(ids), _BATCH):
+            with self.client.pipeline(transaction=False) as pipe:
+                for tracking_id in ids[first : first + _BATCH]:
+                    pipe.hmget(self.key(tracking_id), "state", "confirmed_at", "message_sid")
+                for state, confirmed_at, message_sid in pipe.execute():
+                    if state is None or _text(state) != State.CONFIRMED.value:
+                        continue
+                    if message_sid is None or confirmed_at is None:
+                        continue
+                    at = float(confirmed_at)
+                    oldest = at if oldest is None else min(oldest, at)
+        return oldest
+
     def close(self) -> None:
         """Close the connection pool if this store created it."""
         if self._owns_client:

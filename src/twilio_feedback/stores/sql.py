@@ -426,6 +426,16 @@ class SQLStore(BaseStore):
             result[state] = int(count)
         return result
 
+    def oldest_unreported(self) -> float | None:
+        """See :meth:`HealthStore.oldest_unreported`: one statement, over the outbox's
+        index."""
+        t = self.table
+        statement = self._sa.select(self._sa.func.min(t.c.confirmed_at)).where(
+            t.c.state == State.CONFIRMED.value, t.c.message_sid.is_not(None)
+        )
+        found = self._run(lambda conn: conn.execute(statement).scalar())
+        return None if found is None else float(found)
+
     def close(self) -> None:
         """Dispose of the engine if this store created it."""
         if self._owns_engine:

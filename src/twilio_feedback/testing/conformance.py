@@ -23,7 +23,8 @@ confirmation under thread contention and across processes, claim leases (disjoin
 processes) and their renewal, outcomes that apply only to the record that was reported (a
 key bound again meanwhile keeps its new record), re-binding, a confirmation that arrives
 before the message SID, counts and purge; the operator commands of
-:class:`~twilio_feedback.stores.AdminStore` when the store has them, and the async twin
+:class:`~twilio_feedback.stores.AdminStore` and the health query of
+:class:`~twilio_feedback.stores.HealthStore` when the store has them, and the async twin
 (``as_async()``, or the thread offload). Times are passed in, as the tracker does, except
 where a backend's own expiry (a Redis TTL) is the subject.
 
@@ -52,6 +53,7 @@ from ..records import Record, State
 from ..stores.base import (
     ERROR_MESSAGE_LENGTH,
     AdminStore,
+    HealthStore,
     Store,
     _resolve,
     as_async_store,
@@ -920,6 +922,33 @@ class StoreConformance:
             assert record.expires_at >= now + KEEP * 2 - 1
         assert sorted(_claim_ids(store)) == ["f1", "f2"]
         assert store.counts() == {"pending": 0, "confirmed": 2, "reported": 1, "failed": 0}
+
+    # -- health ----------------------------------------------------------------------------
+
+    def test_oldest_unreported(self, store: Store) -> None:
+        if not isinstance(store, HealthStore):
+            pytest.skip("the store has no health query (HealthStore)")
+        assert store.oldest_unreported() is None
+        now = time.time()
+
+        def confirmed(name: str, at: float, *, sid: str | None = SID, lease: float = 60) -> None:
+            store.add(_record(name, sid=sid))
+            won, _ = store.confirm(name, now=at, lease_until=at + lease, keep_until=now + KEEP)
+            assert won
+
+        store.add(_record("pending"))
+        confirmed("no-sid", now - 500, sid=None)  # nobody can report it yet: not counted
+        confirmed("reported", now - 400)
+        store.mark_reported("reported", SID)
+        confirmed("failed", now - 300)
+        store.mark_failed("failed", SID, code=20404, message="not found")
+        confirmed("held", now - 200)  # under a lease: still unreported
+        confirmed("due", now - 100, lease=-1)
+        assert store.oldest_unreported() == pytest.approx(now - 200, abs=0.01)
+        store.mark_reported("held", SID)
+        assert store.oldest_unreported() == pytest.approx(now - 100, abs=0.01)
+        store.mark_failed("due", SID, code=None, message="retry window over")
+        assert store.oldest_unreported() is None
 
     # -- the async twin --------------------------------------------------------------------
 
