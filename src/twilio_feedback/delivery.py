@@ -68,7 +68,7 @@ def delivery_for(settings: Settings, reporter: Reporter) -> Delivery:
     if settings.reporter == "off":
         return OutboxDelivery()
     if settings.reporter == "celery":
-        from .errors import ConfigurationError
+        from .celery import CeleryDelivery
 
-        raise ConfigurationError("reporter='celery' is not available yet")
+        return CeleryDelivery(settings)
     return ThreadDelivery(reporter)
