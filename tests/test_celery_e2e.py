@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,27 +32,12 @@ pytest.importorskip("celery")
 pytest.importorskip("redis")
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(120)]
 
-TASKS = textwrap.dedent(
-    """
-    import os
-    from celery import Celery
-    from twilio_feedback.celery import setup
-
-    app = Celery("tasks", broker=os.environ["BROKER_URL"])
-    app.conf.update(
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
-        beat_schedule_filename=os.environ["BEAT_FILE"],
-    )
-    feedback = setup(app)  # settings from the environment, in the worker
-    app.conf.beat_schedule = {"twilio-feedback-drain": feedback.drain_entry(every=1)}
-    """
-)
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "deployment" / "celery_tasks.py"
 
 WEB = textwrap.dedent(
     """
     import threading
-    import tasks  # the Celery app, set up: what reporter="celery" sends to
+    import celery_tasks  # the Celery app, set up: what reporter="celery" sends to
     from twilio_feedback import FeedbackTracker
     from twilio_feedback.asgi import FeedbackMiddleware
 
@@ -74,14 +60,15 @@ WEB = textwrap.dedent(
 
 
 class Deployment:
-    """The processes of one test: uvicorn serving WEB, Celery workers running TASKS."""
+    """The processes of one test: uvicorn serving WEB, Celery workers running the example's
+    Celery app (the periodic drain every second)."""
 
     def __init__(self, tmp_path: Path, fake: FakeTwilio, redis: RedisServer, **settings: object):
         redis.flush()
         self.tmp_path = tmp_path
         self.fake = fake
         self.store_url = redis.url  # db 0; the broker uses db 1
-        (tmp_path / "tasks.py").write_text(TASKS)
+        shutil.copy(EXAMPLE, tmp_path / "celery_tasks.py")
         (tmp_path / "web.py").write_text(WEB)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")}
         self.env.update(
@@ -91,8 +78,8 @@ class Deployment:
             TWILIO_FEEDBACK_API_BASE_URL=fake.base_url,
             TWILIO_FEEDBACK_STORE=self.store_url,
             TWILIO_FEEDBACK_REPORTER="celery",
-            BROKER_URL=redis.url.rsplit("/", 1)[0] + "/1",
-            BEAT_FILE=str(tmp_path / "beat-schedule"),
+            CELERY_BROKER_URL=redis.url.rsplit("/", 1)[0] + "/1",
+            DRAIN_EVERY="1",
             PYTHONPATH=str(tmp_path),
             PYTHONWARNINGS="ignore",
         )
@@ -141,7 +128,7 @@ class Deployment:
         wait_until(up, 30, "uvicorn start")
 
     def worker(self, name: str, *, beat: bool = False) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--loglevel=INFO"]
+        argv = [sys.executable, "-m", "celery", "-A", "celery_tasks", "worker", "--loglevel=INFO"]
         argv += ["--pool=prefork", "--concurrency=2", "--without-gossip", "--without-mingle"]
         argv += ["--hostname", f"{name}@%h"]
         if beat:

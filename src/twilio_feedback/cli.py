@@ -608,9 +608,13 @@ class Progress:
 
 
 def _drain(args: argparse.Namespace, source: _Source) -> int:
-    from .tracker import FeedbackTracker
+    from .tracker import FeedbackTracker, _in_memory
 
     settings = _settings(source)
+    if not _in_memory(settings.store):
+        # No background reporter of the tracker's own: the drain's reporter does it all,
+        # and its counts are the drain's.
+        settings = settings.replace(reporter="off")
     progress = Progress(sys.stderr, enabled=not args.quiet)
     with _failures(source.url):
         tracker = FeedbackTracker(settings)
@@ -618,10 +622,9 @@ def _drain(args: argparse.Namespace, source: _Source) -> int:
             drained = tracker.drain(args.timeout, progress.update)
         finally:
             tracker.close(timeout=1.0)
-        reported, failed = drained.reported, drained.failed
-        total = max(drained.taken, reported + failed)
+        reported, failed, left = drained.reported, drained.failed, drained.left
+        total = max(drained.taken, reported + failed + left)
         progress.update(reported + failed, total, failed, final=True)
-        left = total - reported - failed
         with _opened(source) as store:
             remaining = store.counts().get(State.CONFIRMED.value, 0)
     print(f"{reported} reported, {failed} failed, {left} left undelivered")

@@ -801,10 +801,12 @@ class Reporter(ProcessLocal):
 
         What is left when the time is up stays ``confirmed`` in the store. ``progress``
         is called with ``(done, taken, failed)`` as reports complete. Records another
-        process holds (under its lease) are left to it.
+        process holds (under its lease) are left to it. A reporter not started yet starts
+        (and its first sweep counts as this drain's).
         """
         deadline = time.monotonic() + timeout
         before = self.stats()
+        self.start()
 
         def since(stats: dict[str, int], name: str) -> int:
             return stats[name] - before[name]

@@ -494,7 +494,6 @@ class FeedbackTracker:
             return self.reporter.drain(timeout, progress)
         started = time.monotonic()
         reporter = self._new_reporter()
-        reporter.start()
         try:
             drained = reporter.drain(timeout, progress)
         finally:
