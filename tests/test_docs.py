@@ -37,6 +37,10 @@ REFERENCE_PAGES = {
     "testing": "twilio_feedback.testing",
     "cli": "twilio_feedback.cli",
     "telemetry": "twilio_feedback.telemetry",
+    "delivery": "twilio_feedback.delivery",
+    "worker": "twilio_feedback.worker",
+    "health": "twilio_feedback.health",
+    "celery": "twilio_feedback.celery",
 }
 
 

@@ -38,11 +38,13 @@ class Switch:
         self.inner = inner
         self.failing = set(failing)
         self.down = False
+        self.failures = 0
 
     def __getattr__(self, name: str) -> Any:
         if self.down and name in self.failing:
 
             def fail(*args: Any, **kwargs: Any) -> Any:
+                self.failures += 1
                 raise ConnectionError(f"{name}: refused")
 
             return fail

@@ -19,6 +19,7 @@ import pytest
 
 from twilio_feedback import FeedbackTracker, Settings, State
 from twilio_feedback.stores.base import store_from_url
+from twilio_feedback.stores.sql import SQLStore
 from twilio_feedback.testing import FakeTwilio
 from twilio_feedback.worker import Worker, WorkerResult
 
@@ -56,13 +57,17 @@ class Running:
 
     def __init__(self, settings: Settings, **options: float | int) -> None:
         self.tracker = FeedbackTracker(settings.replace(reporter="off"))
+        self.stopped = threading.Event()
         self.worker = Worker(self.tracker, poll_interval=0.1, **options)  # type: ignore[arg-type]
         self.result: WorkerResult | None = None
         self.thread = threading.Thread(target=self._run)
         self.thread.start()
 
     def _run(self) -> None:
-        self.result = self.worker.run()
+        try:
+            self.result = self.worker.run()
+        finally:
+            self.stopped.set()
 
     def stop(self, grace: float | None = None, timeout: float = 15) -> WorkerResult:
         self.worker.stop(grace)
@@ -107,6 +112,27 @@ def test_two_workers_share_the_outbox_and_post_each_once(
     # A worker holds at most PREFETCH x concurrency records: both got a share.
     assert all(result.reported > 0 for result in results)
     assert sum(result.reported for result in results) == 200
+
+
+def test_a_worker_rides_out_a_store_outage(
+    web: FeedbackTracker, settings: Settings, url: str, fake_twilio: FakeTwilio
+) -> None:
+    from .test_reporter_modes import Switch
+
+    store = Switch(SQLStore(url), "claim", "renew", "purge", "counts")
+    store.down = True
+    running = Running(settings.replace(store=store), concurrency=2)
+    try:
+        sids = confirm_many(web, fake_twilio, 5)
+        wait_until(lambda: store.failures >= 5, 10, "a few sweeps during the outage")
+        assert not running.stopped.is_set()
+        assert fake_twilio.feedback == []
+        store.down = False
+        fake_twilio.wait_for_feedback(5, timeout=10)
+    finally:
+        result = running.stop()
+    assert result.reported == 5
+    assert sorted(p.message_sid for p in fake_twilio.feedback) == sorted(sids)
 
 
 def test_stop_finishes_the_posts_in_flight_and_hands_the_rest_back(

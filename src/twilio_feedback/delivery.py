@@ -8,7 +8,7 @@ lookup) hands it to the tracker's :class:`Delivery`, picked by ``Settings.report
   queue (background threads post it);
 - ``off``: :class:`OutboxDelivery`, nothing: the record waits, ``confirmed`` with no lease, in
   the store's outbox for a ``twilio-feedback worker``, a scheduled ``drain`` or
-  :meth:`FeedbackTracker.drain <twilio_feedback.FeedbackTracker.drain>`;
+  :meth:`~twilio_feedback.tracker.FeedbackTracker.drain`;
 - ``celery``: :class:`twilio_feedback.celery.CeleryDelivery`, one Celery task per record.
 
 Whatever the mode, the store's outbox is the truth: a record a delivery could not take

@@ -1,8 +1,8 @@
 """A long-running delivery process: ``twilio-feedback worker``.
 
 A :class:`Worker` is a :class:`~twilio_feedback.reporter.Reporter` driven without rest over
-a shared store (SQLite file, PostgreSQL, Redis): it runs :meth:`Reporter.drain
-<twilio_feedback.reporter.Reporter.drain>` in short rounds, so new confirmations are taken
+a shared store (SQLite file, PostgreSQL, Redis): it runs
+:meth:`~twilio_feedback.reporter.Reporter.drain` in short rounds, so new confirmations are taken
 within ``poll_interval`` of their arrival, with the same claims and leases as a web
 process's reporter. Any number of workers on any number of hosts share the outbox: a claim
 is atomic and a held record's lease is renewed by its holder, so no two post the same
@@ -100,8 +100,14 @@ class Worker:
         next_log = time.monotonic() + self.log_interval
         try:
             while not self._stopping.is_set():
-                drained = reporter.drain(self.poll_interval)
-                if drained.taken == 0:
+                try:
+                    taken = reporter.drain(self.poll_interval).taken
+                except StorageError:
+                    taken = 0  # the store is down (the boundary logged it): try again later
+                except Exception:
+                    logger.exception("the worker's drain failed")
+                    taken = 0
+                if taken == 0:
                     self._stopping.wait(self.poll_interval)
                 if time.monotonic() >= next_log:
                     next_log = time.monotonic() + self.log_interval

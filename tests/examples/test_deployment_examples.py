@@ -24,6 +24,7 @@ import yaml
 from twilio_feedback.cli import _parser
 from twilio_feedback.testing import FakeTwilio
 from twilio_feedback.testing.fake_twilio import Hang
+from twilio_feedback.tracker import key_tracking_id
 from twilio_feedback.worker import GRACE
 
 from ..conftest import CHROME, SECRET_KEY
@@ -161,3 +162,73 @@ def test_a_function_frozen_mid_post_loses_nothing(
         serverless.drain_handler({}, Context(seconds=serverless.SAFETY + 2))
     assert [p.message_sid for p in fake_twilio.feedback] == [sid]
     assert tracker.store.counts()["reported"] == 1
+
+
+# -- your own client, a health endpoint ----------------------------------------------------
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", DEPLOYMENT / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_own_client_example_hands_its_client_to_the_tracker(
+    fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_sid, key_secret = fake_twilio.add_api_key()
+    for name in list(os.environ):
+        if name.startswith("TWILIO_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", fake_twilio.account_sid)
+    monkeypatch.setenv("TWILIO_API_KEY", key_sid)
+    monkeypatch.setenv("TWILIO_API_SECRET", key_secret)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # never reached: nothing is sent
+    monkeypatch.setenv("TWILIO_FEEDBACK_SECRET_KEY", SECRET_KEY)
+    monkeypatch.setenv("TWILIO_FEEDBACK_STORE", "memory://?maxsize=10")
+    with pytest.warns(UserWarning, match="in-memory store"):
+        module = load("own_client")
+    try:
+        api = module.tracker.api
+        assert api.client() is module.client
+        assert (module.client.edge, module.client.region) == ("dublin", "ie1")
+        assert module.client.http_client.proxy == {"https": "http://127.0.0.1:9"}
+    finally:
+        module.tracker.close(timeout=1)
+
+
+async def test_health_endpoint_example_answers_200_then_503(
+    fake_twilio: FakeTwilio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("TWILIO_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", fake_twilio.account_sid)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", fake_twilio.auth_token)
+    monkeypatch.setenv("TWILIO_FEEDBACK_SECRET_KEY", SECRET_KEY)
+    monkeypatch.setenv("TWILIO_FEEDBACK_STORE", f"sqlite:///{tmp_path / 'f.db'}")
+    monkeypatch.setenv("TWILIO_FEEDBACK_REPORTER", "off")  # nothing delivers: it falls behind
+    module = load("health_check")
+    transport = httpx.ASGITransport(app=module.health)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            answer = await client.get("/health")
+            assert (answer.status_code, answer.json()["state"]) == (200, "ok")
+            now = time.time()
+            tracker = module.tracker
+            tracker.bind(key="k", message_sid=fake_twilio.add_messages(1)[0])
+            tracker.store.confirm(
+                key_tracking_id("k"),
+                now=now - 600,
+                lease_until=now,
+                keep_until=now + 3600,
+            )
+            answer = await client.get("/health")
+            assert answer.status_code == 503
+            assert answer.json()["state"] == "behind"
+            assert answer.json()["oldest_unreported_age"] >= 600
+    finally:
+        module.tracker.close(timeout=1)
