@@ -239,4 +239,11 @@ def run(quick: bool = False) -> Section:
         "post's start to the last post's answer, so the worker's start-up is not counted; "
         "each message was posted exactly once in both."
     )
+    import os
+
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    section.notes.append(
+        f"Load average at the end of the run (1, 5, 15 min): {load}. On a machine shared "
+        "with other jobs every figure here drops alike: compare the rows with each other."
+    )
     return section
