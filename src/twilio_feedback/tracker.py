@@ -30,7 +30,6 @@ from .reporter import Drained, DrainProgress, OnFailed, OnReported, Reporter
 from .settings import Settings
 from .stores.base import AsyncStore, Store, check_store, store_from_url
 from .stores.boundary import StoreBoundary
-from .stores.memory import MemoryStore
 from .tokens import TokenSigner
 from .twilio_api import TwilioAPI
 
@@ -572,9 +571,11 @@ def _report_if_confirmed(delivery: Delivery, bound: Record | None) -> None:
 
 
 def _in_memory(store: str | Store) -> bool:
+    """Whether the store lives in this process (``memory://``, or a store whose class says
+    ``shared = False``): no other process can deliver its confirmations."""
     if isinstance(store, str):
         return urlsplit(store).scheme.lower() == "memory"
-    return isinstance(store, MemoryStore)
+    return not getattr(store, "shared", True)
 
 
 def _credentials_of(client: Client) -> dict[str, Any]:
