@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import telemetry
 from .errors import ConfigurationError, FeedbackError, MissingDependencyError, StorageError
 from .lifecycle import Throttle
 from .records import Record, State
@@ -155,6 +156,7 @@ class FeedbackTasks:
                     done.reported,
                     done.failed,
                     done.left,
+                    extra={"event": "drain_done", "count": done.taken},
                 )
             return {"taken": done.taken, "reported": done.reported, "left": done.left}
 
@@ -244,7 +246,12 @@ class FeedbackTasks:
             tracker.api.post_feedback(account, message_sid)
         except FeedbackError as exc:
             return self._failed(task, tracker, record, account, exc)
-        logger.debug("feedback reported for %s", message_sid)
+        logger.debug(
+            "feedback reported for %s",
+            message_sid,
+            extra={"event": "celery_report_accepted", "message_sid": message_sid},
+        )
+        telemetry.reported()
         return self._write(task, tracking_id, message_sid, "reported", record=record)
 
     def _failed(
@@ -268,11 +275,19 @@ class FeedbackTasks:
             window_end=policy.window_end(record.confirmed_at, record.created_at, now),
         )
         if isinstance(decision, Fail):
+            telemetry.failed(exc)
             logger.warning(
                 "feedback for %s failed for good after %d attempt(s): %s",
                 sid,
                 attempts,
                 exc.message,
+                extra={
+                    "event": "celery_report_failed",
+                    "tracking_id": record.tracking_id,
+                    "message_sid": sid,
+                    "attempt": attempts,
+                    "twilio_code": exc.code,
+                },
             )
             failed = record.replace(
                 state=State.FAILED,
@@ -301,12 +316,20 @@ class FeedbackTasks:
             )
         except StorageError:
             lease_until = None  # the retry goes out all the same
+        telemetry.retried(exc)
         logger.info(
             "feedback for %s failed (%s); retry %d in %.1fs",
             sid,
             exc.message,
             attempts,
             decision.delay,
+            extra={
+                "event": "celery_report_retry",
+                "tracking_id": record.tracking_id,
+                "message_sid": sid,
+                "attempt": attempts,
+                "twilio_code": exc.code,
+            },
         )
         if task.request.is_eager:
             return "left to the drain"  # an eager retry would run at once, not in `delay`
@@ -341,6 +364,12 @@ class FeedbackTasks:
                     "it may be posted again once its lease ends",
                     outcome,
                     message_sid,
+                    extra={
+                        "event": "celery_outcome_unwritten",
+                        "tracking_id": tracking_id,
+                        "message_sid": message_sid,
+                        "outcome": outcome,
+                    },
                 )
                 return "outcome lost"
             raise task.retry(
@@ -359,6 +388,11 @@ class FeedbackTasks:
             logger.warning(
                 "the store is unavailable: the report of %s is left to the periodic drain",
                 message_sid,
+                extra={
+                    "event": "report_left_to_drain",
+                    "tracking_id": tracking_id,
+                    "message_sid": message_sid,
+                },
             )
             return "left to the drain"
         raise task.retry(
@@ -374,7 +408,11 @@ class FeedbackTasks:
         try:
             hook(*args)
         except Exception:
-            logger.exception("twilio-feedback hook %s raised", getattr(hook, "__name__", hook))
+            logger.exception(
+                "twilio-feedback hook %s raised",
+                getattr(hook, "__name__", hook),
+                extra={"event": "celery_hook_failed"},
+            )
 
 
 class CeleryDelivery:
@@ -419,6 +457,12 @@ class CeleryDelivery:
                     count,
                     record.tracking_id,
                     type(exc).__name__,
+                    extra={
+                        "event": "report_enqueue_failed",
+                        "tracking_id": record.tracking_id,
+                        "count": count,
+                        "error_type": type(exc).__name__,
+                    },
                 )
             return False
         return True

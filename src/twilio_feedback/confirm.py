@@ -511,7 +511,11 @@ def hand_over(delivery: Delivery, record: Record) -> Flow[None]:
     try:
         yield Blocking(functools.partial(delivery.submit, record))
     except Exception:
-        logger.exception("handing %s over for delivery failed", record.tracking_id)
+        logger.exception(
+            "handing %s over for delivery failed",
+            record.tracking_id,
+            extra={"event": "delivery_handover_failed", "tracking_id": record.tracking_id},
+        )
 
 
 def _apply_deferred(

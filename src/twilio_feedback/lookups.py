@@ -178,11 +178,11 @@ class SidLookups(ProcessLocal):
                     self._thread.start()
         if not accepted:
             if self._closed:
-                reason = "closed"
+                why, reason = "closed", "closed"
             elif self.max_pending == 0:
-                reason = "no background lookups with reporter='off'"
+                why, reason = "off", "no background lookups with reporter='off'"
             else:
-                reason = f"{self.max_pending} lookups pending"
+                why, reason = "full", f"{self.max_pending} lookups pending"
             logger.warning(
                 "no SID lookup for %s (%s): its confirmation cannot be reported",
                 tracking_id,
@@ -190,7 +190,7 @@ class SidLookups(ProcessLocal):
                 extra={
                     "event": "sid_lookup_dropped",
                     "tracking_id": tracking_id,
-                    "reason": "closed" if self._closed else "off" if self.max_pending == 0 else "full",
+                    "reason": why,
                 },
             )
         return accepted

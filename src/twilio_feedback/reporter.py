@@ -261,7 +261,11 @@ class Reporter(ProcessLocal):
         for record, lease_until in waiting:
             self._release(record, lease_until)
         if waiting:
-            logger.info("%d unposted confirmation(s) handed back to the store", len(waiting))
+            logger.info(
+                "%d unposted confirmation(s) handed back to the store",
+                len(waiting),
+                extra={"event": "reports_released", "count": len(waiting)},
+            )
 
     def _release(self, record: Record, lease_until: float) -> None:
         """Hand a record this process holds back to the store: its lease ends at

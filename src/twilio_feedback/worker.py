@@ -94,7 +94,10 @@ class Worker:
         reporter = self.reporter
         reporter.start()
         logger.info(
-            "worker started: %d post(s) at once, store %r", self.concurrency, self.tracker.store
+            "worker started: %d post(s) at once, store %r",
+            self.concurrency,
+            self.tracker.store,
+            extra={"event": "worker_started"},
         )
         last = dict.fromkeys(("reported", "failed", "retried"), 0)
         next_log = time.monotonic() + self.log_interval
@@ -105,7 +108,9 @@ class Worker:
                 except StorageError:
                     taken = 0  # the store is down (the boundary logged it): try again later
                 except Exception:
-                    logger.exception("the worker's drain failed")
+                    logger.exception(
+                        "the worker's drain failed", extra={"event": "worker_drain_failed"}
+                    )
                     taken = 0
                 if taken == 0:
                     self._stopping.wait(self.poll_interval)
@@ -119,6 +124,7 @@ class Worker:
                 "back to the store",
                 stats["pending"],
                 self.grace,
+                extra={"event": "worker_stopping", "count": stats["pending"]},
             )
             left = reporter.close(self.grace, release=True)
         stats = reporter.stats()
@@ -127,9 +133,10 @@ class Worker:
                 "worker stopped with %d report(s) unfinished: they stay confirmed and are "
                 "taken over once their lease ends",
                 left,
+                extra={"event": "worker_stopped", "count": left},
             )
         else:
-            logger.info("worker stopped")
+            logger.info("worker stopped", extra={"event": "worker_stopped", "count": 0})
         return WorkerResult(stats["reported"], stats["failed"], stats["retried"], left)
 
     def _log_counts(self, last: dict[str, int]) -> dict[str, int]:
@@ -149,5 +156,6 @@ class Worker:
             self.log_interval,
             stats["pending"],
             oldest,
+            extra={"event": "worker_counts", "count": stats["pending"]},
         )
         return {name: stats[name] for name in last}
