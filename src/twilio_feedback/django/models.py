@@ -1,0 +1,77 @@
+"""The table of the ``django://`` store, as a model: for migrations and the admin.
+
+The store itself reads and writes it with SQL of its own (one statement per operation,
+see :mod:`twilio_feedback.django.store`); the model is not a way to change records.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from django.db import models
+
+from ..records import State
+from .store import ERROR_MESSAGE_LENGTH, TABLE
+
+__all__ = ["FeedbackRecord"]
+
+
+def _when(timestamp: float | None) -> datetime | None:
+    if not timestamp:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc)
+
+
+class FeedbackRecord(models.Model):
+    """One tracked message (a :class:`~twilio_feedback.Record`). Times are Unix
+    timestamps, as every store keeps them."""
+
+    tracking_id: models.CharField[str, str] = models.CharField(max_length=64, primary_key=True)
+    state: models.CharField[str, str] = models.CharField(
+        max_length=16, choices=[(s.value, s.value) for s in State]
+    )
+    message_sid: models.CharField[str | None, str | None] = models.CharField(
+        max_length=34, null=True, blank=True
+    )
+    account_sid: models.CharField[str | None, str | None] = models.CharField(
+        max_length=34, null=True, blank=True
+    )
+    expires_at: models.FloatField[float, float] = models.FloatField()
+    created_at: models.FloatField[float, float] = models.FloatField(default=0.0)
+    confirmed_at: models.FloatField[float | None, float | None] = models.FloatField(
+        null=True, blank=True
+    )
+    lease_until: models.FloatField[float, float] = models.FloatField(default=0.0)
+    attempts: models.IntegerField[int, int] = models.IntegerField(default=0)
+    error_code: models.IntegerField[int | None, int | None] = models.IntegerField(
+        null=True, blank=True
+    )
+    error_message: models.CharField[str | None, str | None] = models.CharField(
+        max_length=ERROR_MESSAGE_LENGTH, null=True, blank=True
+    )
+
+    class Meta:
+        db_table = TABLE
+        verbose_name = "feedback record"
+        indexes = [
+            models.Index(fields=["state", "lease_until"], name="twilio_feedback_outbox"),
+            models.Index(fields=["expires_at"], name="twilio_feedback_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tracking_id} ({self.state})"
+
+    @property
+    def created(self) -> datetime | None:
+        """When the message was tracked."""
+        return _when(self.created_at)
+
+    @property
+    def confirmed(self) -> datetime | None:
+        """When the person acted."""
+        return _when(self.confirmed_at)
+
+    @property
+    def expires(self) -> datetime | None:
+        """When the record goes (the purge deletes it)."""
+        return _when(self.expires_at)

@@ -1,0 +1,489 @@
+"""The ``django://`` store: records in the Django project's own database.
+
+``STORE = "django://"`` keeps records in the ``default`` database, ``"django://<alias>"``
+in another one of ``DATABASES``; PostgreSQL and SQLite (3.35 or newer) only. The table
+comes from this app's migrations (``python manage.py migrate``): nothing creates or alters
+a table at run time.
+
+Every operation is raw SQL on Django's connection for the alias, the one the current
+thread or request already uses, so a store call inside ``transaction.atomic()`` (or a
+``TestCase``) joins that transaction. Confirm and claim are single ``UPDATE ... RETURNING``
+statements, as in the SQL store: exactly one process wins a confirmation, and concurrent
+claims take disjoint batches (``FOR UPDATE SKIP LOCKED`` on PostgreSQL). The async twin
+runs each operation with ``asgiref``'s ``sync_to_async(thread_sensitive=True)``, the way
+Django's own async ORM methods do, so under ASGI the confirmation shares the request's
+connection, which Django closes when the request ends.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connections
+
+from ..errors import ConfigurationError
+from ..lifecycle import ProcessLocal
+from ..records import Record, State
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.backends.utils import CursorWrapper
+
+__all__ = ["MIN_SQLITE_VERSION", "TABLE", "VENDORS", "DjangoStore"]
+
+logger = logging.getLogger("twilio_feedback.store")
+
+TABLE = "twilio_feedback_record"
+"""The table of the ``django://`` store, created by this app's migrations."""
+VENDORS = ("postgresql", "sqlite")
+"""Database vendors the ``django://`` store runs on."""
+MIN_SQLITE_VERSION = (3, 35, 0)
+"""The first SQLite with ``UPDATE ... RETURNING``."""
+
+COLUMNS = (
+    "tracking_id",
+    "state",
+    "message_sid",
+    "account_sid",
+    "expires_at",
+    "created_at",
+    "confirmed_at",
+    "lease_until",
+    "attempts",
+    "error_code",
+    "error_message",
+)
+ERROR_MESSAGE_LENGTH = 500
+"""Characters of a Twilio error message kept (the column's length)."""
+RENEW_BATCH = 400
+"""Records renewed per statement: 802 parameters, under every SQLite's limit (999)."""
+
+_T = TypeVar("_T")
+_PENDING = State.PENDING.value
+_CONFIRMED = State.CONFIRMED.value
+
+
+def _record(row: Sequence[Any] | None) -> Record | None:
+    if row is None:
+        return None
+    data = dict(zip(COLUMNS, row, strict=False))
+    data["error_message"] = data["error_message"] or None
+    return Record.from_dict(data)
+
+
+def _records(rows: Sequence[Sequence[Any]]) -> list[Record]:
+    return [record for record in map(_record, rows) if record is not None]
+
+
+def _message(message: str | None) -> str | None:
+    return (message or "")[:ERROR_MESSAGE_LENGTH] or None
+
+
+def _statements(vendor: str, table: str) -> dict[str, str]:
+    """The SQL of each operation, with Django's ``%s`` placeholders."""
+    cols = ", ".join(COLUMNS)
+    keep = "CASE WHEN expires_at > %s THEN expires_at ELSE %s END"
+    confirm = (
+        f"UPDATE {table} SET state = '{_CONFIRMED}', confirmed_at = %s, lease_until = %s, "
+        f"expires_at = {keep} "
+        f"WHERE tracking_id = %s AND state = '{_PENDING}' AND expires_at > %s "
+        f"RETURNING {cols}"
+    )
+    due = (
+        f"SELECT tracking_id FROM {table} WHERE state = '{_CONFIRMED}' "
+        "AND message_sid IS NOT NULL AND lease_until <= %s ORDER BY lease_until LIMIT %s"
+    )
+    if vendor == "postgresql":
+        # One round trip whatever the outcome: the losing branch reads the row the loser
+        # needs to say why. It reads the statement's snapshot, so a row a concurrent
+        # winner just confirmed may still show as pending there: a duplicate all the same.
+        confirm = (
+            f"WITH updated AS ({confirm}) "
+            f"SELECT {cols}, TRUE FROM updated UNION ALL "
+            f"SELECT {cols}, FALSE FROM {table} "
+            "WHERE tracking_id = %s AND NOT EXISTS (SELECT 1 FROM updated)"
+        )
+        # Materialized, so the LIMIT and the row locks are taken once; SKIP LOCKED lets
+        # concurrent sweeps take disjoint batches instead of waiting on each other.
+        claim = (
+            f"WITH picked AS MATERIALIZED ({due} FOR UPDATE SKIP LOCKED) "
+            f"UPDATE {table} SET lease_until = %s FROM picked "
+            f"WHERE {table}.tracking_id = picked.tracking_id "
+            f"RETURNING {', '.join(f'{table}.{c}' for c in COLUMNS)}"
+        )
+    else:
+        # SQLite has one writer at a time: the subquery and the update cannot interleave.
+        claim = (
+            f"UPDATE {table} SET lease_until = %s WHERE tracking_id IN ({due}) "
+            f"AND state = '{_CONFIRMED}' AND lease_until <= %s RETURNING {cols}"
+        )
+    outcome = f"WHERE tracking_id = %s AND message_sid = %s AND state = '{_CONFIRMED}'"
+    return {
+        "add": (
+            f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
+            "ON CONFLICT (tracking_id) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+        ),
+        "get": f"SELECT {cols} FROM {table} WHERE tracking_id = %s",
+        "attach_sid": (
+            f"UPDATE {table} SET message_sid = %s, account_sid = %s WHERE tracking_id = %s "
+            f"RETURNING {cols}"
+        ),
+        "delete": f"DELETE FROM {table} WHERE tracking_id = %s",
+        "confirm": confirm,
+        "claim": claim,
+        # Row values IN (VALUES ...): the form both SQLite and PostgreSQL accept.
+        "renew": (
+            f"UPDATE {table} SET lease_until = CASE WHEN lease_until > %s THEN lease_until "
+            f"ELSE %s END WHERE state = '{_CONFIRMED}' AND (tracking_id, message_sid) IN "
+            "(VALUES {pairs})"
+        ),
+        "reported": f"UPDATE {table} SET state = %s, lease_until = 0 {outcome}",
+        "failed": (
+            f"UPDATE {table} SET state = %s, lease_until = 0, error_code = %s, "
+            f"error_message = %s {outcome}"
+        ),
+        "defer": (
+            f"UPDATE {table} SET lease_until = %s, attempts = %s, error_code = %s, "
+            f"error_message = %s {outcome}"
+        ),
+        "purge": f"DELETE FROM {table} WHERE expires_at <= %s",
+        "counts": f"SELECT state, COUNT(*) FROM {table} GROUP BY state",
+        "list": f"SELECT {cols} FROM {table} WHERE state = %s ORDER BY created_at DESC LIMIT %s",
+        "requeue": (
+            f"UPDATE {table} SET state = '{_CONFIRMED}', confirmed_at = %s, lease_until = 0, "
+            f"attempts = 0, error_code = NULL, error_message = NULL, expires_at = {keep} "
+            f"WHERE state = '{State.FAILED.value}'"
+        ),
+    }
+
+
+class DjangoStore(ProcessLocal):
+    """A :class:`~twilio_feedback.stores.Store` in the Django project's database.
+
+    ``alias`` names the database in ``DATABASES`` (``django://<alias>`` in a URL). The
+    database must be PostgreSQL or SQLite >= 3.35, and have this app's migrations
+    applied (``python manage.py migrate``, with ``--database <alias>`` for another
+    database than ``default``). Anything else is refused here, with the reason.
+    """
+
+    def __init__(self, alias: str = "default") -> None:
+        if not settings.configured:
+            raise ConfigurationError(
+                "the django:// store keeps records in a Django project's database: "
+                "configure Django first (DJANGO_SETTINGS_MODULE, or manage.py)"
+            )
+        if alias not in connections.settings:
+            known = ", ".join(repr(name) for name in connections.settings) or "none"
+            raise ConfigurationError(
+                f"django://{alias}: there is no {alias!r} database in DATABASES "
+                f"(databases: {known})"
+            )
+        connection = connections[alias]
+        vendor = connection.vendor
+        if vendor not in VENDORS:
+            raise ConfigurationError(
+                f"django://{alias} is a {connection.display_name} database; the django:// "
+                "store runs on PostgreSQL and SQLite. Point it at one of those "
+                "(django://<alias>), or use another store (redis://...)"
+            )
+        if vendor == "sqlite":
+            import sqlite3
+
+            if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+                raise ConfigurationError(
+                    f"the django:// store needs SQLite {'.'.join(map(str, MIN_SQLITE_VERSION))} "
+                    f"or newer (UPDATE ... RETURNING); this Python has {sqlite3.sqlite_version}"
+                )
+        self.alias = alias
+        """The database alias in ``DATABASES``."""
+        self.vendor: str = vendor
+        """``postgresql`` or ``sqlite``."""
+        self._sql = _statements(vendor, connection.ops.quote_name(TABLE))
+        super().__init__()
+
+    def _init_state(self) -> None:
+        super()._init_state()
+        # A forked child forgets the parent's connections without closing them: closing
+        # one would end the parent's session on the server.
+        self._connections = _ThreadConnections()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> DjangoStore:
+        """Build from ``django://`` (the ``default`` database) or ``django://<alias>``."""
+        parts = urlsplit(url)
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ConfigurationError(
+                f"{url!r}: a django:// store URL names a database alias and nothing else "
+                "(django:// or django://<alias>)"
+            )
+        return cls(parts.netloc or "default", **options)
+
+    def __repr__(self) -> str:
+        return f"DjangoStore({self.alias!r})"
+
+    # -- execution -------------------------------------------------------------------
+
+    def _run(self, work: Callable[[CursorWrapper], _T]) -> _T:
+        connection = connections[self.alias]
+        self._connections.use(connection)
+        was_open = connection.connection is not None
+        try:
+            with connection.cursor() as cursor:
+                return work(cursor)
+        except (OperationalError, InterfaceError):
+            # The server dropped this thread's connection (a restart, a failover, an idle
+            # timeout). Django replaces a broken connection between two requests only,
+            # and the reporter's threads serve none: one more try, on a new connection.
+            if (
+                not was_open
+                or connection.in_atomic_block
+                or (connection.connection is not None and connection.is_usable())
+            ):
+                raise
+            connection.close()
+        with connection.cursor() as cursor:
+            return work(cursor)
+
+    def _one(self, sql: str, params: Sequence[Any]) -> Any:
+        def work(cursor: CursorWrapper) -> Any:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+
+        return self._run(work)
+
+    def _all(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        def work(cursor: CursorWrapper) -> list[Any]:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+
+        return self._run(work)
+
+    def _count(self, sql: str, params: Sequence[Any]) -> int:
+        def work(cursor: CursorWrapper) -> int:
+            cursor.execute(sql, params)
+            return int(cursor.rowcount)
+
+        return self._run(work)
+
+    # -- the Store protocol ----------------------------------------------------------
+
+    def add(self, record: Record) -> None:
+        """See :meth:`Store.add`: one upsert."""
+        values = record.to_dict()
+        values["error_message"] = _message(values["error_message"])
+        self._count(self._sql["add"], [values[c] for c in COLUMNS])
+
+    def get(self, tracking_id: str) -> Record | None:
+        """See :meth:`Store.get`."""
+        return _record(self._one(self._sql["get"], [tracking_id]))
+
+    def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
+        """See :meth:`Store.attach_sid`: one statement."""
+        return _record(self._one(self._sql["attach_sid"], [message_sid, account_sid, tracking_id]))
+
+    def delete(self, tracking_id: str) -> None:
+        """See :meth:`Store.delete`."""
+        self._count(self._sql["delete"], [tracking_id])
+
+    def confirm(
+        self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
+    ) -> tuple[bool, Record | None]:
+        """See :meth:`Store.confirm`: one statement (on SQLite, a losing confirmation
+        reads the row in a second, local one)."""
+        params: list[Any] = [now, lease_until, keep_until, keep_until, tracking_id, now]
+        if self.vendor == "postgresql":
+            row = self._one(self._sql["confirm"], [*params, tracking_id])
+            if row is None:
+                return False, None
+            return bool(row[-1]), _record(row[:-1])
+        row = self._one(self._sql["confirm"], params)
+        if row is not None:
+            return True, _record(row)
+        return False, self.get(tracking_id)
+
+    def claim(self, *, now: float, lease_until: float, limit: int) -> list[Record]:
+        """See :meth:`Store.claim`: one statement."""
+        if self.vendor == "postgresql":
+            params: list[Any] = [now, limit, lease_until]
+        else:
+            params = [lease_until, now, limit, now]
+        return _records(self._all(self._sql["claim"], params))
+
+    def renew(self, held: Sequence[tuple[str, str]], *, lease_until: float) -> int:
+        """See :meth:`Store.renew`: one statement per 400 records."""
+        pairs = [(tracking_id, message_sid) for tracking_id, message_sid in held]
+        count = 0
+        for first in range(0, len(pairs), RENEW_BATCH):
+            batch = pairs[first : first + RENEW_BATCH]
+            sql = self._sql["renew"].replace("{pairs}", ", ".join(["(%s, %s)"] * len(batch)))
+            count += self._count(sql, [lease_until, lease_until, *(v for p in batch for v in p)])
+        return count
+
+    def mark_reported(self, tracking_id: str, message_sid: str) -> bool:
+        """See :meth:`Store.mark_reported`: one statement."""
+        params = [State.REPORTED.value, tracking_id, message_sid]
+        return bool(self._count(self._sql["reported"], params))
+
+    def mark_failed(
+        self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
+    ) -> bool:
+        """See :meth:`Store.mark_failed`: one statement."""
+        params = [State.FAILED.value, code, _message(message), tracking_id, message_sid]
+        return bool(self._count(self._sql["failed"], params))
+
+    def defer(
+        self,
+        tracking_id: str,
+        message_sid: str,
+        *,
+        lease_until: float,
+        attempts: int,
+        code: int | None,
+        message: str | None,
+    ) -> bool:
+        """See :meth:`Store.defer`: one statement."""
+        params = [lease_until, attempts, code, _message(message), tracking_id, message_sid]
+        return bool(self._count(self._sql["defer"], params))
+
+    def purge(self, *, now: float) -> int:
+        """See :meth:`Store.purge`."""
+        return self._count(self._sql["purge"], [now])
+
+    def counts(self) -> dict[str, int]:
+        """See :meth:`Store.counts`."""
+        result = {state.value: 0 for state in State}
+        for state, count in self._all(self._sql["counts"], []):
+            result[state] = int(count)
+        return result
+
+    def close(self) -> None:
+        """Close the connections of the threads that used this store and have ended (the
+        reporter's, once stopped). A live thread's connection stays Django's to manage."""
+        self._connections.close_ended()
+
+    # -- operator commands (AdminStore) ------------------------------------------------
+
+    def list_records(self, state: State, *, limit: int) -> list[Record]:
+        """See :meth:`AdminStore.list_records`."""
+        return _records(self._all(self._sql["list"], [State(state).value, limit]))
+
+    def requeue_failed(self, *, now: float, keep_until: float) -> int:
+        """See :meth:`AdminStore.requeue_failed`: one statement."""
+        return self._count(self._sql["requeue"], [now, keep_until, keep_until])
+
+    # -- async -----------------------------------------------------------------------
+
+    def as_async(self) -> AsyncDjangoStore:
+        """The async twin: each operation through ``sync_to_async(thread_sensitive=True)``,
+        as Django's async ORM methods run theirs."""
+        return AsyncDjangoStore(self)
+
+
+class AsyncDjangoStore:
+    """The async twin of :class:`DjangoStore` (see :meth:`DjangoStore.as_async`)."""
+
+    def __init__(self, store: DjangoStore) -> None:
+        self.store = store
+
+    async def _run(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        call = functools.partial(fn, *args, **kwargs)
+        result: _T = await sync_to_async(call, thread_sensitive=True)()
+        return result
+
+    async def add(self, record: Record) -> None:
+        """See :meth:`Store.add`."""
+        await self._run(self.store.add, record)
+
+    async def get(self, tracking_id: str) -> Record | None:
+        """See :meth:`Store.get`."""
+        return await self._run(self.store.get, tracking_id)
+
+    async def attach_sid(
+        self, tracking_id: str, message_sid: str, account_sid: str
+    ) -> Record | None:
+        """See :meth:`Store.attach_sid`."""
+        return await self._run(self.store.attach_sid, tracking_id, message_sid, account_sid)
+
+    async def delete(self, tracking_id: str) -> None:
+        """See :meth:`Store.delete`."""
+        await self._run(self.store.delete, tracking_id)
+
+    async def confirm(
+        self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
+    ) -> tuple[bool, Record | None]:
+        """See :meth:`Store.confirm`."""
+        return await self._run(
+            self.store.confirm, tracking_id, now=now, lease_until=lease_until, keep_until=keep_until
+        )
+
+    async def aclose(self) -> None:
+        """Nothing to release: the connections are Django's (see :meth:`DjangoStore.close`)."""
+
+
+class _ThreadConnections:
+    """The Django connection each thread used last for one store.
+
+    Django closes the connection of a thread that serves requests when each request ends.
+    Nothing closes the connection of a thread that serves none (the reporter's, one the
+    app started): when the thread ends, its connection would be dropped unclosed, and
+    psycopg warns about every one. So the store closes those itself: the first time a
+    thread uses the store, and when the store closes, connections of threads that have
+    ended are closed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._used: dict[int, tuple[threading.Thread, BaseDatabaseWrapper]] = {}
+
+    def use(self, connection: BaseDatabaseWrapper) -> None:
+        """Note that this thread uses ``connection``."""
+        entry = self._used.get(threading.get_ident())
+        if entry is None or entry[1] is not connection:
+            self._enter(connection)
+
+    def _enter(self, connection: BaseDatabaseWrapper) -> None:
+        thread = threading.current_thread()
+        ident = threading.get_ident()
+        with self._lock:
+            previous = self._used.get(ident)
+            self._used[ident] = (thread, connection)
+            stale = self._take_ended()
+        # The same thread with another connection: a thread that ended left its id to
+        # this one, or this thread ran a call in a context that is gone (asyncio's
+        # to_thread copies the caller's context, and Django's connections live there).
+        if previous is not None and previous[1] is not connection:
+            stale.append(previous[1])
+        for old in stale:
+            _close(old)
+
+    def _take_ended(self) -> list[BaseDatabaseWrapper]:
+        ended = [ident for ident, (thread, _) in self._used.items() if not thread.is_alive()]
+        return [self._used.pop(ident)[1] for ident in ended]
+
+    def close_ended(self) -> None:
+        """Close the connections of threads that have ended."""
+        with self._lock:
+            stale = self._take_ended()
+        for old in stale:
+            _close(old)
+
+
+def _close(connection: BaseDatabaseWrapper) -> None:
+    if connection.in_atomic_block:
+        return
+    # Closing from another thread than the connection's own: allowed once it has ended.
+    connection.inc_thread_sharing()
+    try:
+        connection.close()
+    except Exception:
+        logger.debug("closing a Django connection of an ended thread failed", exc_info=True)
+    finally:
+        connection.dec_thread_sharing()

@@ -1,0 +1,109 @@
+"""The ``django://`` store: the conformance suite on SQLite and PostgreSQL through Django's
+own connections, the URL, the databases it refuses, and its connections' lifecycle."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from django.db import connections
+from django.db.utils import ConnectionHandler
+
+from twilio_feedback.django.store import DjangoStore
+from twilio_feedback.errors import ConfigurationError
+from twilio_feedback.records import Record
+from twilio_feedback.stores import store_from_url
+from twilio_feedback.testing.conformance import StoreConformance
+
+from .conftest import PG, clear, needs_postgres
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _alias(backend: str, databases: dict[str, Any]) -> str:
+    if backend == "postgres":
+        needs_postgres(databases)
+        return PG
+    return "default"
+
+
+class TestDjangoStore(StoreConformance):
+    @pytest.fixture(params=BACKENDS)
+    def store(
+        self, request: pytest.FixtureRequest, django_project: dict[str, Any]
+    ) -> Iterator[DjangoStore]:
+        alias = _alias(request.param, django_project)
+        clear(alias)
+        store = DjangoStore(alias)
+        yield store
+        store.close()
+
+
+def test_urls_name_a_database_alias(django_project: dict[str, Any]) -> None:
+    assert store_from_url("django://").alias == "default"  # type: ignore[attr-defined]
+    assert DjangoStore.from_url("django://default").alias == "default"
+    for url in ("django://default/table", "django://default?x=1", "django:///path"):
+        with pytest.raises(ConfigurationError, match="names a database alias"):
+            DjangoStore.from_url(url)
+
+
+def test_an_unknown_alias_is_refused(django_project: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError, match="there is no 'replica' database in DATABASES"):
+        DjangoStore.from_url("django://replica")
+
+
+def test_other_databases_are_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    dummy = ConnectionHandler({"default": {"ENGINE": "django.db.backends.dummy"}})
+    monkeypatch.setattr("twilio_feedback.django.store.connections", dummy)
+    with pytest.raises(ConfigurationError, match="runs on PostgreSQL and SQLite"):
+        DjangoStore("default")
+
+
+def _record(tracking_id: str) -> Record:
+    return Record(tracking_id, expires_at=4e9, created_at=1.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_connections_of_ended_threads_are_closed(
+    backend: str, django_project: dict[str, Any]
+) -> None:
+    alias = _alias(backend, django_project)
+    clear(alias)
+    store = DjangoStore(alias)
+    used: list[Any] = []
+
+    def work() -> None:
+        store.add(_record(f"t{len(used)}"))
+        used.append(connections[alias])
+
+    for _ in range(3):
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join(10)
+    # Each new thread closed the connections of those that had ended before it...
+    assert [c.connection is None for c in used] == [True, True, False]
+    # ...and closing the store closes the last one's.
+    store.close()
+    assert used[-1].connection is None
+    assert store.get("t2") is not None
+
+
+@pytest.mark.postgres
+def test_a_connection_the_server_dropped_is_replaced(django_project: dict[str, Any]) -> None:
+    # A long-lived thread (the reporter's) has no request after which Django would
+    # replace a broken connection: the store does, and the operation goes through.
+    needs_postgres(django_project)
+    clear(PG)
+    store = DjangoStore(PG)
+    store.add(_record("t1"))
+    with connections[PG].cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        [pid] = cursor.fetchone()
+    db = django_project[PG]
+    dsn = f"host={db['HOST']} port={db['PORT']} user={db['USER']} dbname=postgres"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    assert store.get("t1") is not None
