@@ -33,6 +33,7 @@ REFERENCE_PAGES = {
     "wsgi": "twilio_feedback.wsgi",
     "starlette": "twilio_feedback.starlette",
     "flask": "twilio_feedback.flask",
+    "django": "twilio_feedback.django",
     "stores": "twilio_feedback.stores",
     "testing": "twilio_feedback.testing",
     "cli": "twilio_feedback.cli",

@@ -11,7 +11,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from twilio_feedback.django import get_settings, get_tracker
-from twilio_feedback.django.conf import derive_secret_key, validate_names
+from twilio_feedback.django.conf import validate_names
+from twilio_feedback.tokens import derive_key
 from twilio_feedback.testing import FakeTwilio
 from twilio_feedback.tokens import InvalidToken, TokenSigner
 
@@ -131,18 +132,18 @@ def test_the_signing_key_is_derived_from_secret_key_and_its_fallbacks() -> None:
     old, new = "old-django-secret-" + "o" * 40, "new-django-secret-" + "n" * 40
     credentials = {"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": "t", "TWILIO_FEEDBACK": {}}
     with override_settings(**credentials, SECRET_KEY=old, SECRET_KEY_FALLBACKS=[]):
-        assert get_settings().secret_keys == (derive_secret_key(old),)
+        assert get_settings().secret_keys == (derive_key(old),)
         _, token = _signer().issue()
-    assert len(derive_secret_key(old)) == 64
-    assert derive_secret_key(old) != derive_secret_key(new)
-    assert old not in derive_secret_key(old)
+    assert len(derive_key(old)) == 43
+    assert derive_key(old) != derive_key(new)
+    assert old not in derive_key(old)
     # Rotated, with the old key kept as a fallback: links in flight still verify, new
     # links are signed with the new key.
     with override_settings(**credentials, SECRET_KEY=new, SECRET_KEY_FALLBACKS=[old]):
-        assert get_settings().secret_keys == (derive_secret_key(old), derive_secret_key(new))
+        assert get_settings().secret_keys == (derive_key(old), derive_key(new))
         _signer().verify(token, max_age=60)
         _, fresh = _signer().issue()
-        TokenSigner(derive_secret_key(new)).verify(fresh, max_age=60)
+        TokenSigner(derive_key(new)).verify(fresh, max_age=60)
     # Rotated without a fallback: the old links are dead.
     with (
         override_settings(**credentials, SECRET_KEY=new, SECRET_KEY_FALLBACKS=[]),

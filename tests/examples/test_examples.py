@@ -5,7 +5,9 @@ as people). Either way the link confirms once, is reported once, and nothing els
 
 One server (or test client) per example for the whole module. The ASGI servers keep the
 memory store; the gunicorn ones run two workers on one SQLite file, so a duplicate may land
-on the other worker and must still be recognised.
+on the other worker and must still be recognised. The Django project keeps its records in
+its own database (``django://``), migrated first: PostgreSQL under gunicorn, SQLite under
+uvicorn.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from twilio_feedback.testing.plugin import TEST_SECRET_KEY, environ_for_tests
 from twilio_feedback.tokens import TokenSigner, derive_key
 
 from ..conftest import SECRET_KEY
-from ..servers import free_port
+from ..servers import PostgresServer, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -45,6 +47,7 @@ DJANGO = EXAMPLES / "django_project"
 PHONE = "+15558675310"
 SENDER = "+15017122661"
 FLASK_SECRET_KEY = "flask-secret-key-for-the-example-0123456789"
+DJANGO_SECRET_KEY = "django-test-secret-key-0123456789-abcdefghijklmnop"
 PHONE_BROWSER = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
@@ -121,10 +124,50 @@ SERVERS = {
         _uvicorn(EXAMPLES, "litestar_app:create_app", "--factory"), module="litestar"
     ),
     "quart-hypercorn": Server(_hypercorn("quart_app:create_app()"), module="quart", cwd=EXAMPLES),
-    "django-gunicorn": Server(_gunicorn(DJANGO, "mysite.wsgi:application"), "sqlite"),
-    "django-uvicorn": Server(_uvicorn(DJANGO, "mysite.asgi:application")),
+    # Configured in settings.py: the signing key derives from Django's SECRET_KEY.
+    "django-gunicorn": Server(
+        _gunicorn(DJANGO, "mysite.wsgi"),
+        "django-postgres",
+        {"DJANGO_SECRET_KEY": DJANGO_SECRET_KEY, "TWILIO_FEEDBACK_SECRET_KEY": ""},
+        derive_key(DJANGO_SECRET_KEY),
+        module="django",
+    ),
+    "django-uvicorn": Server(
+        _uvicorn(DJANGO, "mysite.asgi:application"),
+        "django-sqlite",
+        {"DJANGO_SECRET_KEY": DJANGO_SECRET_KEY, "TWILIO_FEEDBACK_SECRET_KEY": ""},
+        derive_key(DJANGO_SECRET_KEY),
+        module="django",
+    ),
 }
 TEST_CLIENTS = ("fastapi", "starlette", "flask", "litestar", "quart")
+
+
+def django_environment(tmp: Path, store: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The example project's database: a SQLite file, or a fresh PostgreSQL database."""
+    if store == "django-sqlite":
+        return {"DJANGO_SQLITE_PATH": str(tmp / "db.sqlite3")}
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = urlsplit(server.fresh_database())
+    return {
+        "POSTGRES_DB": url.path.lstrip("/"),
+        "POSTGRES_USER": url.username or "",
+        "POSTGRES_HOST": url.hostname or "",
+        "POSTGRES_PORT": str(url.port),
+    }
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python manage.py ARGS`` in the example project."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=DJANGO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @dataclass
@@ -259,7 +302,9 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
     pytest.fail(f"the server did not answer within 30 s:\n{log.read_text()}")
 
 
-def _serve(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+def _serve(
+    name: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[App]:
     server = SERVERS[name]
     if server.module is not None:
         pytest.importorskip(server.module)
@@ -283,7 +328,13 @@ def _serve(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]
             PYTHONUNBUFFERED="1",
         )
         env.update(server.env)
+        if store.startswith("django"):
+            env.update(django_environment(tmp, store, request))
+            del env["TWILIO_FEEDBACK_STORE"]  # settings.py says django://
         env = {k: v for k, v in env.items() if v}
+        if store.startswith("django"):
+            migrated = manage("migrate", env=env)
+            assert migrated.returncode == 0, migrated.stdout + migrated.stderr
         port = free_port()
         log = tmp / "server.log"
         with log.open("wb") as out:
@@ -383,7 +434,7 @@ def served(
     if name.endswith("-testclient"):
         yield from _test_client(name.removesuffix("-testclient"))
     else:
-        yield from _serve(name, tmp_path_factory)
+        yield from _serve(name, tmp_path_factory, request)
 
 
 def test_link_confirms_once_and_is_reported_once(served: App) -> None:

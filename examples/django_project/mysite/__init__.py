@@ -1,1 +1,2 @@
-"""A minimal Django project wrapped in twilio-feedback's middleware (see wsgi.py, asgi.py)."""
+"""A Django project (the ``startproject`` layout, trimmed) that texts tracked sign-in links:
+twilio-feedback's app, middleware and settings dict in settings.py, two views in views.py."""

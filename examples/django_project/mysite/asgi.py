@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
-
 from django.core.asgi import get_asgi_application
 
-from twilio_feedback.asgi import FeedbackMiddleware
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 
-from .feedback import tracker
-
-application = FeedbackMiddleware(get_asgi_application(), tracker)
+application = get_asgi_application()

@@ -8,21 +8,20 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
-from twilio_feedback import ConfirmResult
-
-from .feedback import tracker
+from twilio_feedback.django import get_tracker
 
 
 def home(request: HttpRequest) -> HttpResponse:
     return HttpResponse("twilio-feedback Django example: POST /send {'to': '+1...'}")
 
 
+# --8<-- [start:views]
 @csrf_exempt
-@require_http_methods(["POST"])
+@require_POST
 def send(request: HttpRequest) -> JsonResponse:
-    message = tracker.send(
+    message = get_tracker().send(
         to=json.loads(request.body)["to"],
         from_=settings.TWILIO_PHONE_NUMBER,
         body="Your sign-in link: {link}",
@@ -34,8 +33,8 @@ def send(request: HttpRequest) -> JsonResponse:
 @csrf_exempt
 @require_http_methods(["GET", "HEAD", "POST"])
 def confirm(request: HttpRequest) -> JsonResponse:
-    if "twilio_feedback.result" in request.META:  # WSGI: META is the environ
-        result: ConfirmResult = request.META["twilio_feedback.result"]
-    else:  # ASGI
-        result = request.scope["twilio_feedback"]
+    result = request.twilio_feedback  # the middleware's ConfirmResult
     return JsonResponse({"status": result.status, "message_sid": result.message_sid})
+
+
+# --8<-- [end:views]

@@ -1,15 +1,11 @@
-"""WSGI entry point: ``gunicorn mysite.wsgi:application``."""
+"""WSGI entry point: ``gunicorn mysite.wsgi``."""
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
-
 from django.core.wsgi import get_wsgi_application
 
-from twilio_feedback.wsgi import FeedbackMiddleware
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 
-from .feedback import tracker
-
-application = FeedbackMiddleware(get_wsgi_application(), tracker)
+application = get_wsgi_application()

@@ -11,7 +11,8 @@ Its keys are the :class:`~twilio_feedback.Settings` fields in upper case. The Tw
 credentials may also come from the ``TWILIO_ACCOUNT_SID`` and ``TWILIO_AUTH_TOKEN`` (or
 ``TWILIO_API_KEY`` and ``TWILIO_API_SECRET``) Django settings, or else from the
 environment. Without ``SECRET_KEY`` in the dict, the token signing keys are derived from
-Django's ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS`` (:func:`derive_secret_key`).
+Django's ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``
+(:func:`~twilio_feedback.tokens.derive_key`, the rule the Flask extension uses too).
 
 Settings are read on first use and read again when a test changes them
 (``override_settings`` sends ``setting_changed``); the tracker is then rebuilt.
@@ -29,17 +30,15 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
-from django.utils.crypto import salted_hmac
 
 from ..errors import ConfigurationError
 from ..settings import ENV_PREFIX, Settings
+from ..tokens import derive_key
 from ..tracker import FeedbackTracker
 
 __all__ = [
     "CREDENTIAL_SETTINGS",
-    "KEY_SALT",
     "SETTING",
-    "derive_secret_key",
     "get_settings",
     "get_tracker",
     "missing_credentials",
@@ -51,9 +50,6 @@ __all__ = [
 
 SETTING = "TWILIO_FEEDBACK"
 """The Django setting that holds this library's settings, as a dict."""
-KEY_SALT = "twilio_feedback.django.secret_key"
-"""Salt of the signing key derived from Django's ``SECRET_KEY``: it separates that key
-from every other use Django makes of the same secret."""
 CREDENTIAL_SETTINGS: dict[str, tuple[str, ...]] = {
     name: tuple(key for key in keys if not key.startswith(ENV_PREFIX))
     for name, keys in Settings.env_names().items()
@@ -118,23 +114,12 @@ def validate_names() -> None:
             )
 
 
-def derive_secret_key(secret_key: str | bytes) -> str:
-    """The token signing key derived from a Django ``SECRET_KEY``: an HMAC-SHA256 of it
-    under :data:`KEY_SALT`, 64 hex characters.
-
-    Rotating ``SECRET_KEY`` changes it, which invalidates every link in flight, unless
-    the old key stays in ``SECRET_KEY_FALLBACKS`` until those links have expired.
-    """
-    mac = salted_hmac(KEY_SALT, "token signing key", secret=secret_key, algorithm="sha256")
-    return mac.hexdigest()
-
-
 def _derived_keys() -> tuple[str, ...]:
     # Oldest to newest, the newest signing: the fallbacks, then SECRET_KEY.
     secrets = [*getattr(django_settings, "SECRET_KEY_FALLBACKS", ()), django_settings.SECRET_KEY]
     keys: list[str] = []
     for secret in secrets:
-        key = derive_secret_key(secret)
+        key = derive_key(secret)
         if key in keys:
             keys.remove(key)
         keys.append(key)
