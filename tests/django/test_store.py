@@ -3,6 +3,7 @@ own connections, the URL, the databases it refuses, and its connections' lifecyc
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from twilio_feedback.stores import store_from_url
 from twilio_feedback.testing.conformance import StoreConformance
 
 from .conftest import PG, clear, needs_postgres
+from .shared import open_store
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -40,6 +42,16 @@ class TestDjangoStore(StoreConformance):
         store = DjangoStore(alias)
         yield store
         store.close()
+
+    @pytest.fixture
+    def store_factory(self, store: DjangoStore, django_project: dict[str, Any]) -> Any:
+        return functools.partial(open_store, _plain(django_project), store.alias)
+
+
+def _plain(databases: dict[str, Any]) -> dict[str, Any]:
+    """``DATABASES`` as the test configured it, without what Django added (picklable)."""
+    keys = ("ENGINE", "NAME", "USER", "HOST", "PORT", "OPTIONS")
+    return {alias: {k: v for k, v in db.items() if k in keys} for alias, db in databases.items()}
 
 
 def test_urls_name_a_database_alias(django_project: dict[str, Any]) -> None:
