@@ -1,13 +1,11 @@
 """System checks (``python manage.py check``), tagged ``twilio_feedback``.
 
-==========================  ==========================================================
-``twilio_feedback.E001``    ``TWILIO_FEEDBACK`` cannot be read: not a dict, an unknown
-                            key, or a stray ``TWILIO_FEEDBACK_*`` setting
-``twilio_feedback.E002``    the Twilio credentials are missing
-``twilio_feedback.E003``    a setting has a value that cannot work
-``twilio_feedback.E004``    the ``django://`` store cannot use its database
-``twilio_feedback.W001``    ``memory://`` where the project looks multi-process
-==========================  ==========================================================
+- ``twilio_feedback.E001``: ``TWILIO_FEEDBACK`` cannot be read (not a dict, an unknown
+  key, or a stray ``TWILIO_FEEDBACK_*`` setting);
+- ``twilio_feedback.E002``: the Twilio credentials are missing;
+- ``twilio_feedback.E003``: a setting has a value that cannot work;
+- ``twilio_feedback.E004``: the ``django://`` store cannot use its database;
+- ``twilio_feedback.W001``: ``memory://`` where the project looks multi-process.
 
 W001 is a guess, made from what can be seen without running the server: the store is
 ``memory://`` and either ``check --deploy`` runs (a production configuration), or one of
