@@ -100,7 +100,7 @@ def validate_names() -> None:
         if isinstance(key, str) and key in keys:
             continue
         closest = _closest(key) if isinstance(key, str) else None
-        hint = f'; did you mean "{closest}"?' if closest else ""
+        hint = f'; did you mean "{closest}"?' if closest else "."
         raise ImproperlyConfigured(
             f"{SETTING} has an unknown key {key!r}{hint} The keys are the settings of "
             f"twilio-feedback in upper case: {', '.join(keys)}"
