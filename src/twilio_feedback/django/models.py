@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from django.db import models
 
 from ..records import State
-from .store import ERROR_MESSAGE_LENGTH, TABLE
+from ..stores.base import ERROR_MESSAGE_LENGTH
+from .store import TABLE
 
 __all__ = ["FeedbackRecord"]
 

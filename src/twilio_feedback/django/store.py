@@ -31,6 +31,7 @@ from django.db import InterfaceError, OperationalError, connections
 from ..errors import ConfigurationError
 from ..lifecycle import ProcessLocal
 from ..records import Record, State
+from ..stores.base import BaseStore, clip_error_message
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -60,8 +61,6 @@ COLUMNS = (
     "error_code",
     "error_message",
 )
-ERROR_MESSAGE_LENGTH = 500
-"""Characters of a Twilio error message kept (the column's length)."""
 RENEW_BATCH = 400
 """Records renewed per statement: 802 parameters, under every SQLite's limit (999)."""
 
@@ -80,10 +79,6 @@ def _record(row: Sequence[Any] | None) -> Record | None:
 
 def _records(rows: Sequence[Sequence[Any]]) -> list[Record]:
     return [record for record in map(_record, rows) if record is not None]
-
-
-def _message(message: str | None) -> str | None:
-    return (message or "")[:ERROR_MESSAGE_LENGTH] or None
 
 
 def _statements(vendor: str, table: str) -> dict[str, str]:
@@ -165,7 +160,7 @@ def _statements(vendor: str, table: str) -> dict[str, str]:
     }
 
 
-class DjangoStore(ProcessLocal):
+class DjangoStore(ProcessLocal, BaseStore):
     """A :class:`~twilio_feedback.stores.Store` in the Django project's database.
 
     ``alias`` names the database in ``DATABASES`` (``django://<alias>`` in a URL). The
@@ -278,7 +273,7 @@ class DjangoStore(ProcessLocal):
     def add(self, record: Record) -> None:
         """See :meth:`Store.add`: one upsert."""
         values = record.to_dict()
-        values["error_message"] = _message(values["error_message"])
+        values["error_message"] = clip_error_message(values["error_message"])
         self._count(self._sql["add"], [values[c] for c in COLUMNS])
 
     def get(self, tracking_id: str) -> Record | None:
@@ -336,7 +331,7 @@ class DjangoStore(ProcessLocal):
         self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
     ) -> bool:
         """See :meth:`Store.mark_failed`: one statement."""
-        params = [State.FAILED.value, code, _message(message), tracking_id, message_sid]
+        params = [State.FAILED.value, code, clip_error_message(message), tracking_id, message_sid]
         return bool(self._count(self._sql["failed"], params))
 
     def defer(
@@ -350,7 +345,14 @@ class DjangoStore(ProcessLocal):
         message: str | None,
     ) -> bool:
         """See :meth:`Store.defer`: one statement."""
-        params = [lease_until, attempts, code, _message(message), tracking_id, message_sid]
+        params = [
+            lease_until,
+            attempts,
+            code,
+            clip_error_message(message),
+            tracking_id,
+            message_sid,
+        ]
         return bool(self._count(self._sql["defer"], params))
 
     def purge(self, *, now: float) -> int:
