@@ -12,9 +12,8 @@ from django.test import override_settings
 
 from twilio_feedback.django import get_settings, get_tracker
 from twilio_feedback.django.conf import validate_names
-from twilio_feedback.tokens import derive_key
 from twilio_feedback.testing import FakeTwilio
-from twilio_feedback.tokens import InvalidToken, TokenSigner
+from twilio_feedback.tokens import InvalidToken, TokenSigner, derive_key
 
 SID = "AC" + "1" * 32
 OTHER_SID = "AC" + "2" * 32

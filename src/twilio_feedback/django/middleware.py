@@ -122,7 +122,11 @@ def _body(request: HttpRequest, length: int) -> bytes | None:
     try:
         body = request.body
     except Exception:  # the client left, or the body is larger than Django allows
-        logger.debug("confirm: the form could not be read", exc_info=True)
+        logger.debug(
+            "confirm: the form could not be read",
+            exc_info=True,
+            extra={"event": "confirm_form_unreadable"},
+        )
         return None
     return body[:length]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -140,15 +140,8 @@ def _statements(vendor: str, table: str) -> dict[str, str]:
             f"ELSE %s END WHERE state = '{_CONFIRMED}' AND (tracking_id, message_sid) IN "
             "(VALUES {pairs})"
         ),
-        "reported": f"UPDATE {table} SET state = %s, lease_until = 0 {outcome}",
-        "failed": (
-            f"UPDATE {table} SET state = %s, lease_until = 0, error_code = %s, "
-            f"error_message = %s {outcome}"
-        ),
-        "defer": (
-            f"UPDATE {table} SET lease_until = %s, attempts = %s, error_code = %s, "
-            f"error_message = %s {outcome}"
-        ),
+        # The reporter's outcomes: "{sets}" is the columns they change, "col = %s, ...".
+        "outcome": f"UPDATE {table} SET {{sets}} {outcome}",
         "purge": f"DELETE FROM {table} WHERE expires_at <= %s",
         "counts": f"SELECT state, COUNT(*) FROM {table} GROUP BY state",
         "list": f"SELECT {cols} FROM {table} WHERE state = %s ORDER BY created_at DESC LIMIT %s",
@@ -202,6 +195,7 @@ class DjangoStore(ProcessLocal, BaseStore):
         self.vendor: str = vendor
         """``postgresql`` or ``sqlite``."""
         self._sql = _statements(vendor, connection.ops.quote_name(TABLE))
+        self._quote = connection.ops.quote_name
         super().__init__()
 
     def _init_state(self) -> None:
@@ -322,38 +316,14 @@ class DjangoStore(ProcessLocal, BaseStore):
             count += self._count(sql, [lease_until, lease_until, *(v for p in batch for v in p)])
         return count
 
-    def mark_reported(self, tracking_id: str, message_sid: str) -> bool:
-        """See :meth:`Store.mark_reported`: one statement."""
-        params = [State.REPORTED.value, tracking_id, message_sid]
-        return bool(self._count(self._sql["reported"], params))
-
-    def mark_failed(
-        self, tracking_id: str, message_sid: str, *, code: int | None, message: str | None
-    ) -> bool:
-        """See :meth:`Store.mark_failed`: one statement."""
-        params = [State.FAILED.value, code, clip_error_message(message), tracking_id, message_sid]
-        return bool(self._count(self._sql["failed"], params))
-
-    def defer(
-        self,
-        tracking_id: str,
-        message_sid: str,
-        *,
-        lease_until: float,
-        attempts: int,
-        code: int | None,
-        message: str | None,
-    ) -> bool:
-        """See :meth:`Store.defer`: one statement."""
-        params = [
-            lease_until,
-            attempts,
-            code,
-            clip_error_message(message),
-            tracking_id,
-            message_sid,
-        ]
-        return bool(self._count(self._sql["defer"], params))
+    def _outcome(self, tracking_id: str, message_sid: str, changes: Mapping[str, Any]) -> bool:
+        # One statement. Column names come from the library's own field names, never from
+        # input: quoted all the same.
+        quote = self._quote
+        sets = ", ".join(f"{quote(name)} = %s" for name in changes)
+        values = [v.value if isinstance(v, State) else v for v in changes.values()]
+        sql = self._sql["outcome"].replace("{sets}", sets)
+        return bool(self._count(sql, [*values, tracking_id, message_sid]))
 
     def purge(self, *, now: float) -> int:
         """See :meth:`Store.purge`."""
@@ -486,6 +456,10 @@ def _close(connection: BaseDatabaseWrapper) -> None:
     try:
         connection.close()
     except Exception:
-        logger.debug("closing a Django connection of an ended thread failed", exc_info=True)
+        logger.debug(
+            "closing a Django connection of an ended thread failed",
+            exc_info=True,
+            extra={"event": "django_connection_close_failed"},
+        )
     finally:
         connection.dec_thread_sharing()
