@@ -17,7 +17,19 @@ from pathlib import Path
 
 from .common import Section, machine
 
-BENCHES = ["passthrough", "confirm_latency", "tokens", "delivery", "stores", "soak", "telemetry"]
+BENCHES = [
+    "passthrough",
+    "confirm_latency",
+    "tokens",
+    "delivery",
+    "stores",
+    "soak",
+    "telemetry",
+    "store_size",
+    "confirm_inside",
+    "throughput",
+    "flat",
+]
 PACKAGES = [
     "twilio-feedback",
     "twilio",
@@ -57,6 +69,8 @@ def render_section(name: str, section: Section) -> str:
     lines.append("")
     lines += [f"- {note}" for note in section.notes]
     lines.append("")
+    for block in section.tables:
+        lines += [block, ""]
     return "\n".join(lines)
 
 
@@ -116,7 +130,7 @@ def merge(existing: str, sections: dict[str, Section], quick: bool) -> str:
     header, blocks = _blocks(existing)
     fresh = {}
     for name, section in sections.items():
-        dated = Section(section.title, section.figures, list(section.notes))
+        dated = Section(section.title, section.figures, list(section.notes), section.tables)
         dated.notes.append(
             f"Measured {_now()}{' (quick run)' if quick else ''} with `--only {name}` on "
             f"{machine()}; {_versions()}."

@@ -27,6 +27,8 @@ class Section:
     title: str
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
+    """Further Markdown blocks (a caption, a table, ...) shown after the notes."""
 
 
 def timeit(fn: Callable[[], object], number: int) -> float:

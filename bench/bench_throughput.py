@@ -1,0 +1,611 @@
+"""Confirm throughput of one server process, its scaling over workers, and its profile.
+
+One uvicorn worker pinned to core 0 (``taskset -c 0``) serves ``bench.inside_app``; wrk on
+core 1 (``taskset -c 1``, 20 connections, a Lua script walking a file of distinct tokens,
+so every confirm is a first-time one) measures the confirm route's rate against the bare
+route's on the same server, in interleaved rounds. FakeTwilio answers the in-process
+reporter at once from its own process, and the store servers, both on core 1 with wrk.
+After each confirm round the reporter is let finish its posts, and the server's CPU is
+counted until it has: CPU per confirm includes its report. Then 1, 2 and 4 workers
+(unpinned) on PostgreSQL and Redis, with every process's CPU, and a py-spy profile of a
+confirm run on each.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import re
+import resource
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .bench_confirm_inside import issue, store_urls
+from .common import Figure, Section, median, spread
+
+CONNECTIONS = 20
+BACKENDS = ["memory", "sqlite", "postgresql", "redis"]
+TARGET = {"memory": None, "redis": 0.5, "sqlite": 0.4, "postgresql": 0.4}
+SCALING = ["postgresql", "redis"]
+PROFILED = ["redis", "postgresql"]
+# The `reporter="off"` variant (web processes only write the store) arrives with another
+# issue: when Settings has a `reporter` field, its "off" runs too, as its own lines.
+REPORTER_VARIANTS = ["thread"]
+if "reporter" in {f.name for f in dataclasses.fields(__import__("twilio_feedback").Settings)}:
+    REPORTER_VARIANTS.append("off")
+
+WALK = str(Path(__file__).with_name("walk.lua"))
+PROFILE_RATE = 200
+
+
+@dataclasses.dataclass
+class Phase:
+    """One load run: its rate and the CPU each party used."""
+
+    requests: int
+    seconds: float
+    server: float  # CPU seconds of the serving process(es) during the run
+    loop: float  # ... of which the single worker's main (event loop) thread
+    drain: float  # server CPU after the run, until the reporter had posted everything
+    store: float
+    twilio: float
+    loadgen: float
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        """Requests per second."""
+        return self.requests / self.seconds
+
+    def cpu_per_request(self) -> float:
+        """Server CPU seconds per request, its reports included."""
+        return (self.server + self.drain) / max(self.requests, 1)
+
+
+def _wrk(
+    port: int, paths: list[str], seconds: float, cpus: str | None, threads: int
+) -> tuple[int, float, int]:
+    from .serve import taskset
+
+    if len(paths) < threads:  # every wrk thread walks its own share
+        paths = paths * threads
+    with tempfile.NamedTemporaryFile("w", suffix=".paths", delete=False) as handle:
+        handle.write("\n".join(paths))
+    if shutil.which("wrk") is None:
+        done = subprocess.run(
+            [
+                *taskset(cpus),
+                sys.executable,
+                "-m",
+                "bench.loadgen",
+                str(port),
+                handle.name,
+                "--clients",
+                str(CONNECTIONS),
+                "--duration",
+                str(seconds),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result = json.loads(done.stdout)
+        errors = result["requests"] - result["statuses"].get("200", 0)
+        return result["requests"], result["seconds"], errors
+    env = {**os.environ, "BENCH_PATHS": handle.name, "BENCH_THREADS": str(threads)}
+    done = subprocess.run(
+        [
+            *taskset(cpus),
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(CONNECTIONS),
+            "-d",
+            f"{seconds:g}s",
+            "-s",
+            WALK,
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    out = done.stdout
+    found = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    if found is None:
+        raise RuntimeError(f"wrk said:\n{out}\n{done.stderr}")
+    elapsed = float(found.group(2)) / (1000 if found.group(3) == "ms" else 1)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    errors = int(bad.group(1)) if bad else 0
+    if socket_errors:
+        errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
+    return int(found.group(1)), elapsed, errors
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Bench:
+    """The parties of one configuration and how to measure a phase on them."""
+
+    def __init__(self, server: Any, store_pids: Any, twilio: Any, wrk_cpus: str | None) -> None:
+        self.server = server
+        self.store_pids = store_pids
+        self.twilio = twilio
+        self.wrk_cpus = wrk_cpus
+        self.threads = 1 if wrk_cpus else 2
+
+    def phase(self, paths: list[str], seconds: float, drain: Any = None) -> Phase:
+        from .serve import cpu_seconds, thread_seconds
+
+        workers = self.server.worker_pids()
+        store = self.store_pids()
+        single = self.server.workers == 1
+        s0, st0, t0, w0 = (
+            cpu_seconds(workers),
+            cpu_seconds(store),
+            cpu_seconds([self.twilio.pid]),
+            _children_cpu(),
+        )
+        l0 = thread_seconds(workers[0])[0] if single else 0.0
+        requests, elapsed, errors = _wrk(
+            self.server.port, paths, seconds, self.wrk_cpus, self.threads
+        )
+        s1, st1, t1, w1 = (
+            cpu_seconds(workers),
+            cpu_seconds(store),
+            cpu_seconds([self.twilio.pid]),
+            _children_cpu(),
+        )
+        l1 = thread_seconds(workers[0])[0] if single else 0.0
+        drained = 0.0
+        if drain is not None:
+            drain()
+            drained = cpu_seconds(workers) - s1
+        return Phase(
+            requests, elapsed, s1 - s0, l1 - l0, drained, st1 - st0, t1 - t0, w1 - w0, errors
+        )
+
+
+def _drain_single(server: Any) -> Any:
+    def wait() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if server.get("/_stats")["tracker"]["pending"] == 0:
+                return
+            time.sleep(0.2)
+
+    return wait
+
+
+def _outbox(url: str) -> Any:
+    """A callable: confirmed records not yet reported, in the shared store."""
+    from twilio_feedback.stores import store_from_url
+
+    store = store_from_url(url)
+
+    def waiting() -> int:
+        if hasattr(store, "outbox") and hasattr(store, "client"):
+            return int(store.client.zcard(store.outbox))
+        return int(store.counts()["confirmed"])
+
+    return waiting
+
+
+def _drain_shared(url: str) -> Any:
+    waiting = _outbox(url)
+
+    def wait() -> None:
+        deadline = time.monotonic() + 300
+        while waiting() > 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+    return wait
+
+
+def _profile(pid: int, seconds: float, out: str) -> str | None:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not os.path.exists(py_spy):
+        return None
+    for native in (["--native"], []):
+        done = subprocess.run(
+            [
+                "taskset",
+                "-c",
+                "1",
+                py_spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(int(seconds)),
+                "--rate",
+                str(PROFILE_RATE),
+                "--gil",
+                "--format",
+                "raw",
+                "-o",
+                out,
+                *native,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode == 0 and os.path.getsize(out) > 0:
+            return "py-spy record --gil --native" if native else "py-spy record --gil"
+    return None
+
+
+_LINE = re.compile(r":\d+\)$")
+BUCKETS = [
+    ("twilio_feedback/stores/redis", "store: twilio_feedback.stores.redis"),
+    ("twilio_feedback/stores/sql", "store: twilio_feedback.stores.sql"),
+    ("twilio_feedback/stores/base", "store: ThreadedAsyncStore (to_thread)"),
+    ("twilio_feedback/tokens", "twilio_feedback.tokens (verify)"),
+    ("twilio_feedback/bots", "twilio_feedback.bots (user agent)"),
+    ("twilio_feedback/confirm", "twilio_feedback.confirm (gate)"),
+    ("twilio_feedback/asgi", "twilio_feedback.asgi (middleware)"),
+    ("twilio_feedback/tracker", "twilio_feedback.tracker"),
+    ("twilio_feedback/reporter", "twilio_feedback.reporter"),
+    ("twilio_feedback/twilio_api", "twilio_feedback.twilio_api"),
+    ("redis/", "redis-py"),
+    ("sqlalchemy/", "SQLAlchemy"),
+    ("psycopg/", "psycopg"),
+    ("psycopg_binary", "psycopg"),
+    ("twilio/", "twilio (client library)"),
+    ("requests/", "requests / urllib3 / http.client"),
+    ("urllib3/", "requests / urllib3 / http.client"),
+    ("http/client", "requests / urllib3 / http.client"),
+    ("h11/", "uvicorn + h11 (HTTP)"),
+    ("uvicorn/", "uvicorn + h11 (HTTP)"),
+    ("starlette/", "Starlette"),
+    ("bench/inside_app", "the bench app"),
+    ("concurrent/futures", "thread pool (to_thread)"),
+    ("asyncio/", "asyncio (event loop)"),
+    ("selectors", "asyncio (event loop)"),
+    ("threading", "threads, locks, queues"),
+    ("queue", "threads, locks, queues"),
+    ("logging/", "logging"),
+    ("json/", "json"),
+]
+
+
+# Frames at the root of every stack of a thread (the interpreter, uvicorn's start, the event
+# loop's and threads' run loops): left out of the cumulative ranking, which they would top.
+SCAFFOLD = (
+    "<frozen runpy>",
+    "click/",
+    "uvicorn/main.py",
+    "uvicorn/__main__.py",
+    "uvicorn/server.py",
+    "uvicorn/_compat.py",
+    "asyncio/runners.py",
+    "run_forever (",
+    "run_until_complete (",
+    "_run_once (",
+    "Handle._run (",
+    "(threading.py)",
+)
+
+
+def _bucket(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for needle, name in BUCKETS:
+            if needle in frame:
+                return name
+    return "other"
+
+
+def _digest(path: str, confirms: int, rate: int) -> dict[str, Any]:
+    """Top functions by cumulative and self time, and time by component, from py-spy's
+    raw (collapsed) stacks; times in µs per confirm (samples / rate / confirms)."""
+    cumulative: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    buckets: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_LINE.sub(")", f) for f in stack.split(";")]
+        total += count
+        python = [f for f in frames if ".py)" in f]
+        for name in set(python):
+            if not any(needle in name for needle in SCAFFOLD):
+                cumulative[name] += count
+        leaf = python[-1] if python else frames[-1]
+        own[leaf] += count
+        buckets[_bucket(python or frames)] += count
+        if any("_bootstrap (threading.py)" in f for f in frames):
+            worker = "other threads"
+            if any("twilio_feedback/reporter" in f for f in frames):
+                worker = "reporter threads"
+            elif any("concurrent/futures/thread" in f for f in frames):
+                worker = "to_thread workers"
+            threads[worker] += count
+        else:
+            threads["event loop (main) thread"] += count
+    scale = 1e6 / rate / max(confirms, 1)
+    return {
+        "total": total,
+        "cumulative": [(n, c * scale, c / total) for n, c in cumulative.most_common(15)],
+        "self": [(n, c * scale, c / total) for n, c in own.most_common(15)],
+        "buckets": [(n, c * scale, c / total) for n, c in buckets.most_common()],
+        "threads": [(n, c * scale, c / total) for n, c in threads.most_common()],
+    }
+
+
+def _table(title: str, rows: list[tuple[str, float, float]]) -> str:
+    lines = [f"| {title} | µs per confirm | share |", "|---|---|---|"]
+    for name, micros, share in rows:
+        lines.append(f"| `{name[:110]}` | {micros:.1f} | {share:.1%} |")
+    return "\n".join(lines)
+
+
+def _store_pids(backend: str, redis_server: Any, pg_server: Any) -> Any:
+    from .serve import postgres_pids
+
+    if backend == "redis":
+        return lambda: [redis_server.process.pid]
+    if backend == "postgresql":
+        return lambda: postgres_pids(pg_server)
+    return list
+
+
+def run(quick: bool = False) -> Section:
+    """Measure and return the section."""
+    from .bench_stores import _servers
+    from .serve import AppServer, pin, postgres_pids, remote_twilio
+
+    seconds = 2.0 if quick else 10.0
+    rounds = 2 if quick else 3
+    worker_counts = [1, 4] if quick else [1, 2, 4]
+    section = Section("Confirm throughput of one server process (wrk, distinct first-time tokens)")
+    started = time.perf_counter()
+    load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    tool = "wrk" if shutil.which("wrk") else "bench.loadgen (Python; wrk is missing)"
+    redis_server, pg_server = _servers()
+    profiles: dict[str, Any] = {}
+    try:
+        with remote_twilio(5_000, cpus="1") as twilio:
+            for variant in REPORTER_VARIANTS:
+                extra = {} if variant == "thread" else {"BENCH_REPORTER": variant}
+                for backend in BACKENDS:
+                    pin([redis_server.process.pid, *postgres_pids(pg_server)], "1")
+                    url = store_urls(redis_server, pg_server)[backend]
+                    key = secrets.token_urlsafe(32)
+                    server = AppServer(twilio, url, key, cpus="0", extra_env=extra)
+                    try:
+                        bench = Bench(
+                            server, _store_pids(backend, redis_server, pg_server), twilio, "1"
+                        )
+                        result = _single(bench, url, key, twilio, seconds, rounds)
+                        if backend in PROFILED and variant == "thread":
+                            profiles[backend] = _profiled(bench, url, key, twilio, seconds)
+                    finally:
+                        server.stop()
+                    _report_single(section, backend, variant, result)
+            for backend in SCALING:
+                pin([redis_server.process.pid, *postgres_pids(pg_server)], "0,1")
+                url = store_urls(redis_server, pg_server)[backend]
+                rows = []
+                for workers in worker_counts:
+                    key = secrets.token_urlsafe(32)
+                    server = AppServer(twilio, url, key, workers=workers)
+                    try:
+                        bench = Bench(
+                            server, _store_pids(backend, redis_server, pg_server), twilio, None
+                        )
+                        rows.append((workers, *_scaled(bench, url, key, twilio, seconds)))
+                    finally:
+                        server.stop()
+                _report_scaling(section, backend, rows)
+    finally:
+        redis_server.stop()
+        pg_server.stop()
+    for backend, profile in profiles.items():
+        if profile is None:
+            section.notes.append(f"{backend}: no profile (py-spy is missing: pip install py-spy)")
+            continue
+        how, digest, confirms, cpu = profile
+        section.tables.append(
+            f"Profile of a confirm run on {backend} ({how}, {PROFILE_RATE} Hz, "
+            f"{digest['total']:,} samples of the thread holding the GIL: Python code and "
+            "the C code it calls, not system calls made without the GIL such as socket "
+            f"reads and writes; {confirms:,} confirms; server CPU "
+            f"{cpu * 1e6 / max(confirms, 1):.0f} µs a confirm while profiled, its report "
+            "included). By thread, then by component (each sample goes to the innermost "
+            "frame of a known package):"
+        )
+        section.tables.append(_table("thread", digest["threads"]))
+        section.tables.append(_table("component", digest["buckets"]))
+        section.tables.append(
+            f"{backend}: top 15 by cumulative time (any Python frame of the stack but the "
+            "interpreter's, uvicorn's, the event loop's and threads' own run loops):"
+        )
+        section.tables.append(_table("function (file)", digest["cumulative"]))
+        section.tables.append(
+            f"{backend}: top 15 by self time (the innermost Python frame; native frames "
+            "below it are folded into it):"
+        )
+        section.tables.append(_table("function (file)", digest["self"]))
+    section.notes += [
+        f"Load: {tool}, {CONNECTIONS} connections, {seconds:g} s a run; {rounds} rounds of "
+        "bare and confirm runs, their order rotating each round; the rate is the median "
+        "over rounds (interquartile range beside it). Each confirm run walks its own file "
+        "of fresh tokens (1.3x what the bare rate could use), bound beforehand (in bulk "
+        "into the shared stores, through the server for memory); every confirm was a "
+        "first-time one (checked against the tracker's counters).",
+        "Pinned runs: the server on core 0, wrk, FakeTwilio (answering at once) and the "
+        "store servers on core 1. CPU from /proc (utime + stime); the server's CPU per "
+        "confirm counts its report too: after each confirm run the reporter is let post "
+        "everything, and the server CPU it takes is added. 'sustainable' = 1 core / CPU "
+        "per request, the rate the worker could keep up with, reports and all.",
+        "Scaling runs: nothing pinned; wrk with 2 threads; CPU of every party in % of the "
+        "machine's 2 cores (200% = both full).",
+        "uvicorn's default HTTP and loop here: h11 and asyncio (uvloop and httptools are not "
+        "installed); redis-py without hiredis.",
+        f"{time.perf_counter() - started:.0f} s for this section; load average {load_before} "
+        f"before, {' '.join(f'{x:.1f}' for x in os.getloadavg())} after (other work on this "
+        "machine shares its cores).",
+    ]
+    if "off" not in REPORTER_VARIANTS:
+        section.notes.append(
+            'reporter="off": not measured; the setting is not on main yet (another issue). '
+            "REPORTER_VARIANTS in bench/bench_throughput.py picks it up when it lands."
+        )
+    return section
+
+
+def _single(
+    bench: Bench, url: str, key: str, twilio: Any, seconds: float, rounds: int
+) -> dict[str, Any]:
+    server = bench.server
+    bench.phase(["/bare"], 2.0)  # warm-up, and the bare rate to size the token files
+    calibrate = bench.phase(["/bare"], 2.0)
+    count = int(calibrate.rate * seconds * 1.3) + 1000
+    before = server.get("/_stats")["tracker"]
+    phases: dict[str, list[Phase]] = {"bare": [], "confirm": []}
+    for r in range(rounds):
+        order = ["bare", "confirm"] if r % 2 == 0 else ["confirm", "bare"]
+        for kind in order:
+            if kind == "bare":
+                phases["bare"].append(bench.phase(["/bare"], seconds))
+            else:
+                tokens = issue(server, url, key, count, twilio)
+                paths = [f"/confirm?id={t}" for t in tokens]
+                phases["confirm"].append(bench.phase(paths, seconds, _drain_single(server)))
+    after = server.get("/_stats")["tracker"]
+    counts = {k: after[k] - before.get(k, 0) for k in after}
+    confirms = sum(p.requests for p in phases["confirm"])
+    # wrk counts the answers it read before its time was up; the requests still in flight
+    # then (one a connection) were confirmed all the same.
+    in_flight = counts["confirmed"] - confirms
+    assert 0 <= in_flight <= CONNECTIONS * rounds, (counts, confirms)
+    assert counts["duplicate"] + counts["unknown"] + counts["invalid"] == 0, counts
+    return {"phases": phases, "counts": counts}
+
+
+def _profiled(bench: Bench, url: str, key: str, twilio: Any, seconds: float) -> Any:
+    server = bench.server
+    seconds = max(5.0, 2 * seconds)
+    tokens = issue(
+        server, url, key, int(bench.phase(["/bare"], 1.0).rate * seconds * 1.5) + 1000, twilio
+    )
+    out = tempfile.mktemp(suffix=".pyspy")
+    before = server.get("/_stats")["tracker"]["confirmed"]
+    result: dict[str, Any] = {}
+
+    def load() -> None:
+        time.sleep(0.5)
+        result["phase"] = bench.phase([f"/confirm?id={t}" for t in tokens], seconds - 1)
+
+    import threading
+
+    loader = threading.Thread(target=load)
+    from .serve import cpu_seconds
+
+    cpu0 = cpu_seconds(server.worker_pids())
+    loader.start()
+    how = _profile(server.process.pid, seconds + 4, out)  # the load's whole run
+    loader.join()
+    _drain_single(server)()
+    cpu = cpu_seconds(server.worker_pids()) - cpu0
+    confirms = server.get("/_stats")["tracker"]["confirmed"] - before
+    if how is None:
+        return None
+    return how, _digest(out, confirms, PROFILE_RATE), confirms, cpu
+
+
+def _report_single(section: Section, backend: str, variant: str, result: dict[str, Any]) -> None:
+    bare, confirm = result["phases"]["bare"], result["phases"]["confirm"]
+    ratios = [c.rate / b.rate for b, c in zip(bare, confirm, strict=True)]
+    lo, hi = spread([c.rate for c in confirm])
+    blo, bhi = spread([b.rate for b in bare])
+    label = backend if variant == "thread" else f"{backend}, reporter={variant}"
+    bare_cpu = median([b.cpu_per_request() for b in bare])
+    confirm_cpu = median([c.cpu_per_request() for c in confirm])
+    loop_cpu = median([c.loop / c.requests for c in confirm])
+    sustainable = (1 / confirm_cpu) / (1 / bare_cpu)
+    target = TARGET.get(backend)
+    section.figures.append(
+        Figure(
+            f"{label}: confirms/s vs the bare route, 1 worker on 1 core",
+            f"{median([c.rate for c in confirm]):,.0f} vs {median([b.rate for b in bare]):,.0f}/s "
+            f"= {median(ratios):.0%}",
+            f"{lo:,.0f}-{hi:,.0f} vs {blo:,.0f}-{bhi:,.0f}; sustainable with reports: "
+            f"{sustainable:.0%}",
+            f">= {target:.0%} of bare" if target else "",
+            ("met" if median(ratios) >= target else f"missed ({median(ratios):.0%})")
+            if target
+            else "",
+        )
+    )
+
+    def each(party: str) -> str:
+        return f"{median([getattr(c, party) / c.requests for c in confirm]) * 1e6:.0f} µs"
+
+    section.figures.append(
+        Figure(
+            f"{label}: server CPU per request, confirm (its report included) vs bare",
+            f"{confirm_cpu * 1e6:.0f} vs {bare_cpu * 1e6:.0f} µs",
+            f"confirm: {loop_cpu * 1e6:.0f} µs on the loop's thread during the run, the rest "
+            f"in other threads; store server {each('store')}, FakeTwilio {each('twilio')}, "
+            f"load generator {each('loadgen')} a confirm",
+        )
+    )
+    errors = sum(p.errors for p in bare + confirm)
+    counts = result["counts"]
+    section.notes.append(
+        f"{label}: {counts['confirmed']:,} confirms, {counts['reported']:,} reported, "
+        f"{counts['duplicate'] + counts['unknown'] + counts['invalid']} not first-time, "
+        f"{errors} HTTP errors; the server core was busy "
+        f"{median([(c.server) / c.seconds for c in confirm]):.0%} of confirm runs and "
+        f"{median([b.server / b.seconds for b in bare]):.0%} of bare runs."
+    )
+
+
+def _scaled(bench: Bench, url: str, key: str, twilio: Any, seconds: float) -> tuple[Phase, Phase]:
+    bench.phase(["/bare"], 2.0)  # warm-up
+    bare = bench.phase(["/bare"], seconds)
+    tokens = issue(bench.server, url, key, int(bare.rate * seconds * 1.3) + 1000, twilio)
+    confirm = bench.phase([f"/confirm?id={t}" for t in tokens], seconds, _drain_shared(url))
+    return bare, confirm
+
+
+def _report_scaling(section: Section, backend: str, rows: list[Any]) -> None:
+    base = None
+    for workers, bare, confirm in rows:
+        base = base or confirm.rate
+        share = {
+            "server": confirm.server,
+            "store": confirm.store,
+            "FakeTwilio": confirm.twilio,
+            "wrk": confirm.loadgen,
+        }
+        busy = ", ".join(f"{k} {v / confirm.seconds:.0%}" for k, v in share.items())
+        section.figures.append(
+            Figure(
+                f"{backend}: {workers} worker{'s' if workers > 1 else ''}, unpinned: confirms/s "
+                "(bare)",
+                f"{confirm.rate:,.0f}/s ({bare.rate:,.0f}/s), x{confirm.rate / base:.2f}",
+                f"CPU during confirms: {busy}; reports after: server {confirm.drain:.1f} s",
+                "scales until the store saturates",
+            )
+        )
