@@ -193,7 +193,10 @@ def run(quick: bool = False) -> Section:
                     f"first-time (duplicate, unknown or invalid), {tracker['reported']:,} "
                     f"reported to FakeTwilio by the end; {offered:.0f} requests/s offered; the "
                     f"loop's thread waited runnable for a CPU {tracker['waited_pct']}% of the "
-                    "time while confirms ran (schedstat: the other processes on the 2 cores)."
+                    "time while confirms ran (schedstat: the other processes on the 2 cores); "
+                    f"{tracker['gc']:,} garbage collections, the longest "
+                    f"{tracker['gc_max_ms']} ms ({tracker['gc2']} full ones, the longest "
+                    f"{tracker['gc2_max_ms']} ms)."
                 )
     finally:
         redis_server.stop()
@@ -248,6 +251,7 @@ def _measure(
     mix_lag: list[int] = []
     bare_lag: list[int] = []
     requests = seconds = waited = 0.0
+    pauses: list[list[int]] = []
     for r in range(rounds):
         batch = tokens[r * per_round : (r + 1) * per_round]
         paths = [p for t in batch for p in (f"/confirm?id={t}", "/bare")]
@@ -259,6 +263,7 @@ def _measure(
         seconds += summary["seconds"]
         assert summary["statuses"] == {"200": len(paths)}, summary
         stats = server.get("/_stats?reset=1")
+        pauses += stats["gc"]
         confirm += [s for s in stats["samples"] if s[0] == "confirm"]
         bare += [s for s in stats["samples"] if s[0] == "bare"]
         mix_lag += stats["lags"]
@@ -274,4 +279,9 @@ def _measure(
         time.sleep(0.2)
     counts = {k: after[k] - before.get(k, 0) for k in after}
     counts["waited_pct"] = round(100 * waited / seconds)
+    full = [ns for generation, ns in pauses if generation == 2]
+    counts["gc"] = len(pauses)
+    counts["gc_max_ms"] = round(max((ns for _, ns in pauses), default=0) / 1e6, 1)
+    counts["gc2"] = len(full)
+    counts["gc2_max_ms"] = round(max(full, default=0) / 1e6, 1)
     return confirm, bare, mix_lag, bare_lag, counts, requests / seconds

@@ -73,7 +73,8 @@ def _redis_breakdown(client: Any, key: bytes, count: int) -> list[str]:
             f"| `{name.decode()}` = `{shown}` | {n_size} + {v_size} = {n_size + v_size} "
             f"| name {len(name)} chars; value a {how} |"
         )
-    key_sds = 3 + len(key) + 1  # sdshdr8 (len, alloc, flags) + bytes + NUL
+    # sds header: 1 byte (sdshdr5) under 32 characters, 3 (sdshdr8) under 256; + NUL.
+    key_sds = (1 if len(key) < 32 else 3) + len(key) + 1
     buckets = 2 * 8 * (1 << max(count - 1, 1).bit_length()) / count
     lines = [
         "| part | bytes | what |",
@@ -84,7 +85,7 @@ def _redis_breakdown(client: Any, key: bytes, count: int) -> list[str]:
         f"{_alloc(total_lp)} |",
         "| value object (robj) | 16 | type, encoding, LRU, refcount, pointer |",
         f"| key string (sds) | {_alloc(key_sds)} | `{key.decode()[:24]}...` {len(key)} chars "
-        f"+ 4 header/NUL = {key_sds}, class {_alloc(key_sds)} |",
+        f"+ header and NUL = {key_sds}, class {_alloc(key_sds)} |",
         "| main dict entry | 32 | key, value, next pointers (24 B, class 32) |",
         "| expires dict entry | 32 | the same key's expiry time (PEXPIREAT) |",
         f"| dict bucket arrays | {buckets:.1f} | 8 B a bucket in the main and expires "

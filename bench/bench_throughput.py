@@ -310,9 +310,10 @@ def _bucket(frames: list[str]) -> str:
     return "other"
 
 
-def _digest(path: str, confirms: int, rate: int) -> dict[str, Any]:
+def _digest(path: str, cpu_per_confirm: float) -> dict[str, Any]:
     """Top functions by cumulative and self time, and time by component, from py-spy's
-    raw (collapsed) stacks; times in µs per confirm (samples / rate / confirms)."""
+    raw (collapsed) stacks: each one's share of the samples, and that share of the
+    server's CPU per confirm in µs (the profiler's pauses would inflate samples / rate)."""
     cumulative: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     buckets: collections.Counter[str] = collections.Counter()
@@ -341,7 +342,7 @@ def _digest(path: str, confirms: int, rate: int) -> dict[str, Any]:
             threads[worker] += count
         else:
             threads["event loop (main) thread"] += count
-    scale = 1e6 / rate / max(confirms, 1)
+    scale = cpu_per_confirm * 1e6 / max(total, 1)
     return {
         "total": total,
         "cumulative": [(n, c * scale, c / total) for n, c in cumulative.most_common(15)],
@@ -430,8 +431,9 @@ def run(quick: bool = False) -> Section:
             "the C code it calls, not system calls made without the GIL such as socket "
             f"reads and writes; {confirms:,} confirms; server CPU "
             f"{cpu * 1e6 / max(confirms, 1):.0f} µs a confirm while profiled, its report "
-            "included). By thread, then by component (each sample goes to the innermost "
-            "frame of a known package):"
+            "included; µs = share x that, so system calls are spread over the parts). By "
+            "thread, then by component (each sample goes to the innermost frame of a known "
+            "package):"
         )
         section.tables.append(_table("thread", digest["threads"]))
         section.tables.append(_table("component", digest["buckets"]))
@@ -530,7 +532,7 @@ def _profiled(bench: Bench, url: str, key: str, twilio: Any, seconds: float) -> 
     confirms = server.get("/_stats")["tracker"]["confirmed"] - before
     if how is None:
         return None
-    return how, _digest(out, confirms, PROFILE_RATE), confirms, cpu
+    return how, _digest(out, cpu / max(confirms, 1)), confirms, cpu
 
 
 def _report_single(section: Section, backend: str, variant: str, result: dict[str, Any]) -> None:

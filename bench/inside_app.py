@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.base_events
 import dataclasses
+import gc
 import itertools
 import os
 import socket
@@ -79,6 +80,7 @@ with open(os.environ["BENCH_SIDS_FILE"]) as handle:
 # the request's CPU ns on the loop's thread), and loop lags in ns.
 samples: list[tuple[str, int, int, int, int, int, int]] = []
 lags: list[int] = []
+gc_pauses: list[tuple[int, int]] = []  # (generation, ns) of each garbage collection
 _monitor: asyncio.Task[None] | None = None
 
 
@@ -100,11 +102,18 @@ async def tickets(request: Request) -> Response:
 
 
 async def stats(request: Request) -> JSONResponse:
-    body = {"pid": os.getpid(), "tracker": tracker.stats(), "samples": samples, "lags": lags}
+    body = {
+        "pid": os.getpid(),
+        "tracker": tracker.stats(),
+        "samples": samples,
+        "lags": lags,
+        "gc": gc_pauses,
+    }
     response = JSONResponse(body)
     if request.query_params.get("reset"):
         samples.clear()
         lags.clear()
+        gc_pauses.clear()
     return response
 
 
@@ -149,6 +158,16 @@ class _Steps:
                 raise
             except BaseException as exc:
                 value, error = None, exc
+
+
+_gc_started = [0]
+
+
+def _on_gc(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_started[0] = time.perf_counter_ns()
+    else:
+        gc_pauses.append((info["generation"], time.perf_counter_ns() - _gc_started[0]))
 
 
 async def _watch_loop() -> None:
@@ -216,6 +235,7 @@ routes = [
 inner: ASGIApp = Starlette(routes=routes)
 app: ASGIApp
 if os.environ.get("BENCH_TIMING"):
+    gc.callbacks.append(_on_gc)
     app = Outer(FeedbackMiddleware(Inner(inner), tracker))
 else:
     app = FeedbackMiddleware(inner, tracker)
