@@ -266,9 +266,11 @@ def _stall(backend: str, store: Any, account: str, sizes: Sizes, section: Sectio
     if backend == "redis":
         expiring = _fresh(store, account, sizes.stall_set, state="confirmed")
         client = store.client
+        base = client.dbsize() - len(expiring)
     else:
         _fresh(store, account, sizes.stall_set, state="confirmed", expired=True)
     log: list[tuple[float, float]] = []
+    failed: list[tuple[float, str]] = []
     stop = threading.Event()
 
     def confirming() -> None:
@@ -277,25 +279,28 @@ def _stall(backend: str, store: Any, account: str, sizes: Sizes, section: Sectio
                 return
             now = time.time()
             start = time.perf_counter()
-            store.confirm(tracking_id, now=now, lease_until=now + 60, keep_until=now + 600)
+            try:
+                store.confirm(tracking_id, now=now, lease_until=now + 60, keep_until=now + 600)
+            except Exception as exc:  # SQLite: "database is locked" past its busy timeout
+                failed.append((start, f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"))
             log.append((start, time.perf_counter() - start))
             time.sleep(max(0.0, 0.002 - (time.perf_counter() - start)))
 
     thread = threading.Thread(target=confirming, daemon=True)
     windows: dict[str, tuple[float, float]] = {}
     if backend == "redis":
-        # Every key of the set expires at one instant; Redis deletes them by itself.
-        # Far enough ahead for the commands to be sent (~50,000 a second) and a baseline.
-        at = int((time.time() + 2.0 + len(expiring) / 50_000) * 1000)
+        # Every key of the set expires at one instant, far enough ahead for the commands
+        # to be sent (a key whose time has passed when its command arrives is deleted
+        # then: Redis' own deletion all the same); Redis deletes them by itself.
+        thread.start()
+        time.sleep(0.5)
+        at = int((time.time() + 2.0 + len(expiring) / 20_000) * 1000)
         pipe = client.pipeline(transaction=False)
         for n, tracking_id in enumerate(expiring, 1):
             pipe.pexpireat(store.key(tracking_id), at)
             if n % 5000 == 0:
                 pipe.execute()
         pipe.execute()
-        base = client.dbsize() - len(expiring)
-        assert time.time() * 1000 < at - 500, "the expiry was set too late"
-        thread.start()
         while time.time() * 1000 < at:
             time.sleep(0.01)
         expiry_start = time.perf_counter()
@@ -316,9 +321,11 @@ def _stall(backend: str, store: Any, account: str, sizes: Sizes, section: Sectio
     baseline = [lat for at_, lat in log if at_ < first - 0.05]
     for label, (start, end) in windows.items():
         during = [lat for at_, lat in log if start <= at_ <= end]
+        errors = sorted({why for at_, why in failed if start <= at_ <= end})
         if not during:
             continue
         worst = max(during) * 1000
+        lost = sum(1 for at_, _ in failed if start <= at_ <= end)
         section.figures.append(
             Figure(
                 f"{backend}: confirm while purging {sizes.stall_set:,} expired records: {label}",
@@ -331,7 +338,10 @@ def _stall(backend: str, store: Any, account: str, sizes: Sizes, section: Sectio
                     else "none measured"
                 ),
                 f"no stall > {STALL_MS:g} ms",
-                "met" if worst <= STALL_MS else "missed",
+                "met"
+                if worst <= STALL_MS and not lost
+                else "missed"
+                + (f": {lost} confirm(s) failed, {'; '.join(errors)}" if lost else ""),
             )
         )
 
