@@ -196,6 +196,9 @@ class _Answer:
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     fault: Trickle | RawAnswer | None = None
+    # A feedback post this answer makes visible, together with its request's record: a
+    # test that waited for the post then finds the request in ``requests`` too.
+    post: FeedbackPost | None = None
 
 
 @dataclass
@@ -551,6 +554,8 @@ class FakeTwilio:
             status = answer.status if answer is not None else None
             with self._cond:
                 self._in_flight -= 1
+                if answer is not None and answer.post is not None:
+                    self._feedback.append(answer.post)
                 self._requests.append(
                     RecordedRequest(
                         method, parts.path, kept, form, status, time.time(), query=query
@@ -610,6 +615,10 @@ class FakeTwilio:
         else:
             answer = self._create_message(account, form, media)
         if isinstance(fault, (Drop, Hang)):  # after=True: Twilio acted, the answer is lost
+            if answer.post is not None:
+                with self._cond:
+                    self._feedback.append(answer.post)
+                    self._cond.notify_all()
             if isinstance(fault, Hang):
                 self._hang()
             return None
@@ -766,9 +775,6 @@ class FakeTwilio:
         if outcome not in ("confirmed", "unconfirmed"):
             return _error(400, "Invalid Outcome: must be 'confirmed' or 'unconfirmed'")
         now = time.time()
-        with self._cond:
-            self._feedback.append(FeedbackPost(account, message_sid, outcome, now))
-            self._cond.notify_all()
         stamp = _rfc2822(now)
         return _Answer(
             self.feedback_status,
@@ -780,6 +786,7 @@ class FakeTwilio:
                 "date_updated": stamp,
                 "uri": path,
             },
+            post=FeedbackPost(account, message_sid, outcome, now),
         )
 
 
