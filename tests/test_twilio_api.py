@@ -3,13 +3,16 @@ size and time bounds."""
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
+import logging
 import time
 import tracemalloc
 
 import pytest
 import requests
+from twilio.rest import Client
 
 from twilio_feedback import FeedbackError, FeedbackTracker, Settings
 from twilio_feedback.testing import Drop, FakeTwilio, Hang, RawAnswer, Status, Trickle
@@ -19,6 +22,8 @@ from twilio_feedback.twilio_api import (
     classify,
     parse_retry_after,
 )
+
+from .servers import free_port
 
 
 def _problem(status: int) -> bytes:
@@ -301,6 +306,146 @@ def test_delivery_goes_on_through_a_trickling_twilio(
         assert tracker.confirm(key="trickle").confirmed
         fake_twilio.wait_for_feedback(1, timeout=20)
         assert tracker.stats()["stuck"] == 0
+
+
+# -- the lean feedback post: the official client's answers, at a third of its CPU ----------
+
+
+def _official(settings: Settings, base_url: str | None = None) -> TwilioAPI:
+    """A TwilioAPI that posts through an app's own official client (its request path)."""
+    client = Client(settings.account_sid, settings.auth_token)
+    client.api.base_url = (base_url or settings.api_base_url).rstrip("/")
+    return TwilioAPI(settings.replace(request_timeout=0.5), client=client)
+
+
+def _outcome(api: TwilioAPI, account_sid: str, sid: str) -> tuple[object, ...] | None:
+    try:
+        api.post_feedback(account_sid, sid)
+    except FeedbackError as error:
+        return (
+            error.message,
+            error.status,
+            error.code,
+            error.retryable,
+            error.credentials,
+            error.retry_after,
+        )
+    return None
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        None,
+        RawAnswer(201, b""),
+        RawAnswer(204, b""),
+        RawAnswer(200, b"<html>Accepted</html>", content_type="text/html"),
+        Status(400, code=21610, message="unsubscribed"),
+        Status(401),
+        Status(403),
+        Status(404),
+        Status(408),
+        Status(409),
+        Status(429, retry_after=2),
+        Status(429, retry_after="soon"),
+        Status(500),
+        Status(502),
+        Status(503, retry_after=7),
+        RawAnswer(503, b"<html>Service Unavailable</html>"),
+        RawAnswer(503, _problem(400)),
+        RawAnswer(400, _problem(503)),
+        RawAnswer(404, b'{"code": 20404, "message": "x", "status": 200}'),
+        RawAnswer(302, b""),
+        Drop(),
+    ],
+    ids=repr,
+)
+def test_the_lean_post_answers_as_the_official_client(
+    api: TwilioAPI, settings: Settings, fake_twilio: FakeTwilio, sid: str, fault: object
+) -> None:
+    """Same success, same error (message, status, code, retryable, credentials,
+    Retry-After) for every class of answer, whichever way the post goes."""
+    official = _official(settings)
+    outcomes = []
+    for way in (api, official):
+        if fault is not None:
+            fake_twilio.fail_next(fault)  # type: ignore[arg-type]
+        outcomes.append(_outcome(way, fake_twilio.account_sid, sid))
+    assert outcomes[0] == outcomes[1]
+    posts = [r for r in fake_twilio.requests if r.path.endswith("/Feedback.json")]
+    assert len(posts) == 2
+    assert posts[0].path == posts[1].path
+    assert posts[0].form == posts[1].form == {"Outcome": "confirmed"}
+    assert posts[0].headers["user-agent"] == posts[1].headers["user-agent"]
+
+
+def test_the_lean_post_when_nothing_listens(settings: Settings, fake_twilio: FakeTwilio) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    lean = TwilioAPI(settings.replace(api_base_url=closed, request_timeout=0.5))
+    outcome = _outcome(lean, fake_twilio.account_sid, "SM" + "0" * 32)
+    assert outcome == ("network error: ConnectionError", None, None, True, False, None)
+    assert outcome == _outcome(
+        _official(settings, closed), fake_twilio.account_sid, "SM" + "0" * 32
+    )
+
+
+@pytest.mark.timeout(30)
+def test_the_lean_post_times_out_then_posts_again(
+    api: TwilioAPI, fake_twilio: FakeTwilio, sid: str
+) -> None:
+    fake_twilio.fail_next(Hang())
+    started = time.monotonic()
+    assert _outcome(api, fake_twilio.account_sid, sid) == (
+        "network error: ReadTimeout",
+        None,
+        None,
+        True,
+        False,
+        None,
+    )
+    assert time.monotonic() - started < 3
+    fake_twilio.release()
+    api.post_feedback(fake_twilio.account_sid, sid)  # a fresh connection from the pool
+    fake_twilio.wait_for_feedback(1, timeout=5)
+
+
+def test_the_lean_post_goes_through_the_environment_proxy(
+    api: TwilioAPI, fake_twilio: FakeTwilio, sid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP(S)_PROXY and NO_PROXY are honored as requests honors them: here the emulator
+    is the proxy, and the base URL's host does not exist."""
+    monkeypatch.setenv("HTTP_PROXY", fake_twilio.base_url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    settings = api.settings.replace(api_base_url="http://api.twilio.invalid")
+    TwilioAPI(settings).post_feedback(fake_twilio.account_sid, sid)
+    assert fake_twilio.feedback[0].outcome == "confirmed"
+
+
+def test_the_lean_post_keeps_secrets_out_of_errors_and_logs(
+    api: TwilioAPI, fake_twilio: FakeTwilio, sid: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = "wrong-token-value-wrong-token"
+    bad = TwilioAPI(api.settings.replace(auth_token=wrong))
+    secrets = [wrong, fake_twilio.auth_token]
+    secrets += [
+        base64.b64encode(f"{api.settings.account_sid}:{t}".encode()).decode() for t in secrets
+    ]
+    caplog.set_level(logging.DEBUG)
+    errors = []
+    fake_twilio.fail_next(Drop(), Status(500), RawAnswer(200, b"x" * 65536, repeat=20))
+    for way in (api, api, api, api, bad):
+        try:
+            way.post_feedback(fake_twilio.account_sid, sid)
+        except FeedbackError as error:
+            errors.append(f"{error} {error!r} {error.message}")
+    assert len(errors) == 3  # dropped, 500, 401; the oversized 200 was a success
+    assert "Twilio answered 401" in errors[-1]
+    assert any(r.name == "twilio_feedback.twilio" for r in caplog.records)
+    logged = [f"{r.getMessage()} {r.args!r} {vars(r)!r} {r.exc_text or ''}" for r in caplog.records]
+    for text in [*errors, *logged, repr(api), repr(bad)]:
+        for secret in secrets:
+            assert secret not in text
 
 
 # -- find_message: ListMessage through the official client --------------------------------
