@@ -308,7 +308,7 @@ def test_delivery_goes_on_through_a_trickling_twilio(
         assert tracker.stats()["stuck"] == 0
 
 
-# -- the lean feedback post: the official client's answers, at a third of its CPU ----------
+# -- the lean feedback post: the official client's answers, at a fifth of its CPU ----------
 
 
 def _official(settings: Settings, base_url: str | None = None) -> TwilioAPI:
@@ -407,6 +407,23 @@ def test_the_lean_post_times_out_then_posts_again(
     fake_twilio.release()
     api.post_feedback(fake_twilio.account_sid, sid)  # a fresh connection from the pool
     fake_twilio.wait_for_feedback(1, timeout=5)
+
+
+def test_the_lean_post_reopens_a_connection_twilio_closed_while_idle(
+    settings: Settings,
+) -> None:
+    with FakeTwilio(port=free_port()) as fake:
+        api = TwilioAPI(
+            settings.replace(
+                account_sid=fake.account_sid, auth_token=fake.auth_token, api_base_url=fake.base_url
+            )
+        )
+        sid = str(api.send_message(to="+15558675310", from_="+15017122661", body="x").sid)
+        api.post_feedback(fake.account_sid, sid)
+        fake.stop()  # closes every connection, the idle keep-alive one included
+        fake.start()  # same port
+        api.post_feedback(fake.account_sid, sid)
+        assert len(fake.wait_for_feedback(2)) == 2
 
 
 def test_the_lean_post_goes_through_the_environment_proxy(
