@@ -8,7 +8,8 @@ reporter at once from its own process, and the store servers, both on core 1 wit
 After each confirm round the reporter is let finish its posts, and the server's CPU is
 counted until it has: CPU per confirm includes its report. Then 1, 2 and 4 workers
 (unpinned) on PostgreSQL and Redis, with every process's CPU, and a py-spy profile of a
-confirm run on each.
+confirm run on each. With ``BENCH_BASELINE=<git ref>``, a server running that ref's
+library runs beside this tree's, interleaved: before and after in one run.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ PROFILED = ["redis", "postgresql"]
 REPORTER_VARIANTS = ["thread"]
 if "reporter" in {f.name for f in dataclasses.fields(__import__("twilio_feedback").Settings)}:
     REPORTER_VARIANTS.append("off")
+
+# BENCH_BASELINE=<git ref> (e.g. main): each backend also runs a server with that ref's
+# twilio_feedback, its rounds interleaved with this tree's: before and after in one run.
+BASELINE = os.environ.get("BENCH_BASELINE") or None
 
 WALK = str(Path(__file__).with_name("walk.lua"))
 PROFILE_RATE = 200
@@ -372,7 +377,7 @@ def _store_pids(backend: str, redis_server: Any, pg_server: Any) -> Any:
 def run(quick: bool = False) -> Section:
     """Measure and return the section."""
     from .bench_stores import _servers
-    from .serve import AppServer, pin, postgres_pids, remote_twilio
+    from .serve import AppServer, baseline_env, pin, postgres_pids, remote_twilio
 
     seconds = 2.0 if quick else 10.0
     rounds = 2 if quick else 3
@@ -383,6 +388,7 @@ def run(quick: bool = False) -> Section:
     tool = "wrk" if shutil.which("wrk") else "bench.loadgen (Python; wrk is missing)"
     redis_server, pg_server = _servers()
     profiles: dict[str, Any] = {}
+    baseline = baseline_env(BASELINE) if BASELINE else {}
     try:
         with remote_twilio(5_000, cpus="1") as twilio:
             for variant in REPORTER_VARIANTS:
@@ -390,18 +396,28 @@ def run(quick: bool = False) -> Section:
                 for backend in BACKENDS:
                     pin([redis_server.process.pid, *postgres_pids(pg_server)], "1")
                     url = store_urls(redis_server, pg_server)[backend]
-                    key = secrets.token_urlsafe(32)
-                    server = AppServer(twilio, url, key, cpus="0", extra_env=extra)
+                    codes: list[tuple[str | None, dict[str, str]]] = [(None, {})]
+                    if BASELINE:
+                        codes.insert(0, (BASELINE, baseline))
+                    benches: list[tuple[str | None, Bench, str]] = []
                     try:
-                        bench = Bench(
-                            server, _store_pids(backend, redis_server, pg_server), twilio, "1"
-                        )
-                        result = _single(bench, url, key, twilio, seconds, rounds)
+                        for code, env in codes:
+                            key = secrets.token_urlsafe(32)
+                            server = AppServer(
+                                twilio, url, key, cpus="0", extra_env={**extra, **env}
+                            )
+                            stores = _store_pids(backend, redis_server, pg_server)
+                            benches.append((code, Bench(server, stores, twilio, "1"), key))
+                        results = _single(benches, url, twilio, seconds, rounds)
                         if backend in PROFILED and variant == "thread":
-                            profiles[backend] = _profiled(bench, url, key, twilio, seconds)
+                            for code, bench, key in benches:
+                                name = backend if code is None else f"{backend}, {code}"
+                                profiles[name] = _profiled(bench, url, key, twilio, seconds)
                     finally:
-                        server.stop()
-                    _report_single(section, backend, variant, result)
+                        for _, bench, _ in benches:
+                            bench.server.stop()
+                    for (code, _, _), result in zip(benches, results, strict=True):
+                        _report_single(section, backend, variant, result, code)
             for backend in SCALING:
                 pin([redis_server.process.pid, *postgres_pids(pg_server)], "0,1")
                 url = store_urls(redis_server, pg_server)[backend]
@@ -470,6 +486,14 @@ def run(quick: bool = False) -> Section:
         f"before, {' '.join(f'{x:.1f}' for x in os.getloadavg())} after (other work on this "
         "machine shares its cores).",
     ]
+    if BASELINE:
+        section.notes.append(
+            f"Before/after: each backend's lines marked (baseline: {BASELINE}) come from a "
+            f"server importing twilio_feedback as it is at `{BASELINE}` (git archive, ahead "
+            "of this tree on PYTHONPATH; same bench app, same store), run beside this tree's "
+            "server: both up at once, their bare and confirm runs interleaved in rotating "
+            "order (BENCH_BASELINE=<git ref> python -m bench --only throughput)."
+        )
     if "off" not in REPORTER_VARIANTS:
         section.notes.append(
             'reporter="off": not measured; the setting is not on main yet (another issue). '
@@ -479,32 +503,45 @@ def run(quick: bool = False) -> Section:
 
 
 def _single(
-    bench: Bench, url: str, key: str, twilio: Any, seconds: float, rounds: int
-) -> dict[str, Any]:
-    server = bench.server
-    bench.phase(["/bare"], 2.0)  # warm-up, and the bare rate to size the token files
-    calibrate = bench.phase(["/bare"], 2.0)
-    count = int(calibrate.rate * seconds * 1.3) + 1000
-    before = server.get("/_stats")["tracker"]
-    phases: dict[str, list[Phase]] = {"bare": [], "confirm": []}
+    benches: list[tuple[str | None, Bench, str]],
+    url: str,
+    twilio: Any,
+    seconds: float,
+    rounds: int,
+) -> list[dict[str, Any]]:
+    """Bare and confirm runs on each server (this tree's, and the baseline's when there is
+    one), their rounds interleaved, the order rotating each round."""
+    count = 0
+    for _, bench, _ in benches:
+        bench.phase(["/bare"], 2.0)  # warm-up, and the bare rate to size the token files
+        calibrate = bench.phase(["/bare"], 2.0)
+        count = max(count, int(calibrate.rate * seconds * 1.3) + 1000)
+    befores = [bench.server.get("/_stats")["tracker"] for _, bench, _ in benches]
+    phases: list[dict[str, list[Phase]]] = [{"bare": [], "confirm": []} for _ in benches]
+    runs = [(i, kind) for i in range(len(benches)) for kind in ("bare", "confirm")]
     for r in range(rounds):
-        order = ["bare", "confirm"] if r % 2 == 0 else ["confirm", "bare"]
-        for kind in order:
+        for i, kind in runs[r % len(runs) :] + runs[: r % len(runs)]:
+            _, bench, key = benches[i]
             if kind == "bare":
-                phases["bare"].append(bench.phase(["/bare"], seconds))
+                phases[i]["bare"].append(bench.phase(["/bare"], seconds))
             else:
-                tokens = issue(server, url, key, count, twilio)
+                tokens = issue(bench.server, url, key, count, twilio)
                 paths = [f"/confirm?id={t}" for t in tokens]
-                phases["confirm"].append(bench.phase(paths, seconds, _drain_single(server)))
-    after = server.get("/_stats")["tracker"]
-    counts = {k: after[k] - before.get(k, 0) for k in after}
-    confirms = sum(p.requests for p in phases["confirm"])
-    # wrk counts the answers it read before its time was up; the requests still in flight
-    # then (one a connection) were confirmed all the same.
-    in_flight = counts["confirmed"] - confirms
-    assert 0 <= in_flight <= CONNECTIONS * rounds, (counts, confirms)
-    assert counts["duplicate"] + counts["unknown"] + counts["invalid"] == 0, counts
-    return {"phases": phases, "counts": counts}
+                phases[i]["confirm"].append(
+                    bench.phase(paths, seconds, _drain_single(bench.server))
+                )
+    results = []
+    for (_, bench, _), before, done in zip(benches, befores, phases, strict=True):
+        after = bench.server.get("/_stats")["tracker"]
+        counts = {k: after[k] - before.get(k, 0) for k in after}
+        confirms = sum(p.requests for p in done["confirm"])
+        # wrk counts the answers it read before its time was up; the requests still in
+        # flight then (one a connection) were confirmed all the same.
+        in_flight = counts["confirmed"] - confirms
+        assert 0 <= in_flight <= CONNECTIONS * rounds, (counts, confirms)
+        assert counts["duplicate"] + counts["unknown"] + counts["invalid"] == 0, counts
+        results.append({"phases": done, "counts": counts})
+    return results
 
 
 def _profiled(bench: Bench, url: str, key: str, twilio: Any, seconds: float) -> Any:
@@ -538,17 +575,20 @@ def _profiled(bench: Bench, url: str, key: str, twilio: Any, seconds: float) -> 
     return how, _digest(out, cpu / max(confirms, 1)), confirms, cpu
 
 
-def _report_single(section: Section, backend: str, variant: str, result: dict[str, Any]) -> None:
+def _report_single(
+    section: Section, backend: str, variant: str, result: dict[str, Any], code: str | None = None
+) -> None:
     bare, confirm = result["phases"]["bare"], result["phases"]["confirm"]
     ratios = [c.rate / b.rate for b, c in zip(bare, confirm, strict=True)]
     lo, hi = spread([c.rate for c in confirm])
     blo, bhi = spread([b.rate for b in bare])
     label = backend if variant == "thread" else f"{backend}, reporter={variant}"
+    label += f" (baseline: {code})" if code else ""
     bare_cpu = median([b.cpu_per_request() for b in bare])
     confirm_cpu = median([c.cpu_per_request() for c in confirm])
     loop_cpu = median([c.loop / c.requests for c in confirm])
     sustainable = (1 / confirm_cpu) / (1 / bare_cpu)
-    target = TARGET.get(backend)
+    target = None if code else TARGET.get(backend)
     section.figures.append(
         Figure(
             f"{label}: confirms/s vs the bare route, 1 worker on core 0 (wrk)",

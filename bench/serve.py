@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -138,6 +139,19 @@ def remote_twilio(count: int, *, latency: float = 0.0, cpus: str | None = None) 
             process.wait(5)
         if process.stdout:
             process.stdout.close()
+
+
+def baseline_env(ref: str) -> dict[str, str]:
+    """Environment for a server subprocess that imports ``twilio_feedback`` as it is at git
+    ``ref`` (exported to a temporary directory, ahead of the editable install on the path),
+    with the same ``bench`` app: the "before" of a before/after run side by side."""
+    root = Path(__file__).resolve().parent.parent
+    out = Path(tempfile.mkdtemp(prefix="bench-baseline-"))
+    archive = subprocess.run(
+        ["git", "archive", ref, "src/twilio_feedback"], cwd=root, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    return {"PYTHONPATH": str(out / "src")}
 
 
 class AppServer:
