@@ -13,6 +13,7 @@ FakeTwilio answers the reporter from a process of its own.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -110,7 +111,7 @@ def _pcts(values: list[int]) -> str:
 def run(quick: bool = False) -> Section:
     """Measure and return the section."""
     from .bench_stores import _servers
-    from .serve import AppServer, remote_twilio
+    from .serve import AppServer, baseline_env, remote_twilio
 
     confirms = 1_500 if quick else 10_000
     rounds = 2
@@ -121,12 +122,19 @@ def run(quick: bool = False) -> Section:
     load_before = _load_average()
     redis_server, pg_server = _servers()
     lag_rows = []
+    # BENCH_BASELINE=<git ref>: each backend first runs that ref's library, then this tree's.
+    baseline_ref = os.environ.get("BENCH_BASELINE") or None
+    codes: list[str | None] = [baseline_ref, None] if baseline_ref else [None]
+    baseline = baseline_env(baseline_ref) if baseline_ref else {}
     try:
         with remote_twilio(5_000, latency=TWILIO_LATENCY) as twilio:
-            for backend in BACKENDS:
+            for backend, code in [(b, c) for b in BACKENDS for c in codes]:
+                label = backend if code is None else f"{backend} (baseline: {code})"
                 url = store_urls(redis_server, pg_server)[backend]
                 secret_key = secrets.token_urlsafe(32)
-                server = AppServer(twilio, url, secret_key, timing=True)
+                server = AppServer(
+                    twilio, url, secret_key, timing=True, extra_env=baseline if code else None
+                )
                 try:
                     result = _measure(server, url, secret_key, twilio, confirms, rounds)
                 finally:
@@ -137,7 +145,7 @@ def run(quick: bool = False) -> Section:
                 p99 = percentile(added, 99) / 1e6
                 section.figures.append(
                     Figure(
-                        f"{backend}: time added per confirm, p50 / p99 / p99.9",
+                        f"{label}: time added per confirm, p50 / p99 / p99.9",
                         f"{_pcts(added)} ms",
                         f"{len(added):,} confirms; whole confirm request in the server "
                         f"{_pcts([s[3] for s in confirm])} ms",
@@ -147,7 +155,7 @@ def run(quick: bool = False) -> Section:
                 )
                 section.figures.append(
                     Figure(
-                        f"{backend}: bare route, same run: middleware pass-through / handler",
+                        f"{label}: bare route, same run: middleware pass-through / handler",
                         f"{_pcts([s[1] for s in bare])} / {_pcts([s[2] for s in bare])} ms",
                         f"{len(bare):,} requests, p50 / p99 / p99.9 each",
                     )
@@ -156,7 +164,7 @@ def run(quick: bool = False) -> Section:
                 cpu_bare = percentile([s[6] for s in bare], 50)
                 section.figures.append(
                     Figure(
-                        f"{backend}: CPU on the loop's thread per request, confirm / bare",
+                        f"{label}: CPU on the loop's thread per request, confirm / bare",
                         f"{cpu_confirm / 1e3:.0f} / {cpu_bare / 1e3:.0f} µs",
                         f"medians; the middleware's own: {(cpu_confirm - cpu_bare) / 1e3:.0f} µs "
                         "a confirm",
@@ -165,7 +173,7 @@ def run(quick: bool = False) -> Section:
                 held_cpu = max(s[5] for s in confirm) / 1e6
                 section.figures.append(
                     Figure(
-                        f"{backend}: longest the loop was held by one confirm, CPU (wall)",
+                        f"{label}: longest the loop was held by one confirm, CPU (wall)",
                         f"{held_cpu:.3f} ms ({max(s[4] for s in confirm) / 1e6:.3f} ms)",
                         f"p99.9 {_ms(percentile([s[5] for s in confirm], 99.9))} ms "
                         f"({_ms(percentile([s[4] for s in confirm], 99.9))} ms); bare: max "
@@ -175,10 +183,10 @@ def run(quick: bool = False) -> Section:
                         "met" if held_cpu <= LAG_MS else f"missed by {held_cpu - LAG_MS:.2f} ms",
                     )
                 )
-                lag_rows.append((backend, mix_lag, bare_lag))
+                lag_rows.append((label, mix_lag, bare_lag))
                 section.figures.append(
                     Figure(
-                        f"{backend}: loop lag while confirms run, p99.9 / max (bare only)",
+                        f"{label}: loop lag while confirms run, p99.9 / max (bare only)",
                         f"{_ms(percentile(mix_lag, 99.9))} / {_ms(max(mix_lag))} ms "
                         f"({_ms(percentile(bare_lag, 99.9))} / {_ms(max(bare_lag))} ms)",
                         f"{len(mix_lag):,} wake-ups; p99 {_ms(percentile(mix_lag, 99))} ms "
@@ -188,7 +196,7 @@ def run(quick: bool = False) -> Section:
                     )
                 )
                 section.notes.append(
-                    f"{backend}: {tracker['confirmed']:,} confirmed, "
+                    f"{label}: {tracker['confirmed']:,} confirmed, "
                     f"{tracker['duplicate'] + tracker['unknown'] + tracker['invalid']} not "
                     f"first-time (duplicate, unknown or invalid), {tracker['reported']:,} "
                     f"reported to FakeTwilio by the end; {offered:.0f} requests/s offered; the "
