@@ -6,8 +6,9 @@ path, goes to the URL that client would use, with its headers and credentials, o
 pooled keep-alive ``http.client`` connections (a fifth of the client's CPU per post), and
 is classified by the same code. It turns every failure of a feedback post into a
 :class:`~twilio_feedback.errors.FeedbackError` that says whether a retry can succeed.
-One client per thread: ``requests`` sessions are not meant to be shared across threads,
-and the reporter posts from several.
+One client per thread: ``requests`` sessions are not meant to be shared across threads;
+the feedback post's connections are shared by the reporter's threads, one post at a time
+each.
 
 Every answer is streamed and bounded: at most :data:`MAX_RESPONSE_BYTES` of body are kept
 (a longer answer is judged by its HTTP status alone), and the whole answer must arrive
@@ -535,8 +536,9 @@ def _unsent(exc: BaseException) -> bool:
 
 
 class TwilioAPI:
-    """Sends tracked messages, posts feedback and looks messages up, through the official
-    client: one per thread, configured from the settings, or ``client``, the app's own."""
+    """Sends tracked messages and looks messages up through the official client (one per
+    thread, configured from the settings, or ``client``, the app's own), and posts
+    feedback: straight over pooled connections, or through ``client`` when given."""
 
     def __init__(self, settings: Settings, *, client: Client | None = None) -> None:
         if client is not None:
