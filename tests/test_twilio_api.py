@@ -7,8 +7,11 @@ import base64
 import email.utils
 import json
 import logging
+import os
+import signal
 import time
 import tracemalloc
+import warnings
 
 import pytest
 import requests
@@ -424,6 +427,43 @@ def test_the_lean_post_reopens_a_connection_twilio_closed_while_idle(
         fake.start()  # same port
         api.post_feedback(fake.account_sid, sid)
         assert len(fake.wait_for_feedback(2)) == 2
+
+
+def _local_ports(api: TwilioAPI) -> set[int]:
+    """The local ports of the post's idle pooled connections (a white-box look)."""
+    transport = api._poster._transport if api._poster else None
+    idle = getattr(transport, "_idle", [])
+    return {conn.sock.getsockname()[1] for conn in idle if conn.sock is not None}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_posts_over_connections_of_its_own(
+    api: TwilioAPI, fake_twilio: FakeTwilio, sid: str
+) -> None:
+    api.post_feedback(fake_twilio.account_sid, sid)
+    parents = _local_ports(api)
+    assert len(parents) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+        pid = os.fork()
+    if pid == 0:  # the child: post, then leave without running pytest's teardown
+        code = 1
+        try:
+            api.post_feedback(fake_twilio.account_sid, sid)
+            code = 0 if _local_ports(api).isdisjoint(parents) else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while (status := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        fake_twilio.wait_for(lambda: False, timeout=0.02)
+    assert os.waitstatus_to_exitcode(status[1]) == 0
+    api.post_feedback(fake_twilio.account_sid, sid)  # the parent's connection still serves
+    assert _local_ports(api) == parents
+    assert len(fake_twilio.wait_for_feedback(3)) == 3
 
 
 def test_the_lean_post_goes_through_the_environment_proxy(
