@@ -391,6 +391,7 @@ def run(quick: bool = False) -> Section:
     baseline = baseline_env(BASELINE) if BASELINE else {}
     try:
         with remote_twilio(5_000, cpus="1") as twilio:
+            section.figures += post_cpu(twilio, posts=300 if quick else 1000)
             for variant in REPORTER_VARIANTS:
                 extra = {} if variant == "thread" else {"BENCH_REPORTER": variant}
                 for backend in BACKENDS:
@@ -500,6 +501,60 @@ def run(quick: bool = False) -> Section:
             "REPORTER_VARIANTS in bench/bench_throughput.py picks it up when it lands."
         )
     return section
+
+
+def post_cpu(twilio: Any, posts: int = 1000, rounds: int = 7) -> list[Figure]:
+    """CPU of one feedback post, in this process, through the library's own post and
+    through the official client's request path (``client=``), interleaved rounds against
+    FakeTwilio in its own process (answering at once)."""
+    import logging
+
+    from twilio.rest import Client
+
+    from twilio_feedback import Settings
+    from twilio_feedback.twilio_api import TwilioAPI
+
+    from .common import interleaved
+
+    settings = Settings(
+        account_sid=twilio.account_sid,
+        auth_token=twilio.auth_token,
+        api_base_url=twilio.base_url,
+        secret_key=secrets.token_urlsafe(32),
+    )
+    official = Client(twilio.account_sid, twilio.auth_token)
+    official.api.base_url = twilio.base_url.rstrip("/")
+    apis = {
+        "library's post": TwilioAPI(settings),
+        "official client": TwilioAPI(settings, client=official),
+    }
+    sid = twilio.sids[0]
+
+    def case(api: TwilioAPI) -> Any:
+        def run() -> float:
+            cpu = time.thread_time()
+            for _ in range(posts):
+                api.post_feedback(twilio.account_sid, sid)
+            return (time.thread_time() - cpu) / posts
+
+        return run
+
+    logging.getLogger("twilio_feedback").setLevel(logging.WARNING)
+    for api in apis.values():
+        case(api)()  # warm-up: connections open, imports done
+    samples = interleaved({name: case(api) for name, api in apis.items()}, rounds)
+    lean, slow = median(samples["library's post"]), median(samples["official client"])
+    lo, hi = spread(samples["library's post"])
+    slo, shi = spread(samples["official client"])
+    return [
+        Figure(
+            "feedback post, CPU of the posting thread: the library's post vs the official "
+            "client's request path (client=)",
+            f"{lean * 1e6:.0f} vs {slow * 1e6:.0f} µs = {lean / slow:.0%}",
+            f"{lo * 1e6:.0f}-{hi * 1e6:.0f} vs {slo * 1e6:.0f}-{shi * 1e6:.0f} µs; {rounds} "
+            f"interleaved rounds of {posts:,} posts each, FakeTwilio answering at once",
+        )
+    ]
 
 
 def _single(
