@@ -7,7 +7,19 @@ from datetime import date
 
 import pytest
 
-from twilio_feedback.insights import TTC_BUCKETS, Cell, summarize, ttc_bucket, ttc_percentile
+from twilio_feedback.insights import (
+    MAX_SENDER_LENGTH,
+    TTC_BUCKETS,
+    Cell,
+    cell_from_counts,
+    check_country,
+    check_sender,
+    country_of,
+    day_number,
+    summarize,
+    ttc_bucket,
+    ttc_percentile,
+)
 
 D1, D2 = date(2026, 11, 1), date(2026, 11, 2)
 
@@ -61,3 +73,46 @@ def test_summarize_groups_and_sums() -> None:
     assert summarize([], ["day"]) == []
     with pytest.raises(ValueError, match="cannot group by 'week'"):
         summarize(cells, ["week"])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("number", "country"),
+    [
+        ("+14155550100", "US"),
+        ("+12505550199", "CA"),  # +1 is shared: the area code tells
+        ("+447700900123", "GB"),
+        ("+33612345678", "FR"),
+        ("+919876543210", "IN"),
+        ("whatsapp:+5511987654321", "BR"),  # a channel address is read by its number
+        ("+999123456", "XX"),  # no such calling code
+        ("14155550100", "XX"),  # not E.164
+        ("12345", "XX"),  # a short code
+        ("", "XX"),
+        (None, "XX"),
+        ("+1 (415) 555-0100", "US"),
+    ],
+)
+def test_country_of(number: str | None, country: str) -> None:
+    assert country_of(number) == country
+
+
+def test_check_country_and_sender() -> None:
+    assert check_country("US") == "US"
+    assert check_country("XX") == "XX"
+    for bad in ("us", "USA", "U", "", "1A"):
+        with pytest.raises(ValueError, match="ISO 3166 alpha-2"):
+            check_country(bad)
+    assert check_sender("+15005550006") == "+15005550006"
+    assert check_sender("x" * MAX_SENDER_LENGTH)
+    for bad in ("", "x" * (MAX_SENDER_LENGTH + 1)):
+        with pytest.raises(ValueError, match="sender must be"):
+            check_sender(bad)
+
+
+def test_day_number_is_the_utc_day() -> None:
+    midnight = (D2 - date(1970, 1, 1)).days * 86400
+    assert day_number(midnight) == day_number(midnight + 86399.999)
+    assert day_number(midnight - 0.001) == day_number(midnight) - 1
+    counts = [5, 3, 2, 1, *range(len(TTC_BUCKETS))]
+    cell = cell_from_counts(day_number(midnight), "US", "s", counts)
+    assert cell == Cell(D2, "US", "s", 5, 3, 2, 1, tuple(range(len(TTC_BUCKETS))))

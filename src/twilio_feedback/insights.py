@@ -11,13 +11,17 @@ groups cells into :class:`InsightRow` rows by any of ``day``, ``country``, ``sen
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Literal
 
 __all__ = [
+    "COUNTS",
+    "EPOCH",
     "GROUPS",
+    "MAX_SENDER_LENGTH",
     "TTC_BUCKETS",
     "UNKNOWN_COUNTRY",
     "UNKNOWN_SENDER",
@@ -25,6 +29,11 @@ __all__ = [
     "Group",
     "InsightRow",
     "Insights",
+    "cell_from_counts",
+    "check_country",
+    "check_sender",
+    "country_of",
+    "day_number",
     "summarize",
     "ttc_bucket",
     "ttc_percentile",
@@ -52,6 +61,18 @@ UNKNOWN_COUNTRY = "XX"
 unknown state)."""
 UNKNOWN_SENDER = "unknown"
 """The sender of a message bound by hand without one."""
+
+MAX_SENDER_LENGTH = 64
+"""The longest sender a store keeps (a phone number, a messaging service SID, an alphanumeric
+sender id)."""
+
+EPOCH = date(1970, 1, 1)
+"""Day 0 of :func:`day_number`."""
+
+COUNTS = ("sent", "confirmed", "reported", "failed")
+"""The counts of a cell, in the order stores keep them (then the :data:`TTC_BUCKETS`)."""
+
+_COUNTRY = re.compile(r"[A-Z]{2}")
 
 Group = Literal["day", "country", "sender"]
 GROUPS: tuple[Group, ...] = ("day", "country", "sender")
@@ -81,6 +102,63 @@ def ttc_percentile(histogram: Sequence[int], fraction: float) -> float | None:
         if running >= needed:
             return bound
     return TTC_BUCKETS[-1]
+
+
+def day_number(timestamp: float) -> int:
+    """The UTC day of a Unix timestamp, as days since 1970-01-01: the key of a cell's day
+    in a store (``EPOCH + timedelta(days=n)`` is the date)."""
+    return int(timestamp // 86400)
+
+
+def country_of(number: str | None) -> str:
+    """The ISO 3166 alpha-2 country of an E.164 phone number (``+14155550100`` -> ``US``),
+    or :data:`UNKNOWN_COUNTRY` when it cannot be placed (not a number, a short code, a
+    channel address such as ``whatsapp:+...`` is read by its number).
+
+    Uses ``phonenumberslite`` (a dependency of this package), imported on first use;
+    without it every country is unknown. The number itself is never kept.
+    """
+    if not number:
+        return UNKNOWN_COUNTRY
+    number = number.rpartition(":")[2].strip()
+    if not number.startswith("+"):
+        return UNKNOWN_COUNTRY
+    try:
+        import phonenumbers
+    except ImportError:  # pragma: no cover - a dependency; kept working without it
+        return UNKNOWN_COUNTRY
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return UNKNOWN_COUNTRY
+    # A valid number names its region (+1 250 ... is CA); one outside the known ranges
+    # (a new block, a number reserved for fiction) still has its calling code's main one.
+    region = phonenumbers.region_code_for_number(parsed) or (
+        phonenumbers.region_code_for_country_code(parsed.country_code or 0)
+    )
+    return region if region and _COUNTRY.fullmatch(region) and region != "ZZ" else UNKNOWN_COUNTRY
+
+
+def check_country(country: str) -> str:
+    """``country`` if it is an ISO 3166 alpha-2 code (two capital letters; ``XX`` for
+    unknown); ``ValueError`` otherwise."""
+    if not isinstance(country, str) or not _COUNTRY.fullmatch(country):
+        raise ValueError(
+            f"country {str(country)[:16]!r} is not an ISO 3166 alpha-2 code (two capital "
+            f"letters, such as 'US'; {UNKNOWN_COUNTRY!r} when unknown)"
+        )
+    return country
+
+
+def check_sender(sender: str) -> str:
+    """``sender`` if a store can keep it (1 to :data:`MAX_SENDER_LENGTH` characters);
+    ``ValueError`` otherwise."""
+    if not isinstance(sender, str) or not 0 < len(sender) <= MAX_SENDER_LENGTH:
+        raise ValueError(
+            f"sender must be 1 to {MAX_SENDER_LENGTH} characters (a phone number or a "
+            "messaging service SID)"
+        )
+    return sender
 
 
 def _empty_histogram() -> tuple[int, ...]:
@@ -146,6 +224,22 @@ class Insights:
     by: tuple[Group, ...]
     available: bool = True
     note: str | None = None
+
+
+def cell_from_counts(day: int, country: str, sender: str, counts: Sequence[int]) -> Cell:
+    """A :class:`Cell` from a store's counts: :data:`COUNTS` then the :data:`TTC_BUCKETS`
+    histogram, for day number ``day`` (:func:`day_number`)."""
+    sent, confirmed, reported, failed = counts[:4]
+    return Cell(
+        EPOCH + timedelta(days=day),
+        country,
+        sender,
+        sent=sent,
+        confirmed=confirmed,
+        reported=reported,
+        failed=failed,
+        ttc=tuple(counts[4 : 4 + len(TTC_BUCKETS)]),
+    )
 
 
 def summarize(cells: Iterable[Cell], by: Sequence[Group]) -> list[InsightRow]:

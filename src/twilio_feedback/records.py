@@ -35,7 +35,13 @@ class Record:
     moment :meth:`FeedbackTracker.send` writes the record and the moment Twilio returns
     the SID; a confirmation in that window is kept and reported once the SID is known.
     ``lease_until`` is set while one reporter owns the record, so that processes sharing a
-    store do not all post the same feedback.
+    store do not all post the same feedback. ``account_sid`` is ``None`` for the settings'
+    own account (stores keep nothing for it).
+
+    ``country`` (ISO 3166 alpha-2, ``XX`` when unknown) and ``sender`` (the ``from_``
+    number or messaging service SID) place the message in the conversion insights
+    (:mod:`twilio_feedback.insights`); both ``None`` for a record the insights do not
+    count (``Settings.insights`` off).
     """
 
     tracking_id: str
@@ -49,6 +55,8 @@ class Record:
     attempts: int = 0
     error_code: int | None = None
     error_message: str | None = None
+    country: str | None = None
+    sender: str | None = None
 
     def replace(self, **changes: Any) -> Record:
         """Return a copy with ``changes`` applied."""
@@ -104,6 +112,9 @@ class ConfirmResult:
     tracking_id: str | None = None
     message_sid: str | None = None
     reason: str | None = None
+    country: str | None = None
+    """The destination's country of the confirmed message (ISO 3166 alpha-2), where the
+    store knows it: the ``country`` attribute of the confirmation metric."""
 
     @property
     def confirmed(self) -> bool:

@@ -36,11 +36,13 @@ import functools
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from datetime import date
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
+from ..insights import Cell
 from ..records import Record, State
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "AsyncStores",
     "BaseStore",
     "HealthStore",
+    "InsightsStore",
     "Store",
     "StoreFactory",
     "ThreadedAsyncStore",
@@ -222,6 +225,40 @@ class HealthStore(Store, Protocol):
         (what a reporter can deliver: the outbox), whatever its lease; ``None`` when there
         is none. Records without a message SID (waiting for ``send()`` to learn it) are
         not counted."""
+
+
+@runtime_checkable
+class InsightsStore(Store, Protocol):
+    """The query of the conversion insights (``tracker.insights()``,
+    ``twilio-feedback report``) added to :class:`Store`.
+
+    Optional for your own stores: without it, insights are not available and the report
+    says so. A store that has it keeps every record's ``country`` and ``sender``, and,
+    apart from the records, the counts of :class:`~twilio_feedback.insights.Cell` per
+    (day the message was sent, :func:`~twilio_feedback.insights.day_number` of
+    ``created_at``; ``country``; ``sender``, ``unknown`` when ``None``), so that purging
+    or expiring records changes no past figure:
+
+    - ``sent`` +1 when :meth:`Store.add` writes a record (adding one again under the same
+      tracking id counts again: it is another message); -1 when :meth:`Store.delete`
+      removes one that never had a message SID (a send Twilio refused);
+    - ``confirmed`` +1, and the time-to-confirm bucket
+      (:func:`~twilio_feedback.insights.ttc_bucket`) of ``now - created_at`` +1, when
+      :meth:`Store.confirm` wins; a confirm that does not win counts nothing;
+    - ``reported`` / ``failed`` +1 when :meth:`Store.mark_reported` /
+      :meth:`Store.mark_failed` apply; ``failed`` -1 for each record
+      :meth:`AdminStore.requeue_failed` gives another chance. Nothing else counts.
+
+    A record whose ``country`` is ``None`` (``Settings.insights`` off) counts nowhere.
+    Each count is made in the same atomic operation as the change it counts (the same
+    lock, statement, transaction or script): a confirm stays one round trip, and a count
+    is never made for a change that did not happen.
+    """
+
+    @abc.abstractmethod
+    def insight_cells(self, since: date, until: date) -> list[Cell]:
+        """Every cell whose day is from ``since`` to ``until`` (both included, UTC), in
+        any order; a cell whose counts are all zero may be left out or not."""
 
 
 ERROR_MESSAGE_LENGTH = 500

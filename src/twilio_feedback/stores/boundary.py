@@ -15,9 +15,11 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 from ..errors import StorageError
+from ..insights import Cell
 from ..lifecycle import ProcessLocal, Throttle
 from ..records import Record
 from ..settings import redact_text
@@ -226,6 +228,16 @@ class StoreBoundary:
             found: float | None = query()
         except Exception as exc:
             raise self._error("oldest_unreported", exc) from exc
+        return found
+
+    def insight_cells(self, since: date, until: date) -> list[Cell]:
+        """:meth:`InsightsStore.insight_cells`, across the boundary. ``AttributeError``
+        (not a StorageError) when the wrapped store does not have it."""
+        query = self.inner.insight_cells  # type: ignore[attr-defined]
+        try:
+            found: list[Cell] = query(since, until)
+        except Exception as exc:
+            raise self._error("insight_cells", exc) from exc
         return found
 
     def close(self) -> None:

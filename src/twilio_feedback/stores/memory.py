@@ -13,18 +13,31 @@ import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Any, TypeGuard
 from urllib.parse import parse_qs, urlsplit
 
 from cachetools import TLRUCache
 
+from ..insights import (
+    COUNTS,
+    EPOCH,
+    TTC_BUCKETS,
+    UNKNOWN_SENDER,
+    Cell,
+    cell_from_counts,
+    day_number,
+    ttc_bucket,
+)
 from ..records import Record, State
-from .base import BaseStore, clip_error_message
+from .base import BaseStore, InsightsStore, clip_error_message
 
 __all__ = ["MemoryStore", "MemoryStoreWarning"]
 
 
 _RENEW_BATCH = 256
+_WIDTH = len(COUNTS) + len(TTC_BUCKETS)
+_SENT, _CONFIRMED, _REPORTED, _FAILED = range(4)
 
 
 class MemoryStoreWarning(UserWarning):
@@ -61,7 +74,7 @@ def _is_reporting(record: Record | None, message_sid: str) -> TypeGuard[Record]:
     )
 
 
-class MemoryStore(BaseStore):
+class MemoryStore(BaseStore, InsightsStore):
     """A thread-safe :class:`~twilio_feedback.stores.Store` in this process's memory.
 
     ``maxsize`` bounds the number of records; past it the least recently used go first.
@@ -70,7 +83,9 @@ class MemoryStore(BaseStore):
     default), and :meth:`purge` touches only the expired ones. Claims pop due records
     from a heap, and :meth:`renew` takes the lock per batch of records, so that
     confirmations never wait behind the renewal of a long backlog. Not shared between
-    processes (:attr:`shared` is ``False``).
+    processes (:attr:`shared` is ``False``). The insights' counts
+    (:class:`~twilio_feedback.stores.InsightsStore`) are dicts beside the cache, gone with
+    the process.
     """
 
     shared = False
@@ -85,6 +100,8 @@ class MemoryStore(BaseStore):
         # claim() pops only what is due. Entries go stale when a record changes; claim()
         # drops those whose lease no longer matches the record's.
         self._outbox: list[tuple[float, str]] = []
+        # The insights: (day number, country, sender) -> COUNTS then the TTC histogram.
+        self._cells: dict[tuple[int, str, str], list[int]] = {}
         if warn:
             _warn_once()
 
@@ -115,11 +132,21 @@ class MemoryStore(BaseStore):
         if record.state is State.CONFIRMED and record.message_sid is not None:
             heapq.heappush(self._outbox, (record.lease_until, record.tracking_id))
 
+    def _count(self, record: Record, index: int, by: int = 1) -> None:
+        if record.country is None:
+            return
+        key = (day_number(record.created_at), record.country, record.sender or UNKNOWN_SENDER)
+        counts = self._cells.get(key)
+        if counts is None:
+            counts = self._cells[key] = [0] * _WIDTH
+        counts[index] += by
+
     def add(self, record: Record) -> None:
         if record.error_message is not None:
             record = record.replace(error_message=clip_error_message(record.error_message))
         with self._lock:
             self._put(record)
+            self._count(record, _SENT)
 
     def get(self, tracking_id: str) -> Record | None:
         with self._lock:
@@ -136,7 +163,9 @@ class MemoryStore(BaseStore):
 
     def delete(self, tracking_id: str) -> None:
         with self._lock:
-            self._cache.pop(tracking_id, None)
+            record = self._cache.pop(tracking_id, None)
+            if record is not None and record.message_sid is None:
+                self._count(record, _SENT, -1)  # never sent: Twilio refused it
 
     def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
@@ -152,6 +181,8 @@ class MemoryStore(BaseStore):
                 expires_at=max(record.expires_at, keep_until),
             )
             self._put(record)
+            self._count(record, _CONFIRMED)
+            self._count(record, len(COUNTS) + ttc_bucket(now - record.created_at))
             return True, record
 
     def claim(self, *, now: float, lease_until: float, limit: int) -> list[Record]:
@@ -193,6 +224,11 @@ class MemoryStore(BaseStore):
             if not _is_reporting(record, message_sid):
                 return False
             self._put(record.replace(**changes))
+            state = changes.get("state")
+            if state is State.REPORTED:
+                self._count(record, _REPORTED)
+            elif state is State.FAILED:
+                self._count(record, _FAILED)
             return True
 
     def _compact(self) -> None:
@@ -233,7 +269,22 @@ class MemoryStore(BaseStore):
                         expires_at=max(record.expires_at, keep_until),
                     )
                 )
+                self._count(record, _FAILED, -1)
         return len(failed)
+
+    def insight_cells(self, since: date, until: date) -> list[Cell]:
+        """See :meth:`InsightsStore.insight_cells`."""
+        first, last = (since - EPOCH).days, (until - EPOCH).days
+        with self._lock:
+            found = [(key, list(counts)) for key, counts in self._cells.items()]
+        return sorted(
+            (
+                cell_from_counts(day, country, sender, counts)
+                for (day, country, sender), counts in found
+                if first <= day <= last
+            ),
+            key=lambda cell: (cell.day, cell.country, cell.sender),
+        )
 
     def oldest_unreported(self) -> float | None:
         """See :meth:`HealthStore.oldest_unreported` (reads the outbox)."""

@@ -349,7 +349,7 @@ class SQLStore(BaseStore):
     # -- the Store protocol ----------------------------------------------------------
 
     def add(self, record: Record) -> None:
-        values = record.to_dict()
+        values = {k: v for k, v in record.to_dict().items() if k in _COLUMNS}
         values["error_message"] = clip_error_message(values["error_message"])
         statement = self._insert(self.table).values(values)
         statement = statement.on_conflict_do_update(

@@ -23,8 +23,9 @@ confirmation under thread contention and across processes, claim leases (disjoin
 processes) and their renewal, outcomes that apply only to the record that was reported (a
 key bound again meanwhile keeps its new record), re-binding, a confirmation that arrives
 before the message SID, counts and purge; the operator commands of
-:class:`~twilio_feedback.stores.AdminStore` and the health query of
-:class:`~twilio_feedback.stores.HealthStore` when the store has them, and the async twin
+:class:`~twilio_feedback.stores.AdminStore`, the health query of
+:class:`~twilio_feedback.stores.HealthStore` and the conversion insights' counts of
+:class:`~twilio_feedback.stores.InsightsStore` when the store has them, and the async twin
 (``as_async()``, or the thread offload). Times are passed in, as the tracker does, except
 where a backend's own expiry (a Redis TTL) is the subject.
 
@@ -45,15 +46,18 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
 
+from ..insights import COUNTS, EPOCH, TTC_BUCKETS, Cell, day_number
 from ..records import Record, State
 from ..stores.base import (
     ERROR_MESSAGE_LENGTH,
     AdminStore,
     HealthStore,
+    InsightsStore,
     Store,
     _resolve,
     as_async_store,
@@ -78,16 +82,29 @@ SID = "SM" + "ab" * 16
 OTHER_SID = "SM" + "ef" * 16
 ACCOUNT = "AC" + "cd" * 16
 KEEP = 7200.0
+SENDER = "+15005550006"
+OTHER_SENDER = "MG" + "12" * 16
+DAY = 86400.0
 
 
-def _record(tracking_id: str = "t1", *, ttl: float = 3600.0, sid: str | None = SID) -> Record:
+def _record(
+    tracking_id: str = "t1",
+    *,
+    ttl: float = 3600.0,
+    sid: str | None = SID,
+    created_at: float | None = None,
+    country: str | None = None,
+    sender: str | None = None,
+) -> Record:
     now = time.time()
     return Record(
         tracking_id,
         expires_at=now + ttl,
         message_sid=sid,
         account_sid=ACCOUNT if sid else None,
-        created_at=now,
+        created_at=now if created_at is None else created_at,
+        country=country,
+        sender=sender,
     )
 
 
@@ -99,6 +116,47 @@ def _confirm(store: Store, tracking_id: str, *, lease: float = 60.0) -> tuple[bo
 def _claim_ids(store: Store, *, at: float | None = None, limit: int = 100) -> list[str]:
     now = time.time() if at is None else at
     return [r.tracking_id for r in store.claim(now=now, lease_until=now + 60, limit=limit)]
+
+
+def _day(timestamp: float) -> date:
+    return EPOCH + timedelta(days=day_number(timestamp))
+
+
+Figures = dict[str, Any]
+
+
+Key = tuple[date, str, str]
+
+
+def _figures(store: InsightsStore, since: date, until: date) -> dict[Key, Figures]:
+    """The store's cells from ``since`` to ``until`` by (day, country, sender), each as
+    its counts by name and ``ttc`` (the histogram as a dict of bucket index -> count, zeros
+    left out); cells whose counts are all zero are left out."""
+    found: dict[Key, Figures] = {}
+    for cell in store.insight_cells(since, until):
+        assert isinstance(cell, Cell), f"insight_cells must return Cells, not {cell!r}"
+        assert since <= cell.day <= until, f"insight_cells returned a cell of {cell.day}"
+        assert len(cell.ttc) == len(TTC_BUCKETS), "a cell's ttc has one count per bucket"
+        key = (cell.day, cell.country, cell.sender)
+        assert key not in found, f"insight_cells returned two cells for {key}"
+        figures: Figures = {name: getattr(cell, name) for name in COUNTS}
+        figures["ttc"] = {index: count for index, count in enumerate(cell.ttc) if count}
+        if any(figures[name] for name in COUNTS) or figures["ttc"]:
+            found[key] = figures
+    return found
+
+
+def _counts(
+    sent: int = 0, confirmed: int = 0, reported: int = 0, failed: int = 0, **ttc: int
+) -> Figures:
+    """Expected figures: ``ttc`` as ``b<index>=count``."""
+    return {
+        "sent": sent,
+        "confirmed": confirmed,
+        "reported": reported,
+        "failed": failed,
+        "ttc": {int(name[1:]): count for name, count in ttc.items()},
+    }
 
 
 def _expires_by_itself(store: Store) -> bool:
@@ -493,8 +551,9 @@ class StoreConformance:
     ) -> None:
         factory = _shared(store, store_factory)
         ids = [f"race{n}" for n in range(RACE_RECORDS)]
+        created_at = time.time() - 5
         for tracking_id in ids:
-            store.add(_record(tracking_id))
+            store.add(_record(tracking_id, created_at=created_at, country="US", sender=SENDER))
         won = [
             tracking_id for outcome in _race("confirm", factory, ids=ids) for tracking_id in outcome
         ]
@@ -511,6 +570,13 @@ class StoreConformance:
         assert store.counts()["confirmed"] == len(ids), (
             "every record confirmed by another process must be confirmed here too"
         )
+        if isinstance(store, InsightsStore):
+            day = _day(created_at)
+            confirmed = _figures(store, day, day)[(day, "US", SENDER)]["confirmed"]
+            assert confirmed == len(ids), (
+                f"insights must count each confirmation once, whichever process won it: "
+                f"{confirmed} counted for {len(ids)} records"
+            )
 
     def test_processes_race_claim(
         self, store: Store, store_factory: SharedStoreFactory | None
@@ -949,6 +1015,221 @@ class StoreConformance:
         assert store.oldest_unreported() == pytest.approx(now - 100, abs=0.01)
         store.mark_failed("due", SID, code=None, message="retry window over")
         assert store.oldest_unreported() is None
+
+    # -- conversion insights ---------------------------------------------------------------
+
+    def _insights(self, store: Store) -> InsightsStore:
+        if not isinstance(store, InsightsStore):
+            pytest.skip("the store keeps no conversion insights (InsightsStore)")
+        return store
+
+    def test_insights_keep_country_and_sender(self, store: Store) -> None:
+        self._insights(store)
+        store.add(_record("a", sid=None, country="FR", sender=OTHER_SENDER))
+        got = store.get("a")
+        assert got is not None
+        assert (got.country, got.sender) == ("FR", OTHER_SENDER), (
+            "an InsightsStore keeps a record's country and sender"
+        )
+        attached = store.attach_sid("a", SID, ACCOUNT)
+        assert attached is not None
+        assert (attached.country, attached.sender) == ("FR", OTHER_SENDER)
+        won, record = _confirm(store, "a")
+        assert won
+        assert record is not None
+        assert (record.country, record.sender) == ("FR", OTHER_SENDER), (
+            "confirm returns the record with its country (the confirmation metric's attribute)"
+        )
+        store.add(_record("b"))
+        got = store.get("b")
+        assert got is not None
+        assert (got.country, got.sender) == (None, None)
+
+    def test_insights_count_sends_by_day_country_and_sender(self, store: Store) -> None:
+        insights = self._insights(store)
+        today_at = day_number(time.time()) * DAY  # midnight, UTC
+        today, yesterday = _day(today_at), _day(today_at - DAY)
+        for name, created_at, country, sender in (
+            ("us1", today_at + 10, "US", SENDER),
+            ("us2", today_at, "US", SENDER),  # midnight: the day that starts
+            ("us3", today_at - 0.001, "US", SENDER),  # the day before
+            ("fr", today_at + 20, "FR", OTHER_SENDER),
+            ("xx", today_at + 30, "XX", None),
+            ("off", today_at + 40, None, None),  # insights off: counted nowhere
+        ):
+            store.add(_record(name, created_at=created_at, country=country, sender=sender))
+        store.add(_record("us1", created_at=today_at + 50, country="US", sender=SENDER))
+        assert _figures(insights, yesterday, today) == {
+            (today, "US", SENDER): _counts(sent=3),
+            (yesterday, "US", SENDER): _counts(sent=1),
+            (today, "FR", OTHER_SENDER): _counts(sent=1),
+            (today, "XX", "unknown"): _counts(sent=1),
+        }, (
+            "add counts one sent message per record (again when added again), in the UTC day "
+            "of its created_at, its country and sender ('unknown' when None); a record "
+            "without a country counts nowhere"
+        )
+        assert set(_figures(insights, today, today)) == {
+            (today, "US", SENDER),
+            (today, "FR", OTHER_SENDER),
+            (today, "XX", "unknown"),
+        }, "insight_cells returns the days from since to until, both included"
+        assert _figures(insights, yesterday - timedelta(days=9), yesterday) == {
+            (yesterday, "US", SENDER): _counts(sent=1)
+        }
+        assert _figures(insights, today + timedelta(days=1), today + timedelta(days=5)) == {}
+
+    def test_insights_count_a_winning_confirm_in_its_ttc_bucket(self, store: Store) -> None:
+        insights = self._insights(store)
+        sent_at = day_number(time.time()) * DAY - 2 * DAY + 3600  # two days ago, 01:00
+        # TTC_BUCKETS: <= 10 s (0), 30 s (1), ..., 1 h (7), 6 h (8), 24 h (9), longer (10)
+        delays = {"d5": 5.0, "d10": 10.0, "d10.5": 10.5, "d2h": 7200.0, "d2d": 2 * DAY, "skew": -3}
+        for name in (*delays, "dup", "late", "off"):
+            country = None if name == "off" else "US"
+            ttl = 60.0 if name == "late" else 3 * DAY
+            store.add(_record(name, created_at=sent_at, ttl=ttl, country=country, sender=SENDER))
+        for name, delay in delays.items():
+            now = sent_at + delay
+            won, _ = store.confirm(name, now=now, lease_until=now + 60, keep_until=now + KEEP)
+            assert won, name
+        now = time.time()
+        assert _confirm(store, "dup")[0]
+        assert not _confirm(store, "dup")[0]  # a duplicate: counted once
+        late = store.get("late")
+        assert late is not None
+        won, _ = store.confirm(
+            "late", now=late.expires_at, lease_until=now + 60, keep_until=now + KEEP
+        )
+        assert not won  # expired: not counted
+        assert not _confirm(store, "missing")[0]
+        assert _confirm(store, "off")[0]  # no country: counted nowhere
+        day = _day(sent_at)
+        expected = {(day, "US", SENDER): _counts(sent=8, confirmed=7, b0=3, b1=1, b8=1, b10=2)}
+        assert _figures(insights, day, _day(now)) == expected, (
+            "a confirm that wins counts confirmed +1 and the bucket of now - created_at "
+            "(upper bounds included; a negative delay in bucket 0) in the day of the send; "
+            "a confirm that does not win counts nothing"
+        )
+
+    def test_insights_count_outcomes_that_apply(self, store: Store) -> None:
+        insights = self._insights(store)
+        for name in ("r", "f", "held", "pending"):
+            store.add(_record(name, country="GB", sender=SENDER))
+            if name != "pending":
+                assert _confirm(store, name, lease=-1)[0]
+        assert store.mark_reported("r", SID)
+        assert not store.mark_reported("r", SID)  # already reported
+        assert not store.mark_failed("r", SID, code=20404, message="not found")
+        assert not store.mark_reported("f", OTHER_SID)  # another message
+        assert store.defer("f", SID, lease_until=0.0, attempts=1, code=None, message="5xx")
+        assert store.renew([("held", SID)], lease_until=time.time() + 60) == 1
+        assert _claim_ids(store) == ["f"]  # a claim counts nothing either
+        assert store.mark_failed("f", SID, code=21610, message="unsubscribed")
+        assert not store.mark_failed("f", SID, code=21610, message="unsubscribed")
+        assert not store.mark_reported("pending", SID)  # never confirmed
+        today = _day(time.time())
+        key = (today, "GB", SENDER)
+        assert _figures(insights, today, today) == {
+            key: _counts(sent=4, confirmed=3, reported=1, failed=1, b0=3)
+        }, "mark_reported and mark_failed count when they apply, and only then"
+        if isinstance(store, AdminStore):
+            now = time.time()
+            assert store.requeue_failed(now=now, keep_until=now + KEEP) == 1
+            assert _figures(insights, today, today)[key] == _counts(
+                sent=4, confirmed=3, reported=1, b0=3
+            ), "requeue_failed takes its records out of the failed count"
+            assert store.mark_reported("f", SID)
+            assert _figures(insights, today, today)[key] == _counts(
+                sent=4, confirmed=3, reported=2, b0=3
+            )
+
+    def test_insights_uncount_a_refused_send(self, store: Store) -> None:
+        insights = self._insights(store)
+        for name in ("refused", "sent", "bound"):
+            sid = SID if name == "bound" else None
+            store.add(_record(name, sid=sid, country="DE", sender=SENDER))
+        store.attach_sid("sent", SID, ACCOUNT)
+        for name in ("refused", "sent", "bound"):
+            store.delete(name)
+        store.delete("missing")
+        today = _day(time.time())
+        assert _figures(insights, today, today) == {(today, "DE", SENDER): _counts(sent=2)}, (
+            "delete takes back the sent count of a record that never had a message SID "
+            "(Twilio refused the send), and only of such a record"
+        )
+
+    def test_insights_outlive_their_records(self, store: Store) -> None:
+        insights = self._insights(store)
+        sent_at = time.time() - 2 * DAY
+        ttl = 2.0  # for stores that expire records by themselves, on their own clock
+        for name in ("reported", "failed", "pending"):
+            store.add(_record(name, created_at=sent_at, ttl=ttl, country="BR", sender=SENDER))
+            if name != "pending":
+                now = time.time()
+                assert store.confirm(name, now=now, lease_until=now, keep_until=now)[0]
+        store.mark_reported("reported", SID)
+        store.mark_failed("failed", SID, code=21610, message="unsubscribed")
+        day, today = _day(sent_at), _day(time.time())
+        before = _figures(insights, day, today)
+        assert before[(day, "BR", SENDER)]["confirmed"] == 2
+        store.purge(now=time.time() + 10 * KEEP)
+        deadline = time.monotonic() + 10 * ttl
+        while any(store.get(name) for name in ("reported", "failed", "pending")):
+            assert time.monotonic() < deadline, "the records did not expire"
+            time.sleep(0.05)  # a backend that expires records by itself, on its own clock
+            store.purge(now=time.time() + 10 * KEEP)
+        assert _figures(insights, day, today) == before, (
+            "purging or expiring records changes no past figure"
+        )
+
+    def test_insights_count_contended_confirms_once(self, store: Store) -> None:
+        insights = self._insights(store)
+        ids = [f"c{n}" for n in range(30)]
+        for tracking_id in ids:
+            store.add(_record(tracking_id, country="IN", sender=SENDER))
+        won: list[str] = []
+        lock = threading.Lock()
+
+        def attempt(index: int) -> None:
+            order = ids[index:] + ids[:index]
+            mine = [tracking_id for tracking_id in order if _confirm(store, tracking_id)[0]]
+            with lock:
+                won.extend(mine)
+
+        _in_threads(8, attempt)
+        assert sorted(won) == sorted(ids)
+        today = _day(time.time())
+        figures = _figures(insights, today, today)[(today, "IN", SENDER)]
+        assert figures["confirmed"] == len(ids), (
+            f"insights must count each confirmation once: {figures['confirmed']} counted "
+            f"for {len(ids)} records confirmed by 8 threads"
+        )
+        assert sum(figures["ttc"].values()) == len(ids)
+
+    def test_insights_through_the_async_twin(self, store: Store) -> None:
+        insights = self._insights(store)
+
+        async def scenario() -> None:
+            astore = as_async_store(store)
+            try:
+                await astore.add(_record("a", country="JP", sender=SENDER))
+                await astore.add(_record("refused", sid=None, country="JP", sender=SENDER))
+                await astore.delete("refused")
+                now = time.time()
+                won, record = await astore.confirm(
+                    "a", now=now, lease_until=now + 60, keep_until=now + KEEP
+                )
+                assert won
+                assert record is not None
+                assert record.country == "JP"
+            finally:
+                await astore.aclose()
+
+        asyncio.run(scenario())
+        today = _day(time.time())
+        assert _figures(insights, today, today) == {
+            (today, "JP", SENDER): _counts(sent=1, confirmed=1, b0=1)
+        }, "the async twin counts as the store does"
 
     # -- the async twin --------------------------------------------------------------------
 
