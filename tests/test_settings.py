@@ -46,6 +46,7 @@ FULL: dict[str, tuple[Any, str]] = {
     "invalid_redirect": ("https://app.example/oops", "https://app.example/oops"),
     "expired_redirect": ("/expired", "/expired"),
     "hide_token": (True, "1"),
+    "insights": (False, "off"),
     "reporter": ("off", "off"),
 }
 

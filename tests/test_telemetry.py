@@ -8,6 +8,7 @@ Redis server stopped and started for the store outage.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -74,13 +75,18 @@ def _points(reader: InMemoryMetricReader) -> dict[Key, Any]:
     return found
 
 
-def _counts(points: dict[Key, Any], name: str) -> dict[str, int]:
-    """A counter's values by its one attribute's value ("" when it has none); zeros left
-    out."""
+def _counts(points: dict[Key, Any], name: str, by: str | None = None) -> dict[str, int]:
+    """A counter's values by its one listed attribute's value ("" when it has none), or by
+    ``by`` (any attribute: ``country``), summed over the others; zeros left out."""
     out: dict[str, int] = {}
     for (metric, attributes), value in points.items():
         if metric == name and not isinstance(value, HistogramDataPoint) and value:
-            out[",".join(str(v) for _, v in sorted(attributes))] = int(value)
+            named = dict(attributes)
+            if by is None:
+                label = ",".join(str(v) for k, v in sorted(attributes) if k != "country")
+            else:
+                label = str(named.get(by, ""))
+            out[label] = out.get(label, 0) + int(value)
     return out
 
 
@@ -216,8 +222,35 @@ def test_attributes_take_only_their_listed_values(
     for name, attributes in points:
         allowed = specs[name].attributes
         for key, value in attributes:
-            assert value in allowed[key], (name, key, value)
+            if key in specs[name].open_attributes:
+                assert re.fullmatch("[A-Z]{2}", str(value)), (name, key, value)
+            else:
+                assert value in allowed[key], (name, key, value)
     assert _counts(points, telemetry.RETRIES.name) == {"429": 1, "5xx": 1}
+
+
+def test_confirmations_carry_the_country_of_the_message(
+    reader: InMemoryMetricReader, tracker: FeedbackTracker, fake_twilio: FakeTwilio
+) -> None:
+    sids = fake_twilio.add_messages(3)
+    tickets = [tracker.ticket() for _ in sids]
+    tracker.bind(tickets[0], sids[0], country="FR")
+    tracker.bind(tickets[1], sids[1], country="FR")
+    tracker.bind(tickets[2], sids[2])  # unknown: XX
+    assert all(tracker.confirm_token(ticket.token).country for ticket in tickets)
+    assert tracker.confirm_token(tickets[0].token).status == "duplicate"
+    assert tracker.confirm_token(tracker.ticket().token).status == "unknown"
+
+    def by_country(outcome: str) -> dict[str, int]:
+        points = {
+            key: value for key, value in _points(reader).items() if ("outcome", outcome) in key[1]
+        }
+        return _counts(points, telemetry.CONFIRMATIONS.name, by="country")
+
+    assert by_country("confirmed") == {"FR": 2, "XX": 1}
+    assert by_country("duplicate") == {"FR": 1}
+    assert by_country("unknown") == {"": 1}  # no record: no country
+    assert tracker.flush(10) == 0
 
 
 def test_instruments_follow_the_naming_conventions() -> None:
@@ -335,7 +368,7 @@ def test_records_are_no_ops_until_the_app_configures_an_sdk(fake_twilio: FakeTwi
     )
     lines = out.splitlines()
     # Confirm outcomes are counted from the first tracker on, whenever the SDK comes.
-    assert "twilio_feedback.confirmations {'outcome': 'confirmed'} 3" in lines
+    assert "twilio_feedback.confirmations {'outcome': 'confirmed', 'country': 'XX'} 3" in lines
     assert "twilio_feedback.confirmations {'outcome': 'ignored'} 0" in lines
     assert "twilio_feedback.reports {} 2" in lines
     assert "twilio_feedback.report.pending {} 0" in lines

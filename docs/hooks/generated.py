@@ -137,8 +137,11 @@ def metrics_table() -> str:
     ]
     for instrument in INSTRUMENTS:
         attributes = "<br>".join(
-            f"`{key}`: " + ", ".join(f"`{v}`" for v in values)
-            for key, values in instrument.attributes.items()
+            [
+                f"`{key}`: " + ", ".join(f"`{v}`" for v in values)
+                for key, values in instrument.attributes.items()
+            ]
+            + [f"`{key}`: {what}" for key, what in instrument.open_attributes.items()]
         )
         rows.append(
             f'| <span id="{instrument.name}"></span>`{instrument.name}`<br>'

@@ -462,7 +462,9 @@ class Confirmer(ProcessLocal):
     ) -> ConfirmResult:
         if won:
             assert record is not None
-            return ConfirmResult("confirmed", tracking_id, record.message_sid)
+            return ConfirmResult(
+                "confirmed", tracking_id, record.message_sid, country=record.country
+            )
         if record is None:
             logger.debug(
                 "confirm refused: no record for %s",
@@ -475,8 +477,8 @@ class Confirmer(ProcessLocal):
             )
             return ConfirmResult("unknown", tracking_id, reason="no such record")
         if record.state is State.PENDING and record.expires_at <= now:
-            return ConfirmResult("expired", tracking_id, record.message_sid)
-        return ConfirmResult("duplicate", tracking_id, record.message_sid)
+            return ConfirmResult("expired", tracking_id, record.message_sid, country=record.country)
+        return ConfirmResult("duplicate", tracking_id, record.message_sid, country=record.country)
 
     def confirm_token(self, token: str | None) -> ConfirmResult:
         """Confirm the message behind a link's token; never raises for bad input."""

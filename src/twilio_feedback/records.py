@@ -112,9 +112,11 @@ class ConfirmResult:
     tracking_id: str | None = None
     message_sid: str | None = None
     reason: str | None = None
-    country: str | None = None
-    """The destination's country of the confirmed message (ISO 3166 alpha-2), where the
-    store knows it: the ``country`` attribute of the confirmation metric."""
+    country: str | None = dataclasses.field(default=None, compare=False)
+    """The destination's country of the message (ISO 3166 alpha-2), where the store
+    returned its record (``confirmed``, ``duplicate``, ``expired``): the ``country``
+    attribute of the confirmation metric. Not part of equality: two results say the
+    same when their status, ids and reason do."""
 
     @property
     def confirmed(self) -> bool:

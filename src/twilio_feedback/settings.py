@@ -261,6 +261,11 @@ class Settings:
     """Redirect target for expired links (defaults to ``invalid_redirect``)."""
     hide_token: bool = False
     """Remove the token parameter from the query string the wrapped app sees."""
+    insights: bool = True
+    """Whether to keep conversion insights: each record carries its message's destination
+    country and sender, and the store counts messages sent, confirmed, reported and
+    failed per day, country and sender (``tracker.insights()``, ``twilio-feedback
+    report``). Off, new messages are counted nowhere; figures already kept stay."""
     reporter: ReporterMode = "thread"
     """Who delivers reports to Twilio. ``thread``: background threads in this process.
     ``off``: nobody here; confirmations wait in the store for ``twilio-feedback worker``,
@@ -285,7 +290,7 @@ class Settings:
                         f"{name} must be an integer, not {safe_excerpt(value)}"
                     ) from None
                 set_(self, name, value)
-        for name in ("default_bot_list", "count_test_clients", "hide_token"):
+        for name in ("default_bot_list", "count_test_clients", "hide_token", "insights"):
             set_(self, name, _bool(name, getattr(self, name)))
         if isinstance(self.reporter, str):
             set_(self, "reporter", self.reporter.strip().lower())

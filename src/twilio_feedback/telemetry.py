@@ -18,6 +18,7 @@ modules, one call where each of them counts.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import time
@@ -75,14 +76,16 @@ Queue = Literal["reports", "deferred"]
 @dataclass(frozen=True, slots=True)
 class Instrument:
     """One instrument the library records into: its name, kind, unit (UCUM, as the
-    OpenTelemetry semantic conventions ask), what it measures, and each attribute with
-    every value it can take."""
+    OpenTelemetry semantic conventions ask), what it measures, each attribute with
+    every value it can take, and the attributes whose values are codes from a bounded set
+    (``open_attributes``: attribute -> what its values are)."""
 
     name: str
     kind: str
     unit: str
     description: str
     attributes: Mapping[str, tuple[str, ...]]
+    open_attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 CONFIRMATIONS = Instrument(
@@ -90,8 +93,11 @@ CONFIRMATIONS = Instrument(
     "ObservableCounter",
     "{confirmation}",
     "Confirmation attempts by outcome: `ignored` from the middleware's screening "
-    "(methods that never confirm, link previews), the others from the confirm step.",
+    "(methods that never confirm, link previews), the others from the confirm step. "
+    "`country` is set where the store knows the message (`confirmed`, `duplicate`, and "
+    "`expired` records), so that a dashboard can plot confirmations per country.",
     {"outcome": typing.get_args(ConfirmStatus)},
+    {"country": "the destination's ISO 3166 alpha-2 code, `XX` when unknown"},
 )
 REPORTS = Instrument(
     "twilio_feedback.reports",
@@ -162,6 +168,7 @@ _FAILURE_REASON = _attributes(FAILURES)
 _QUEUE = _attributes(DROPS)
 _ERROR_TYPE = _attributes(DURATION)
 _NONE: Mapping[str, str] = {}
+_WITH_COUNTRY: dict[tuple[str, str], Mapping[str, str]] = {}
 
 
 class _Outcomes(ProcessLocal):
@@ -172,7 +179,10 @@ class _Outcomes(ProcessLocal):
     def _init_state(self) -> None:
         super()._init_state()
         self.lock = threading.Lock()
-        self.counts = dict.fromkeys(CONFIRMATIONS.attributes["outcome"], 0)
+        # (outcome, country or None) -> count; every outcome observed from zero.
+        self.counts: dict[tuple[str, str | None], int] = {
+            (outcome, None): 0 for outcome in CONFIRMATIONS.attributes["outcome"]
+        }
 
     def observe(self, options: CallbackOptions) -> Iterable[Observation]:
         from opentelemetry.metrics import Observation
@@ -180,8 +190,13 @@ class _Outcomes(ProcessLocal):
         self._check_pid()
         with self.lock:
             observed = list(self.counts.items())
-        for outcome, count in observed:
-            yield Observation(count, _OUTCOME[outcome])
+        for (outcome, country), count in observed:
+            attributes = _OUTCOME[outcome]
+            if country is not None:
+                attributes = _WITH_COUNTRY.get((outcome, country)) or _WITH_COUNTRY.setdefault(
+                    (outcome, country), {**attributes, "country": country}
+                )
+            yield Observation(count, attributes)
 
 
 # The instruments in use, or None while metrics are off (no opentelemetry-api, or no
@@ -291,11 +306,11 @@ def _observe_pending(options: CallbackOptions) -> Iterable[Observation]:
 def confirm_outcome(result: ConfirmResult) -> ConfirmResult:
     """Count one confirmation attempt by its outcome; return ``result``."""
     outcomes = _confirmations
-    if outcomes is not None:
+    if outcomes is not None and result.status in _OUTCOME:
+        key = (result.status, result.country)
         counts = outcomes.counts
-        if result.status in counts:
-            with outcomes.lock:
-                counts[result.status] += 1
+        with outcomes.lock:
+            counts[key] = counts.get(key, 0) + 1
     return result
 
 

@@ -13,7 +13,9 @@ import re
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -22,13 +24,24 @@ from .delivery import Delivery, delivery_for
 from .errors import ConfigurationError, StorageError
 from .flows import Blocking, Flow, StoreCall, Stores, arun, run
 from .health import MAX_AGE, Health, check
+from .insights import (
+    MAX_SENDER_LENGTH,
+    UNKNOWN_COUNTRY,
+    UNKNOWN_SENDER,
+    Group,
+    Insights,
+    check_country,
+    check_sender,
+    country_of,
+    summarize,
+)
 from .lifecycle import close_at_exit
 from .lookups import MAX_PENDING as MAX_LOOKUPS
 from .lookups import SidLookups
 from .records import ConfirmResult, Record, State
 from .reporter import Drained, DrainProgress, OnFailed, OnReported, Reporter
 from .settings import Settings
-from .stores.base import AsyncStore, Store, check_store, store_from_url
+from .stores.base import AsyncStore, InsightsStore, Store, check_store, store_from_url
 from .stores.boundary import StoreBoundary
 from .tokens import TokenSigner
 from .twilio_api import TwilioAPI
@@ -206,6 +219,8 @@ class FeedbackTracker:
         key: str | None,
         message_sid: str | None,
         account_sid: str | None,
+        country: str | None = None,
+        sender: str | None = None,
     ) -> Record:
         if (ticket is None) == (key is None):
             raise ValueError("pass either a ticket or key=, not both and not neither")
@@ -224,6 +239,8 @@ class FeedbackTracker:
             message_sid=_check_sid(message_sid) if message_sid is not None else None,
             account_sid=account_sid or s.account_sid,
             created_at=now,
+            country=(country or UNKNOWN_COUNTRY) if s.insights else None,
+            sender=(sender or UNKNOWN_SENDER) if s.insights else None,
         )
 
     def _bind(
@@ -232,10 +249,16 @@ class FeedbackTracker:
         message_sid: str | None,
         key: str | None,
         account_sid: str | None,
+        country: str | None,
+        sender: str | None,
     ) -> Flow[Record]:
         if message_sid is None:
             raise ValueError("message_sid is required")
-        record = self._new_record(ticket, key, message_sid, account_sid)
+        if country is not None:
+            check_country(country)
+        if sender is not None:
+            check_sender(sender)
+        record = self._new_record(ticket, key, message_sid, account_sid, country, sender)
         self.sid_lookups.cancel(record.tracking_id)
         yield StoreCall("add", (record,))
         return record
@@ -247,14 +270,23 @@ class FeedbackTracker:
         *,
         key: str | None = None,
         account_sid: str | None = None,
+        country: str | None = None,
+        sender: str | None = None,
     ) -> Record:
         """Remember that ``ticket`` (or ``key``) belongs to ``message_sid``.
 
         Binding a key again replaces the earlier mapping (an OTP resent under the same
         key); use one key per code where that matters. ``account_sid`` is the (sub)account
         that sent the message, when it is not the settings' own.
+
+        ``country`` (the destination's ISO 3166 alpha-2 code, such as ``"US"``:
+        :func:`~twilio_feedback.insights.country_of` gives it from a phone number) and
+        ``sender`` (the ``from_`` number or messaging service SID, at most 64 characters)
+        place the message in the conversion insights (:meth:`insights`); left out, they
+        count as ``XX`` and ``unknown``. Anything else raises ``ValueError``.
         """
-        return run(self._bind(ticket, message_sid, key, account_sid), self._stores)
+        flow = self._bind(ticket, message_sid, key, account_sid, country, sender)
+        return run(flow, self._stores)
 
     async def bind_async(
         self,
@@ -263,9 +295,12 @@ class FeedbackTracker:
         *,
         key: str | None = None,
         account_sid: str | None = None,
+        country: str | None = None,
+        sender: str | None = None,
     ) -> Record:
         """Async twin of :meth:`bind`."""
-        return await arun(self._bind(ticket, message_sid, key, account_sid), self._stores)
+        flow = self._bind(ticket, message_sid, key, account_sid, country, sender)
+        return await arun(flow, self._stores)
 
     def _send(
         self,
@@ -291,7 +326,16 @@ class FeedbackTracker:
             ticket = self.ticket()
             link = ticket.link(link)
             body = body.replace(LINK_PLACEHOLDER, link)
-        record = self._new_record(ticket, key, None, account_sid)
+        # The country is all the record keeps of the number.
+        sender = from_ or params.get("messaging_service_sid")
+        record = self._new_record(
+            ticket,
+            key,
+            None,
+            account_sid,
+            country_of(to) if self.settings.insights else None,
+            str(sender)[:MAX_SENDER_LENGTH] if sender else None,
+        )
         if from_ is not None:
             params["from_"] = from_
         self.sid_lookups.cancel(record.tracking_id)  # a key sent again replaces its record
@@ -383,7 +427,9 @@ class FeedbackTracker:
         With ``link=``, ``{link}`` in ``body`` becomes the confirm URL with a fresh token;
         with ``key=``, the message is tracked under that key for :meth:`confirm`. Always
         sent with ``provide_feedback=True``. ``params`` go to ``messages.create``
-        (``messaging_service_sid``, ``status_callback``, ...).
+        (``messaging_service_sid``, ``status_callback``, ...). For the conversion insights
+        the record keeps the country of ``to`` (never the number) and the sender
+        (``from_``, else ``messaging_service_sid``).
 
         Failures raise what Twilio's client raised, unchanged. When Twilio certainly did
         not create the message (a 4xx answer, or no connection made), no record is left
@@ -472,6 +518,55 @@ class FeedbackTracker:
     async def health_async(self, max_age: float = MAX_AGE) -> Health:
         """Async twin of :meth:`health` (in a worker thread)."""
         return await asyncio.to_thread(self.health, max_age)
+
+    def insights(
+        self,
+        since: date | datetime | timedelta | None = None,
+        until: date | datetime | timedelta | None = None,
+        by: Sequence[Group] = ("day", "country"),
+    ) -> Insights:
+        """Conversion insights of the messages sent from ``since`` to ``until`` (UTC days,
+        both included), every process's: rows grouped ``by`` any of ``"day"``,
+        ``"country"`` and ``"sender"``, each with messages sent, confirmed, reported and
+        failed, the conversion rate and the time to confirm (p50, p90).
+
+        ``since`` and ``until`` are dates, datetimes (their UTC day; a naive one is read as
+        UTC) or timedeltas (that long ago: ``since=timedelta(days=7)``). By default the
+        last 30 days, today included. A message counts on the day it was sent, whenever it
+        was confirmed. A store that keeps no insights (a custom store without
+        :class:`~twilio_feedback.stores.InsightsStore`) gives an :class:`Insights` with no
+        rows, ``available=False`` and a ``note`` saying so; a store that fails raises
+        :class:`~twilio_feedback.errors.StorageError`. One store query; for a report or a
+        dashboard, not for every request.
+        """
+        now = datetime.now(timezone.utc)
+        last = _utc_day(until, now) if until is not None else now.date()
+        first = _utc_day(since, now) if since is not None else last - timedelta(days=29)
+        if first > last:
+            raise ValueError(f"since ({first}) is after until ({last})")
+        by = tuple(by)
+        summarize((), by)  # refuses an unknown dimension, whatever the store
+        inner = self.store.inner if isinstance(self.store, StoreBoundary) else self.store
+        if not isinstance(inner, InsightsStore):
+            note = (
+                f"the store ({type(inner).__name__}) keeps no conversion insights: "
+                "it does not implement InsightsStore"
+            )
+            return Insights([], first, last, by, available=False, note=note)
+        cells = self.store.insight_cells(first, last)  # type: ignore[attr-defined]
+        # A cell left at zero (a send Twilio refused, taken back) is no row.
+        rows = summarize((c for c in cells if c.sent or c.confirmed or c.reported or c.failed), by)
+        off = None if self.settings.insights else "insights are off: new messages are not counted"
+        return Insights(rows, first, last, by, note=off)
+
+    async def insights_async(
+        self,
+        since: date | datetime | timedelta | None = None,
+        until: date | datetime | timedelta | None = None,
+        by: Sequence[Group] = ("day", "country"),
+    ) -> Insights:
+        """Async twin of :meth:`insights` (in a worker thread)."""
+        return await asyncio.to_thread(self.insights, since, until, by)
 
     def flush(self, timeout: float | None = 5.0) -> int:
         """Wait up to ``timeout`` seconds for pending reports; return how many remain."""
@@ -562,6 +657,19 @@ def _stop(
     if timeout is not None:
         timeout = max(0.0, timeout - (time.monotonic() - started))
     return reporter.close(timeout)
+
+
+def _utc_day(value: date | datetime | timedelta, now: datetime) -> date:
+    """The UTC day of a date, a datetime (naive: UTC) or a timedelta ago."""
+    if isinstance(value, timedelta):
+        return (now - value).date()
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return value.date()
+        return value.astimezone(timezone.utc).date()
+    if isinstance(value, date):
+        return value
+    raise TypeError(f"expected a date, datetime or timedelta, not {type(value).__name__}")
 
 
 def _report_if_confirmed(delivery: Delivery, bound: Record | None) -> None:
