@@ -41,6 +41,7 @@ REFERENCE_PAGES = {
     "delivery": "twilio_feedback.delivery",
     "worker": "twilio_feedback.worker",
     "health": "twilio_feedback.health",
+    "insights": "twilio_feedback.insights",
     "celery": "twilio_feedback.celery",
 }
 

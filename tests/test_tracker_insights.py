@@ -149,3 +149,24 @@ def test_insights_off(settings: Settings, fake_twilio: FakeTwilio) -> None:
         assert insights.available
         assert insights.rows == []
         assert insights.note == "insights are off: new messages are not counted"
+
+
+def test_the_docs_snippets(
+    tracker: FeedbackTracker, fake_twilio: FakeTwilio, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # docs/tracking.md, "Conversion insights"
+    from twilio_feedback.insights import country_of
+
+    phone = FR_PHONE
+    sids = fake_twilio.add_messages(2)
+    ticket = tracker.ticket()
+    tracker.bind(ticket, sids[0], country="FR", sender="+15017122661")
+    tracker.bind(key="login:42", message_sid=sids[1], country=country_of(phone))
+    assert tracker.confirm(key="login:42").confirmed
+
+    insights = tracker.insights(since=timedelta(days=7), by=("country",))
+    for row in insights.rows:
+        rate = f"{row.conversion:.0%}"
+        print(row.country, row.sent, row.confirmed, rate, row.ttc_p50, row.ttc_p90)
+    assert capsys.readouterr().out == "FR 2 1 50% 10.0 10.0\n"
+    assert tracker.flush(10) == 0
