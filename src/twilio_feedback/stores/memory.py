@@ -132,7 +132,7 @@ class MemoryStore(BaseStore, InsightsStore):
         if record.state is State.CONFIRMED and record.message_sid is not None:
             heapq.heappush(self._outbox, (record.lease_until, record.tracking_id))
 
-    def _count(self, record: Record, index: int, by: int = 1) -> None:
+    def _count(self, record: Record, index: int, by: int = 1, bucket: int | None = None) -> None:
         if record.country is None:
             return
         key = (day_number(record.created_at), record.country, record.sender or UNKNOWN_SENDER)
@@ -140,6 +140,8 @@ class MemoryStore(BaseStore, InsightsStore):
         if counts is None:
             counts = self._cells[key] = [0] * _WIDTH
         counts[index] += by
+        if bucket is not None:
+            counts[len(COUNTS) + bucket] += 1
 
     def add(self, record: Record) -> None:
         if record.error_message is not None:
@@ -181,8 +183,7 @@ class MemoryStore(BaseStore, InsightsStore):
                 expires_at=max(record.expires_at, keep_until),
             )
             self._put(record)
-            self._count(record, _CONFIRMED)
-            self._count(record, len(COUNTS) + ttc_bucket(now - record.created_at))
+            self._count(record, _CONFIRMED, bucket=ttc_bucket(now - record.created_at))
             return True, record
 
     def claim(self, *, now: float, lease_until: float, limit: int) -> list[Record]:
