@@ -66,7 +66,9 @@ def _samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            labels = {k: v for k, v in sample.labels.items() if not k.startswith("otel_scope")}
+            labels = {  # an empty label is no label, to Prometheus
+                k: v for k, v in sample.labels.items() if v and not k.startswith("otel_scope")
+            }
             samples[(sample.name, frozenset(labels.items()))] = sample.value
     return samples
 
@@ -92,11 +94,14 @@ def test_prometheus_scrapes_what_the_app_did(
     assert fake_twilio.wait_for(reported, timeout=10)
     samples = _samples(metrics_url)
 
-    def confirmations(outcome: str) -> float:
-        key = frozenset({("outcome", outcome)})
-        return samples[("twilio_feedback_confirmations_total", key)]
+    def confirmations(outcome: str, country: str | None = None) -> float:
+        labels = {("outcome", outcome)} | ({("country", country)} if country else set())
+        return samples[("twilio_feedback_confirmations_total", frozenset(labels))]
 
-    assert confirmations("confirmed") == confirmations("ignored") == 1
+    assert confirmations("confirmed", "US") == confirmations("ignored") == 1
+    assert ("twilio_feedback_confirmations_total", frozenset({("outcome", "confirmed")})) not in (
+        {key for key, value in samples.items() if value}
+    )
     assert confirmations("duplicate") == confirmations("invalid") == 0
     assert samples[("twilio_feedback_report_duration_seconds_count", frozenset())] == 1
     assert samples[("twilio_feedback_report_pending", frozenset())] == 0
