@@ -3,7 +3,8 @@
 ``status`` counts records by state and tells whether delivery keeps up, ``drain``
 delivers every unreported confirmation now (through the same reporter an app runs),
 ``worker`` delivers without rest (a long-running delivery process), ``retry-failed`` gives
-failed reports another chance, ``purge`` deletes expired records. Every store command
+failed reports another chance, ``purge`` deletes expired records, ``report`` shows the
+conversion insights (a table, JSON, CSV or an HTML page). Every store command
 takes ``--store URL`` (default: ``TWILIO_FEEDBACK_STORE``). Exit codes: 0 done, 1 the work
 did not complete (a store that cannot be reached, reports left undelivered, a worker
 stopped by a second signal), 2 a usage or configuration error, 3 ``status --check``: delivery
@@ -33,7 +34,7 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
@@ -42,6 +43,7 @@ from .records import Record, State
 from .settings import redact_text, redact_url, safe_excerpt
 
 if TYPE_CHECKING:
+    from .insights import Group, Insights
     from .settings import Settings
     from .stores.base import AdminStore, Store
 
@@ -221,6 +223,20 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="delete expired records",
         description="Delete the records whose expiry has passed (apps do it every few minutes).",
     )
+    _report_options(
+        commands.add_parser(
+            "report",
+            parents=[store],
+            help="conversion insights: a table, JSON, CSV or an HTML page",
+            description=(
+                "Show what share of the messages sent led to the action, and how fast, "
+                "grouped by day, country and sender, from the counts the store keeps "
+                "(purging records changes none of them). Days are UTC. Countries whose "
+                "conversion over the last 7 days fell below their previous 30 days by more "
+                "than --margin are flagged."
+            ),
+        )
+    )
     # The demo's options belong to twilio_feedback.demo, imported only when it runs.
     commands.add_parser(
         "demo",
@@ -244,6 +260,120 @@ def _drain_options(parser: argparse.ArgumentParser) -> None:
         help="stop after this long (default 60); what is left stays confirmed",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _report_options(parser: argparse.ArgumentParser) -> None:
+    from .report import DEFAULT_MARGIN, DEFAULT_MIN_SENT, TOP_COUNTRIES
+
+    parser.add_argument(
+        "--since",
+        type=_since,
+        default=30,
+        metavar="Nd|YYYY-MM-DD",
+        help="the first day: 30d is the 30 days that end on --until (default 30d)",
+    )
+    parser.add_argument(
+        "--until",
+        type=_until,
+        default=None,
+        metavar="YYYY-MM-DD|Nd",
+        help="the last day, included: a date, or 1d for yesterday (default today, UTC)",
+    )
+    parser.add_argument(
+        "--by",
+        type=_groups,
+        default=("day", "country"),
+        metavar="day,country,sender",
+        help="group by any of day, country, sender, in the order given (default day,country)",
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    output.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    parser.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write the report as one self-contained HTML page with charts",
+    )
+    parser.add_argument(
+        "--margin",
+        type=_points,
+        default=DEFAULT_MARGIN,
+        metavar="POINTS",
+        help=(
+            "flag a country whose conversion over the last 7 days is lower than over the "
+            f"previous 30 by more than POINTS percentage points (default {DEFAULT_MARGIN * 100:g})"
+        ),
+    )
+    parser.add_argument(
+        "--min-sent",
+        type=_positive_int,
+        default=DEFAULT_MIN_SENT,
+        metavar="N",
+        help=f"judge only countries with N messages in each period (default {DEFAULT_MIN_SENT})",
+    )
+    parser.add_argument(
+        "--top",
+        type=_positive_int,
+        default=TOP_COUNTRIES,
+        metavar="N",
+        help=(
+            "countries the HTML chart draws: the N with the most messages "
+            f"(default {TOP_COUNTRIES})"
+        ),
+    )
+
+
+def _iso_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{safe_excerpt(text)} is neither a date (YYYY-MM-DD) nor a number of days (30d)"
+        ) from None
+
+
+def _days(text: str) -> int | None:
+    if text[-1:].lower() == "d" and text[:-1].isdigit():
+        return int(text[:-1])
+    return None
+
+
+def _since(text: str) -> int | date:
+    days = _days(text)
+    if days is None:
+        return _iso_day(text)
+    if days < 1:
+        raise argparse.ArgumentTypeError("must be at least 1d")
+    return days
+
+
+def _until(text: str) -> int | date:
+    days = _days(text)
+    return _iso_day(text) if days is None else days
+
+
+def _groups(text: str) -> tuple[Group, ...]:
+    from .insights import GROUPS
+
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name not in GROUPS:
+            raise argparse.ArgumentTypeError(
+                f"cannot group by {safe_excerpt(name)}: use any of {','.join(GROUPS)}"
+            )
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError("each of day, country, sender at most once")
+    return tuple(names)  # type: ignore[arg-type]
+
+
+def _points(text: str) -> float:
+    try:
+        value = float(text.removesuffix("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 100:
+        raise argparse.ArgumentTypeError("must be at least 0 and below 100 (percentage points)")
+    return value / 100
 
 
 def _positive_int(text: str) -> int:
@@ -310,6 +440,8 @@ def main(
                 return _worker(args, source)
             if args.command == "retry-failed":
                 return _retry_failed(args, source)
+            if args.command == "report":
+                return _report(args, source)
             return _purge(source)
     except StoreFailure as exc:
         return _fail(args, url, str(exc), 1)
@@ -700,6 +832,78 @@ def _worker_logging(debug: bool) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _StoreInsights:
+    """A store's insights as ``tracker.insights()`` gives them: the cells it keeps
+    (``insight_cells``), summed up; unavailable, with a note, for a store without them."""
+
+    store: Store
+    shown: str
+
+    def insights(
+        self,
+        since: date | None = None,
+        until: date | None = None,
+        by: Sequence[Group] = ("day", "country"),
+    ) -> Insights:
+        from .insights import Insights, summarize
+
+        until = until or datetime.now(timezone.utc).date()
+        since = since or until
+        cells_of = getattr(self.store, "insight_cells", None)
+        if not callable(cells_of):
+            note = (
+                f"The store at {self.shown} ({type(self.store).__name__}) keeps no insights: "
+                "it does not implement insight_cells() (InsightsStore)."
+            )
+            return Insights([], since, until, tuple(by), available=False, note=note)
+        cells = [cell for cell in cells_of(since, until) if since <= cell.day <= until]
+        return Insights(summarize(cells, by), since, until, tuple(by))
+
+
+def _report(args: argparse.Namespace, source: _Source) -> int:
+    from . import report
+
+    now = datetime.now(timezone.utc)
+    until = args.until
+    if until is None:
+        until = now.date()
+    elif isinstance(until, int):
+        until = now.date() - timedelta(days=until)
+    since = args.since
+    if isinstance(since, int):
+        since = until - timedelta(days=since - 1)
+    if since > until:
+        raise UsageError(f"--since {since} is after --until {until}")
+    with _opened(source) as store:
+        built = report.collect(
+            _StoreInsights(store, source.shown),
+            since=since,
+            until=until,
+            by=args.by,
+            margin=args.margin,
+            min_sent=args.min_sent,
+            generated_at=now,
+        )
+    if args.html:
+        try:
+            with open(args.html, "w", encoding="utf-8") as out:
+                out.write(report.to_html(built, top=args.top))
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.html}: {exc.strerror or exc}") from exc
+        print(f"wrote {args.html}", file=sys.stderr)
+    if args.json:
+        sys.stdout.write(report.to_json(built))
+    elif args.csv:
+        sys.stdout.write(report.to_csv(built))
+    else:
+        sys.stdout.write(report.to_text(built))
+    return 0
 
 
 # -- retry-failed and purge ------------------------------------------------------------------
