@@ -5,7 +5,7 @@ file descriptor 3 and writes replies and events on 4, each a JSON message ended 
 byte), so there is no port to find, no websocket client to install, and nothing that listens
 on the network. :class:`Chromium` opens a page, records what it logs and every request it
 makes, evaluates expressions and takes screenshots. The report tests and
-scripts/insights_screenshot.py use it.
+tests/insights_screenshot.py (the picture in the docs) use it.
 """
 
 from __future__ import annotations

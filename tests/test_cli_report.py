@@ -10,6 +10,8 @@ import csv
 import io
 import json
 import os
+import re
+import shlex
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -214,3 +216,30 @@ def test_mistakes_exit_2_with_a_message(
         code = exited.code  # type: ignore[assignment]
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "insights.md"
+
+
+def _blocks(language: str) -> list[str]:
+    text = DOCS.read_text(encoding="utf-8")
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
+
+
+def test_the_docs_show_what_the_command_prints(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Conversion insights page's transcript, run on the dataset (its last day)."""
+    (console,) = _blocks("console")
+    command, *printed = console.splitlines()
+    prog, name, *args = shlex.split(command.removeprefix("$ "))
+    assert (prog, name) == ("twilio-feedback", "report")
+    monkeypatch.setenv("TWILIO_FEEDBACK_STORE", STORE)
+    assert main([name, *args, "--until", "2026-11-15"]) == 0
+    assert capsys.readouterr().out.splitlines() == printed
+
+    (row,) = _blocks("json")
+    assert main([name, *args, "--until", "2026-11-15", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    shown = json.loads(row)
+    assert shown == next(r for r in rows if r["country"] == shown["country"])

@@ -37,6 +37,7 @@ REFERENCE_PAGES = {
     "stores": "twilio_feedback.stores",
     "testing": "twilio_feedback.testing",
     "cli": "twilio_feedback.cli",
+    "report": "twilio_feedback.report",
     "telemetry": "twilio_feedback.telemetry",
     "delivery": "twilio_feedback.delivery",
     "worker": "twilio_feedback.worker",

@@ -19,7 +19,7 @@ import pytest
 from twilio_feedback import report
 from twilio_feedback.insights import TTC_BUCKETS, Insights
 
-from . import browser, insights_data
+from . import browser, insights_data, insights_screenshot
 from .servers import _missing
 
 pytestmark = pytest.mark.timeout(60)
@@ -127,3 +127,17 @@ def test_a_console_error_would_be_seen(chromium: browser.Chromium, tmp_path: Pat
     path.write_text(html.replace("</main>", "</main><img src='missing.png'>"), encoding="utf-8")
     page = chromium.open(path)
     assert any("Content Security Policy" in error for error in page.errors), page.errors
+
+
+def test_the_screenshot_in_the_docs_is_the_scripts(tmp_path: Path) -> None:
+    """docs/img/insights-report.png is what tests/insights_screenshot.py draws (its size:
+    fonts differ between machines, so not pixel for pixel), and stays small."""
+    if browser.executable() is None:
+        _missing("Chromium", "chromium")
+    committed = Path(__file__).resolve().parents[1] / "docs" / "img" / "insights-report.png"
+    shot = tmp_path / "insights-report.png"
+    width, height = insights_screenshot.render(shot)
+    assert browser.png_size(committed.read_bytes())[0] == width == insights_screenshot.WIDTH
+    assert abs(browser.png_size(committed.read_bytes())[1] - height) < height * 0.1
+    assert committed.stat().st_size < 300_000
+    keep(shot)
