@@ -1,30 +1,47 @@
 """``twilio-feedback report``: the store's insights as a table, JSON, CSV and an HTML page.
 
-Until the built-in stores keep insights, a store registered here serves the scripted dataset
-(tests/insights_data.py) through ``insight_cells(since, until)``, the query of the
-InsightsStore protocol; a store without it gets a report that says so."""
+A store registered here serves the 45-day dataset (tests/insights_data.py) through
+``insight_cells(since, until)``, the query of the InsightsStore protocol, for the options
+and the flags; a store without it gets a report that says so; and the known traffic of
+tests/insights_traffic.py, played into every store that keeps insights, comes out with the
+figures worked out by hand."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 import os
 import re
 import shlex
+import time
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from twilio_feedback import report
+from twilio_feedback import FeedbackTracker, Settings, report
 from twilio_feedback.cli import main
 from twilio_feedback.insights import Cell, summarize
-from twilio_feedback.stores import base, register_store
+from twilio_feedback.stores import InsightsStore, Store, base, register_store
 from twilio_feedback.stores.memory import MemoryStore
+from twilio_feedback.testing import FakeTwilio
 
 from . import insights_data
+from .conftest import SECRET_KEY
+from .insights_traffic import (
+    BY_COUNTRY,
+    BY_DAY_COUNTRY,
+    BY_SENDER,
+    TOTAL,
+    play_past,
+    play_today,
+    today,
+)
+from .stores.test_conformance import make_store
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -182,13 +199,16 @@ def test_a_store_without_insights_says_so(
 ) -> None:
     assert main(["report", "--store", "plain-test://x"]) == 0
     out = capsys.readouterr().out
-    assert "keeps no insights: it does not implement insight_cells() (InsightsStore)" in out
+    assert (
+        "the store (PlainStore) keeps no conversion insights: it does not implement InsightsStore"
+        in out
+    )
     assert main(["report", "--store", "plain-test://x", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert (data["available"], data["rows"]) == (False, [])
     page = tmp_path / "none.html"
     assert main(["report", "--store", "plain-test://x", "--html", str(page)]) == 0
-    assert "keeps no insights" in page.read_text(encoding="utf-8")
+    assert "keeps no conversion insights" in page.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(
@@ -243,3 +263,127 @@ def test_the_docs_show_what_the_command_prints(
     rows = json.loads(capsys.readouterr().out)["rows"]
     shown = json.loads(row)
     assert shown == next(r for r in rows if r["country"] == shown["country"])
+
+
+# -- a store's own counts, from known traffic --------------------------------------------------
+
+STORES = [
+    "memory",
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("redis", marks=pytest.mark.redis),
+]
+
+
+@pytest.fixture(params=STORES)
+def traffic_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    cleanup: list[Any] = []
+    store = make_store(request.param, request, cleanup)
+    if not isinstance(store, InsightsStore):
+        store.close()
+        pytest.skip(f"{type(store).__name__} keeps no insights yet (InsightsStore)")
+    yield store
+    store.close()
+    for close in cleanup:
+        close()
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None or math.isinf(value) else value
+
+
+def test_known_traffic_through_the_command(
+    traffic_store: Store, fake_twilio: FakeTwilio, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tests/insights_traffic.py's four days, played into the store (past days) and through
+    a tracker and FakeTwilio (today), come out of the table, --json and --csv with the
+    figures worked out by hand; purging every record changes none of them."""
+    settings = Settings(
+        account_sid=fake_twilio.account_sid,
+        auth_token=fake_twilio.auth_token,
+        secret_key=SECRET_KEY,
+        store=traffic_store,
+        api_base_url=fake_twilio.base_url,
+    )
+    with FeedbackTracker(settings) as tracker:
+        play_past(traffic_store, short_ttl=3600)
+        play_today(tracker, fake_twilio)
+    day = today()
+
+    def report_of(*args: str) -> str:
+        assert main(["report", "--since", "4d", *args], settings=settings) == 0
+        return capsys.readouterr().out
+
+    data = json.loads(report_of("--by", "country", "--json"))
+    assert (data["since"], data["until"]) == (str(day - timedelta(days=3)), str(day))
+    assert {
+        row["country"]: (
+            row["sent"],
+            row["confirmed"],
+            row["reported"],
+            row["failed"],
+            row["ttc_p50"],
+            row["ttc_p90"],
+        )
+        for row in data["rows"]
+    } == {
+        country: (f.sent, f.confirmed, f.reported, f.failed, _seconds(f.p50), _seconds(f.p90))
+        for country, f in BY_COUNTRY.items()
+    }
+    assert data["total"]["sent"] == TOTAL.sent
+    assert data["total"]["conversion"] == pytest.approx(TOTAL.conversion)
+
+    rows = list(csv.DictReader(io.StringIO(report_of("--by", "sender", "--csv"))))
+    assert {
+        row["sender"]: (int(row["sent"]), int(row["confirmed"]), row["ttc_p50"], row["ttc_p90"])
+        for row in rows
+    } == {
+        sender: (f.sent, f.confirmed, f"{f.p50:g}", "" if math.isinf(f.p90 or 0) else f"{f.p90:g}")
+        for sender, f in BY_SENDER.items()
+    }
+
+    table = report_of("--by", "day,country").splitlines()
+    shown = {
+        (line.split()[0], line.split()[1]): line.split()[2:5]
+        for line in table[3:]
+        if line[:4].isdigit()
+    }
+    assert shown == {
+        (str(day - timedelta(days=ago)), country): [
+            str(f.sent),
+            str(f.confirmed),
+            f"{f.conversion * 100:.1f}%",
+        ]
+        for (ago, country), f in BY_DAY_COUNTRY.items()
+    }
+    total = next(line for line in table if line.startswith("total")).split()
+    assert total[1:4] == [str(TOTAL.sent), str(TOTAL.confirmed), f"{TOTAL.conversion * 100:.1f}%"]
+
+    before = report_of("--by", "day,country,sender", "--json")
+    traffic_store.purge(now=time.time() + 30 * 86400.0)
+    after = report_of("--by", "day,country,sender", "--json")
+
+    def figures(text: str) -> Any:
+        return json.loads(text)["rows"]
+
+    assert figures(after) == figures(before), "purging every record changed a past figure"
+
+
+def test_the_docs_python_snippet_runs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Conversion insights page's snippet, on a tracker with the dataset's last 45
+    days ending today (France declining)."""
+    (snippet,) = _blocks("python")
+    CellStore.until = datetime.now(timezone.utc).date()
+    store = CellStore("insights-test://x")
+    settings = Settings(
+        account_sid="AC" + "0" * 32, auth_token="t" * 32, secret_key=SECRET_KEY, store=store
+    )
+    monkeypatch.chdir(tmp_path)
+    with FeedbackTracker(settings) as tracker:
+        exec(compile(snippet, str(DOCS), "exec"), {"tracker": tracker})
+    out = capsys.readouterr().out
+    assert out.startswith("Conversion insights, ")
+    assert out.rstrip().endswith("FR fell 27%")
+    assert "<svg" in (tmp_path / "report.html").read_text(encoding="utf-8")

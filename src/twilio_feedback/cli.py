@@ -839,11 +839,9 @@ def _worker_logging(debug: bool) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class _StoreInsights:
-    """A store's insights as ``tracker.insights()`` gives them: the cells it keeps
-    (``insight_cells``), summed up; unavailable, with a note, for a store without them."""
+    """A store's insights, read as ``tracker.insights()`` reads them."""
 
     store: Store
-    shown: str
 
     def insights(
         self,
@@ -851,19 +849,10 @@ class _StoreInsights:
         until: date | None = None,
         by: Sequence[Group] = ("day", "country"),
     ) -> Insights:
-        from .insights import Insights, summarize
+        from .insights import read
 
         until = until or datetime.now(timezone.utc).date()
-        since = since or until
-        cells_of = getattr(self.store, "insight_cells", None)
-        if not callable(cells_of):
-            note = (
-                f"The store at {self.shown} ({type(self.store).__name__}) keeps no insights: "
-                "it does not implement insight_cells() (InsightsStore)."
-            )
-            return Insights([], since, until, tuple(by), available=False, note=note)
-        cells = [cell for cell in cells_of(since, until) if since <= cell.day <= until]
-        return Insights(summarize(cells, by), since, until, tuple(by))
+        return read(self.store, since or until, until, by)
 
 
 def _report(args: argparse.Namespace, source: _Source) -> int:
@@ -882,7 +871,7 @@ def _report(args: argparse.Namespace, source: _Source) -> int:
         raise UsageError(f"--since {since} is after --until {until}")
     with _opened(source) as store:
         built = report.collect(
-            _StoreInsights(store, source.shown),
+            _StoreInsights(store),
             since=since,
             until=until,
             by=args.by,

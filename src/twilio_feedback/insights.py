@@ -15,7 +15,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .stores.base import Store
 
 __all__ = [
     "COUNTS",
@@ -34,6 +37,7 @@ __all__ = [
     "check_sender",
     "country_of",
     "day_number",
+    "read",
     "summarize",
     "ttc_bucket",
     "ttc_percentile",
@@ -275,3 +279,32 @@ def summarize(cells: Iterable[Cell], by: Sequence[Group]) -> list[InsightRow]:
     order = [GROUPS.index(name) for name in by]
     rows.sort(key=lambda row: tuple(str((row.day, row.country, row.sender)[i]) for i in order))
     return rows
+
+
+def read(store: Store, since: date, until: date, by: Sequence[Group]) -> Insights:
+    """The insights ``store`` keeps for the days ``since`` to ``until`` (both included),
+    grouped ``by``: what ``tracker.insights()`` and ``twilio-feedback report`` read. A store
+    without :class:`~twilio_feedback.stores.InsightsStore` gives no rows,
+    ``available=False`` and a ``note`` saying so."""
+    from .stores.base import InsightsStore
+    from .stores.boundary import StoreBoundary
+
+    by = tuple(by)
+    summarize((), by)  # refuses an unknown dimension, whatever the store
+    inner = store.inner if isinstance(store, StoreBoundary) else store
+    if not isinstance(inner, InsightsStore):
+        note = (
+            f"the store ({type(inner).__name__}) keeps no conversion insights: "
+            "it does not implement InsightsStore"
+        )
+        return Insights([], since, until, by, available=False, note=note)
+    cells = store.insight_cells(since, until)  # type: ignore[attr-defined]
+    # A cell left at zero (a send Twilio refused, taken back) is no row; the days are
+    # kept to, whatever the store returns.
+    kept = (
+        cell
+        for cell in cells
+        if since <= cell.day <= until
+        and (cell.sent or cell.confirmed or cell.reported or cell.failed)
+    )
+    return Insights(summarize(kept, by), since, until, by)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -33,15 +34,15 @@ from .insights import (
     check_country,
     check_sender,
     country_of,
-    summarize,
 )
+from .insights import read as read_insights
 from .lifecycle import close_at_exit
 from .lookups import MAX_PENDING as MAX_LOOKUPS
 from .lookups import SidLookups
 from .records import ConfirmResult, Record, State
 from .reporter import Drained, DrainProgress, OnFailed, OnReported, Reporter
 from .settings import Settings
-from .stores.base import AsyncStore, InsightsStore, Store, check_store, store_from_url
+from .stores.base import AsyncStore, Store, check_store, store_from_url
 from .stores.boundary import StoreBoundary
 from .tokens import TokenSigner
 from .twilio_api import TwilioAPI
@@ -544,20 +545,10 @@ class FeedbackTracker:
         first = _utc_day(since, now) if since is not None else last - timedelta(days=29)
         if first > last:
             raise ValueError(f"since ({first}) is after until ({last})")
-        by = tuple(by)
-        summarize((), by)  # refuses an unknown dimension, whatever the store
-        inner = self.store.inner if isinstance(self.store, StoreBoundary) else self.store
-        if not isinstance(inner, InsightsStore):
-            note = (
-                f"the store ({type(inner).__name__}) keeps no conversion insights: "
-                "it does not implement InsightsStore"
-            )
-            return Insights([], first, last, by, available=False, note=note)
-        cells = self.store.insight_cells(first, last)  # type: ignore[attr-defined]
-        # A cell left at zero (a send Twilio refused, taken back) is no row.
-        rows = summarize((c for c in cells if c.sent or c.confirmed or c.reported or c.failed), by)
-        off = None if self.settings.insights else "insights are off: new messages are not counted"
-        return Insights(rows, first, last, by, note=off)
+        found = read_insights(self.store, first, last, by)
+        if found.available and not self.settings.insights:
+            return dataclasses.replace(found, note="insights are off: new messages are not counted")
+        return found
 
     async def insights_async(
         self,
