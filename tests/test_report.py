@@ -424,3 +424,13 @@ def test_the_html_chart_of_a_table_without_daily_figures_says_why_it_is_empty() 
     text = "".join(page.text)
     assert "No daily figures per country in this report" in text
     assert "No messages sent" not in text
+
+
+def test_a_note_on_available_insights_is_shown() -> None:
+    """tracker.insights() notes that counting is off (Settings.insights=False)."""
+    note = "insights are off: new messages are not counted"
+    insights = Insights([], day(29), UNTIL, ("day", "country"), note=note)
+    built = report.build(insights)
+    assert report.to_text(built).splitlines()[1] == f"Note: {note}"
+    assert note in "".join(parsed(report.to_html(built)).text)
+    assert json.loads(report.to_json(built))["note"] == note

@@ -358,6 +358,8 @@ def to_text(report: Report) -> str:
     if not insights.available:
         lines.append(insights.note or "the store keeps no insights")
         return "\n".join(lines) + "\n"
+    if insights.note:
+        lines.append(f"Note: {insights.note}")
     groups = list(insights.by)
     marks = bool(report.declines) and "country" in groups
     header = [*groups, *_COLUMNS] + (["flag"] if marks else [])
@@ -783,6 +785,8 @@ def to_html(report: Report, *, top: int = TOP_COUNTRIES) -> str:
     if not insights.available:
         body.append(f"<p class=flags>{escape(insights.note or 'The store keeps no insights.')}</p>")
     else:
+        if insights.note:
+            body.append(f"<p class=flags>{escape(insights.note)}</p>")
         cards = [
             ("sent", _count(total.sent)),
             ("confirmed", _count(total.confirmed)),
