@@ -20,6 +20,7 @@ import pytest
 from twilio_feedback import FeedbackTracker, Settings, State
 from twilio_feedback import deferred as deferred_module
 from twilio_feedback.stores import store_from_url
+from twilio_feedback.stores.memory import MemoryStore
 from twilio_feedback.testing import FakeTwilio
 from twilio_feedback.tokens import TokenSigner
 
@@ -302,3 +303,39 @@ def test_a_forked_child_starts_with_an_empty_buffer(fake_twilio: FakeTwilio) -> 
     finally:
         tracker.close(timeout=2)
         outage.server.stop()
+
+
+class _LostReply(MemoryStore):
+    """A store whose first confirm is applied, then its answer lost (the connection cut as
+    the server restarts)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cut = 1
+
+    def confirm(self, tracking_id: str, **kwargs: Any) -> Any:
+        answer = super().confirm(tracking_id, **kwargs)
+        if self.cut:
+            self.cut -= 1
+            raise ConnectionError("connection closed by the server")
+        return answer
+
+
+def test_a_confirmation_applied_whose_answer_was_lost_is_reported_at_once(
+    fake_twilio: FakeTwilio,
+) -> None:
+    store = _LostReply()
+    tracker = FeedbackTracker(_settings(fake_twilio, "memory://").replace(store=store))
+    try:
+        (sid,) = fake_twilio.add_messages(1)
+        ticket = tracker.ticket()
+        tracker.bind(ticket, sid)
+        assert tracker.confirm_token(ticket.token).status == "deferred"
+        # The replay finds the record confirmed at this confirmation's own time: it was
+        # this one, so it is reported now, not when the lease (15 s) ends.
+        assert [p.message_sid for p in fake_twilio.wait_for_feedback(1, timeout=5)] == [sid]
+        assert tracker.flush(5) == 0
+        assert tracker.stats()["reported"] == 1
+        assert tracker.confirm_token(ticket.token).status == "duplicate"
+    finally:
+        tracker.close(timeout=2)

@@ -527,6 +527,11 @@ def _apply_deferred(
     the moment the person acted (a link that expired since still counts); raises while the
     store still fails."""
     won, record = store.confirm(tracking_id, **confirm_kwargs(settings, confirmed_at, time.time()))
+    if not won and record is not None and _confirmed_by(record, confirmed_at):
+        # An earlier attempt of this very confirmation was applied, and the store's answer
+        # was lost (a connection cut as the server restarts): the record carries this
+        # confirmation's own time. Ours to report, or it would wait for the lease to end.
+        won = True
     if won:
         assert record is not None
         logger.debug(
@@ -552,6 +557,20 @@ def _apply_deferred(
                 "state": None if record is None else record.state.value,
             },
         )
+
+
+_CONFIRMED_AT_PRECISION = 0.002
+"""How far a store may round a confirmation time (to the millisecond, or a float's
+digits): a record whose ``confirmed_at`` is this close to a deferred confirmation's own
+time was confirmed by it."""
+
+
+def _confirmed_by(record: Record, confirmed_at: float) -> bool:
+    return (
+        record.state is State.CONFIRMED
+        and record.confirmed_at is not None
+        and abs(record.confirmed_at - confirmed_at) <= _CONFIRMED_AT_PRECISION
+    )
 
 
 class _Prefixes:
