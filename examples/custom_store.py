@@ -68,7 +68,9 @@ class DictStore:
         with self._lock:
             return self._records.get(tracking_id)
 
-    def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
+    def attach_sid(
+        self, tracking_id: str, message_sid: str, account_sid: str | None
+    ) -> Record | None:
         """Set the SIDs, whatever the state: a click may have confirmed the record first."""
         with self._lock:
             record = self._records.get(tracking_id)

@@ -53,7 +53,7 @@ def test_link_send_dropped_after_twilio_created_it(
     assert (post.message_sid, post.account_sid) == (created.sid, fake_twilio.account_sid)
     record = tracker.store.get(result.tracking_id or "")
     assert record is not None
-    assert record.message_sid == created.sid
+    assert (record.message_sid, record.account_sid) == (created.sid, None)
     [lookup] = lookups_made(fake_twilio)
     assert (lookup.query["To"], lookup.query["From"], lookup.status) == (PHONE, SENDER, 200)
     assert "DateSent>" in lookup.query
@@ -283,7 +283,7 @@ class _AsyncOnly:
         self.store.async_calls.append("add")
         MemoryStore.add(self.store, record)
 
-    async def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Any:
+    async def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str | None) -> Any:
         self.store.async_calls.append("attach_sid")
         return MemoryStore.attach_sid(self.store, tracking_id, message_sid, account_sid)
 
@@ -314,7 +314,7 @@ class _GuardedStore(MemoryStore):
         self.sync_calls.append("delete")
         super().delete(tracking_id)
 
-    def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Any:
+    def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str | None) -> Any:
         self.sync_calls.append("attach_sid")
         return super().attach_sid(tracking_id, message_sid, account_sid)
 

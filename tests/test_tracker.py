@@ -148,6 +148,30 @@ def test_subaccount_feedback_goes_to_its_account(
     assert tracker.confirm(key="sub:1").confirmed
     [post] = fake_twilio.wait_for_feedback(1, timeout=5)
     assert (post.account_sid, post.message_sid) == (sub_sid, message.sid)
+    record = tracker.store.get(key_tracking_id("sub:1"))
+    assert record is not None
+    assert record.account_sid == sub_sid
+
+
+def test_own_account_is_not_stored_on_records(
+    tracker: FeedbackTracker, fake_twilio: FakeTwilio
+) -> None:
+    # Records of the settings' own account keep None (fewer bytes per record in every
+    # store); the reporter posts them to the settings' account.
+    message = tracker.send(to=PHONE, from_=SENDER, body="code", key="own:1")
+    assert message.account_sid == fake_twilio.account_sid
+    sent = tracker.store.get(key_tracking_id("own:1"))
+    assert sent is not None
+    assert (sent.message_sid, sent.account_sid) == (message.sid, None)
+    named = tracker.send(
+        to=PHONE, from_=SENDER, body="code", key="own:2", account_sid=fake_twilio.account_sid
+    )
+    bound = tracker.bind(key="own:3", message_sid=named.sid, account_sid=fake_twilio.account_sid)
+    assert bound.account_sid is None
+    assert tracker.store.get(key_tracking_id("own:2")).account_sid is None  # type: ignore[union-attr]
+    assert tracker.confirm(key="own:1").confirmed
+    [post] = fake_twilio.wait_for_feedback(1, timeout=5)
+    assert (post.account_sid, post.message_sid) == (fake_twilio.account_sid, message.sid)
 
 
 def test_api_key_credentials(settings: Settings, fake_twilio: FakeTwilio) -> None:

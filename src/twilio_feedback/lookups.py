@@ -142,14 +142,15 @@ class SidLookups(ProcessLocal):
         )
         return self._enqueue(lookup)
 
-    def attach_later(self, record: Record, message_sid: str, account_sid: str) -> bool:
+    def attach_later(self, record: Record, message_sid: str, account_sid: str | None) -> bool:
         """Attach a SID that Twilio returned but the store could not take (it failed just
         then): tried in the background, with the same backoff and window as a lookup,
-        until the store answers. ``False`` when it cannot be scheduled."""
+        until the store answers. ``account_sid`` ``None``: the settings' own. ``False``
+        when it cannot be scheduled."""
         lookup = _Lookup(
             record.tracking_id,
             record.created_at,
-            account_sid,
+            account_sid or str(self.api.settings.account_sid),
             record.created_at,
             time.monotonic() + self.window,
             "",
@@ -354,7 +355,8 @@ class SidLookups(ProcessLocal):
             self._counts["found"] += 1
         if not same:
             return True  # gone, bound by hand, or replaced by a new send under the same key
-        bound = self.store.attach_sid(lookup.tracking_id, sid, lookup.account_sid)
+        account = self.api.settings.record_account(lookup.account_sid)
+        bound = self.store.attach_sid(lookup.tracking_id, sid, account)
         logger.info(
             "learned the SID of the message for %s: %s",
             lookup.tracking_id,

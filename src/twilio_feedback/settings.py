@@ -461,6 +461,13 @@ class Settings:
             return (self.secret_key,) if self.secret_key else ()
         return tuple(self.secret_key)
 
+    def record_account(self, account_sid: str | None) -> str | None:
+        """The account SID a record keeps for a message sent from ``account_sid``:
+        ``None`` for the settings' own (every reader falls back to :attr:`account_sid`),
+        so that the common case costs no bytes in the store; a subaccount's SID as it is.
+        """
+        return None if not account_sid or account_sid == self.account_sid else account_sid
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)

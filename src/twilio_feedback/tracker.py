@@ -238,7 +238,7 @@ class FeedbackTracker:
             tracking_id,
             expires_at=expires_at,
             message_sid=_check_sid(message_sid) if message_sid is not None else None,
-            account_sid=account_sid or s.account_sid,
+            account_sid=s.record_account(account_sid),
             created_at=now,
             country=(country or UNKNOWN_COUNTRY) if s.insights else None,
             sender=(sender or UNKNOWN_SENDER) if s.insights else None,
@@ -366,7 +366,8 @@ class FeedbackTracker:
             else:
                 self._after_failed_send(record, to, body, link, params)
             raise
-        sid, account = str(message.sid), str(message.account_sid or record.account_sid)
+        sid = str(message.sid)
+        account = self.settings.record_account(message.account_sid or record.account_sid)
         try:
             bound = yield StoreCall("attach_sid", (record.tracking_id, sid, account))
         except StorageError:

@@ -274,7 +274,9 @@ class DjangoStore(ProcessLocal, BaseStore):
         """See :meth:`Store.get`."""
         return _record(self._one(self._sql["get"], [tracking_id]))
 
-    def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
+    def attach_sid(
+        self, tracking_id: str, message_sid: str, account_sid: str | None
+    ) -> Record | None:
         """See :meth:`Store.attach_sid`: one statement."""
         return _record(self._one(self._sql["attach_sid"], [message_sid, account_sid, tracking_id]))
 
@@ -379,7 +381,7 @@ class AsyncDjangoStore:
         return await self._run(self.store.get, tracking_id)
 
     async def attach_sid(
-        self, tracking_id: str, message_sid: str, account_sid: str
+        self, tracking_id: str, message_sid: str, account_sid: str | None
     ) -> Record | None:
         """See :meth:`Store.attach_sid`."""
         return await self._run(self.store.attach_sid, tracking_id, message_sid, account_sid)

@@ -91,8 +91,14 @@ class Store(Protocol):
         """
 
     @abc.abstractmethod
-    def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
-        """Set the message and account SIDs of a record; return it, or ``None`` if gone."""
+    def attach_sid(
+        self, tracking_id: str, message_sid: str, account_sid: str | None
+    ) -> Record | None:
+        """Set the message and account SIDs of a record; return it, or ``None`` if gone.
+
+        ``account_sid`` ``None`` means the settings' own account (what the tracker passes
+        for it, so that records do not repeat it): store no account SID then, clearing
+        one the record had."""
 
     @abc.abstractmethod
     def delete(self, tracking_id: str) -> None:
@@ -402,7 +408,7 @@ class AsyncStore(Protocol):
         """Async :meth:`Store.add`."""
 
     async def attach_sid(
-        self, tracking_id: str, message_sid: str, account_sid: str
+        self, tracking_id: str, message_sid: str, account_sid: str | None
     ) -> Record | None:
         """Async :meth:`Store.attach_sid`."""
 
@@ -431,7 +437,7 @@ class ThreadedAsyncStore(AsyncStore):
         await self._run(self.store.add, record)
 
     async def attach_sid(
-        self, tracking_id: str, message_sid: str, account_sid: str
+        self, tracking_id: str, message_sid: str, account_sid: str | None
     ) -> Record | None:
         result: Record | None = await self._run(
             self.store.attach_sid, tracking_id, message_sid, account_sid

@@ -128,7 +128,9 @@ class StoreBoundary:
         except Exception as exc:
             raise self._error("get", exc) from exc
 
-    def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
+    def attach_sid(
+        self, tracking_id: str, message_sid: str, account_sid: str | None
+    ) -> Record | None:
         """:meth:`Store.attach_sid`, across the boundary."""
         try:
             return self.inner.attach_sid(tracking_id, message_sid, account_sid)
@@ -267,7 +269,7 @@ class AsyncStoreBoundary:
             raise self._error("add", exc) from exc
 
     async def attach_sid(
-        self, tracking_id: str, message_sid: str, account_sid: str
+        self, tracking_id: str, message_sid: str, account_sid: str | None
     ) -> Record | None:
         """:meth:`Store.attach_sid`, across the boundary."""
         try:

@@ -154,7 +154,9 @@ class MemoryStore(BaseStore, InsightsStore):
         with self._lock:
             return self._get(tracking_id)
 
-    def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
+    def attach_sid(
+        self, tracking_id: str, message_sid: str, account_sid: str | None
+    ) -> Record | None:
         with self._lock:
             record = self._get(tracking_id)
             if record is None:
@@ -319,7 +321,7 @@ class _InlineAsyncMemoryStore:
         self.store.add(record)
 
     async def attach_sid(
-        self, tracking_id: str, message_sid: str, account_sid: str
+        self, tracking_id: str, message_sid: str, account_sid: str | None
     ) -> Record | None:
         return self.store.attach_sid(tracking_id, message_sid, account_sid)
 

@@ -212,9 +212,12 @@ class RedisStore(BaseStore):
     def get(self, tracking_id: str) -> Record | None:
         return _decode(self.client.hgetall(self.key(tracking_id)))
 
-    def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
+    def attach_sid(
+        self, tracking_id: str, message_sid: str, account_sid: str | None
+    ) -> Record | None:
         keys = [self.key(tracking_id), self.outbox]
-        return _decode(self._attach_sid(keys=keys, args=[tracking_id, message_sid, account_sid]))
+        args = [tracking_id, message_sid, account_sid or ""]
+        return _decode(self._attach_sid(keys=keys, args=args))
 
     def delete(self, tracking_id: str) -> None:
         with self.client.pipeline(transaction=True) as pipe:
@@ -414,10 +417,10 @@ class AsyncRedisStore(AsyncStore):
         await self._run(add)
 
     async def attach_sid(
-        self, tracking_id: str, message_sid: str, account_sid: str
+        self, tracking_id: str, message_sid: str, account_sid: str | None
     ) -> Record | None:
         keys = [self.store.key(tracking_id), self.store.outbox]
-        args = [tracking_id, message_sid, account_sid]
+        args = [tracking_id, message_sid, account_sid or ""]
         return _decode(await self._run(lambda: self._attach_sid(keys=keys, args=args)))
 
     async def delete(self, tracking_id: str) -> None:

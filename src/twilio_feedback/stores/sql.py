@@ -362,7 +362,9 @@ class SQLStore(BaseStore):
         t = self.table
         return _row(self._one(self._sa.select(t).where(t.c.tracking_id == tracking_id)))
 
-    def attach_sid(self, tracking_id: str, message_sid: str, account_sid: str) -> Record | None:
+    def attach_sid(
+        self, tracking_id: str, message_sid: str, account_sid: str | None
+    ) -> Record | None:
         return self._update(tracking_id, message_sid=message_sid, account_sid=account_sid)
 
     def delete(self, tracking_id: str) -> None:

@@ -636,6 +636,18 @@ class StoreConformance:
         assert store.attach_sid("missing", SID, ACCOUNT) is None
         assert store.get("missing") is None
 
+    def test_attach_sid_without_account(self, store: Store) -> None:
+        # None: the settings' own account (the tracker's readers fall back to it).
+        store.add(_record())
+        attached = store.attach_sid("t1", SID, None)
+        assert attached is not None
+        assert (attached.message_sid, attached.account_sid) == (SID, None)
+        got = store.get("t1")
+        assert got is not None
+        assert (got.message_sid, got.account_sid) == (SID, None)
+        assert _confirm(store, "t1", lease=-1)[0]
+        assert _claim_ids(store) == ["t1"]
+
     # -- claim and the reporter's outcomes --------------------------------------------------
 
     def test_claim_respects_leases_and_limits(self, store: Store) -> None:
@@ -1255,9 +1267,9 @@ class StoreConformance:
                 )
                 assert not again
                 assert await astore.attach_sid("missing", SID, ACCOUNT) is None
-                attached = await astore.attach_sid("a", SID, ACCOUNT)
+                attached = await astore.attach_sid("a", SID, None)
                 assert attached is not None
-                assert attached.message_sid == SID
+                assert (attached.message_sid, attached.account_sid) == (SID, None)
                 assert await asyncio.to_thread(_claim_ids, store) == ["a"]
                 await astore.delete("a")
                 assert await asyncio.to_thread(store.get, "a") is None
