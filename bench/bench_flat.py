@@ -17,6 +17,7 @@ Records are written in bulk as ``store.add`` writes them (:mod:`bench.fill`).
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 import tempfile
@@ -33,6 +34,8 @@ CLAIM_BATCH = 100
 RATIO = 1.5
 STALL_MS = 10.0
 DURABLE = ["postgresql", "sqlite", "redis"]
+ONLY = os.environ.get("BENCH_FLAT_BACKENDS", "")
+"""A comma list of backends to run (``sqlite,postgresql``); empty: all of them."""
 
 
 def _us(seconds: float) -> str:
@@ -405,6 +408,8 @@ def run(quick: bool = False) -> Section:
     try:
         with FakeTwilio() as fake:
             for backend in ["memory", *DURABLE]:
+                if ONLY and backend not in ONLY.split(","):
+                    continue
                 print(f"  flat: {backend}", flush=True)
                 _backend(backend, sizes, servers, fake, section)
     finally:

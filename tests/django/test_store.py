@@ -119,3 +119,14 @@ def test_a_connection_the_server_dropped_is_replaced(django_project: dict[str, A
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [pid])
     assert store.get("t1") is not None
+
+
+def test_sqlite_claim_updates_only_the_rows_it_picked(django_project: dict[str, Any]) -> None:
+    # As in the SQL store: the outer UPDATE looks the picked ids up by primary key, not
+    # through the outbox index (which would visit every due row).
+    store = DjangoStore("default")
+    with connections["default"].cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {store._sql['claim']}", [2.0, 1.0, 100])
+        plan = [row[-1] for row in cursor.fetchall()]
+    outer = next(step for step in plan if step.startswith(("SEARCH", "SCAN")))
+    assert "tracking_id=?" in outer or "PRIMARY KEY" in outer, plan

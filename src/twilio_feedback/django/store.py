@@ -114,11 +114,10 @@ def _statements(vendor: str, table: str) -> dict[str, str]:
             f"RETURNING {', '.join(f'{table}.{c}' for c in COLUMNS)}"
         )
     else:
-        # SQLite has one writer at a time: the subquery and the update cannot interleave.
-        claim = (
-            f"UPDATE {table} SET lease_until = %s WHERE tracking_id IN ({due}) "
-            f"AND state = '{_CONFIRMED}' AND lease_until <= %s RETURNING {cols}"
-        )
+        # SQLite has one writer at a time: the subquery and the update cannot interleave,
+        # so the update names the picked rows by primary key and nothing else (the
+        # outbox's predicates repeated here would have SQLite walk every due row).
+        claim = f"UPDATE {table} SET lease_until = %s WHERE tracking_id IN ({due}) RETURNING {cols}"
     outcome = f"WHERE tracking_id = %s AND message_sid = %s AND state = '{_CONFIRMED}'"
     return {
         "add": (
@@ -305,7 +304,7 @@ class DjangoStore(ProcessLocal, BaseStore):
         if self.vendor == "postgresql":
             params: list[Any] = [now, limit, lease_until]
         else:
-            params = [lease_until, now, limit, now]
+            params = [lease_until, now, limit]
         return _records(self._all(self._sql["claim"], params))
 
     def renew(self, held: Sequence[tuple[str, str]], *, lease_until: float) -> int:

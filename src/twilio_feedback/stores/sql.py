@@ -283,14 +283,12 @@ class SQLStore(BaseStore):
                 .returning(*t.c)
             )
         else:
-            # SQLite has one writer at a time: the subquery and the update cannot interleave.
+            # SQLite has one writer at a time: the subquery and the update cannot interleave,
+            # so the update names the picked rows by primary key and nothing else (the
+            # outbox's predicates repeated here would have SQLite walk every due row).
             claim = (
                 t.update()
-                .where(
-                    c.tracking_id.in_(candidates.scalar_subquery()),
-                    c.state == confirmed,
-                    c.lease_until <= p("now"),
-                )
+                .where(c.tracking_id.in_(candidates.scalar_subquery()))
                 .values(lease_until=p("lease"))
                 .returning(*t.c)
             )
