@@ -130,3 +130,29 @@ def test_sqlite_claim_updates_only_the_rows_it_picked(django_project: dict[str, 
         plan = [row[-1] for row in cursor.fetchall()]
     outer = next(step for step in plan if step.startswith(("SEARCH", "SCAN")))
     assert "tracking_id=?" in outer or "PRIMARY KEY" in outer, plan
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_purge_deletes_in_short_statements(backend: str, django_project: dict[str, Any]) -> None:
+    # One DELETE per batch, each its own transaction: a long purge never holds SQLite's
+    # one write lock for its whole length (bench flat: "confirm while purging").
+    alias = _alias(backend, django_project)
+    clear(alias)
+    store = DjangoStore(alias)
+    store.purge_batch = 10
+    for n in range(25):
+        store.add(Record(f"old{n}", expires_at=1.0))
+    store.add(_record("live"))
+    deleted: list[int] = []
+
+    def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        if sql.lstrip().upper().startswith("DELETE"):
+            deleted.append(context["cursor"].rowcount)
+        return result
+
+    with connections[alias].execute_wrapper(count):
+        assert store.purge(now=2.0) == 25
+    assert deleted == [10, 10, 5]
+    assert store.get("live") is not None
+    store.close()

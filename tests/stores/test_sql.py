@@ -234,3 +234,26 @@ def test_sqlite_claim_updates_only_the_rows_it_picked(tmp_path: Path) -> None:
     outer = next(step for step in plan if step.startswith(("SEARCH", "SCAN")))
     assert "tracking_id=?" in outer or "PRIMARY KEY" in outer, plan
     store.close()
+
+
+def test_purge_deletes_in_short_transactions(url: str) -> None:
+    # A purge of many expired records must not hold SQLite's one write lock (or, on
+    # PostgreSQL, the server) for its whole length: it deletes a batch a transaction, and
+    # confirms get in between (bench flat: "confirm while purging").
+    store = SQLStore(url, purge_batch=10)
+    now = time.time()
+    for n in range(25):
+        store.add(Record(f"old{n}", expires_at=now - 1, message_sid=SID))
+    store.add(Record("live", expires_at=now + 600, message_sid=SID))
+    deleted: list[int] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            deleted.append(cursor.rowcount)
+
+    sa.event.listen(store.engine, "after_cursor_execute", count)
+    assert store.purge(now=now) == 25
+    assert deleted == [10, 10, 5]
+    assert store.get("live") is not None
+    assert store.purge(now=now) == 0
+    store.close()

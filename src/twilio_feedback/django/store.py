@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -63,6 +64,10 @@ COLUMNS = (
 )
 RENEW_BATCH = 400
 """Records renewed per statement: 802 parameters, under every SQLite's limit (999)."""
+PURGE_BATCH = 500
+"""Expired records a purge deletes per statement (a few milliseconds each)."""
+PURGE_PAUSE = 0.05
+"""The longest pause between two of a purge's batches, in seconds."""
 
 _T = TypeVar("_T")
 _PENDING = State.PENDING.value
@@ -141,7 +146,13 @@ def _statements(vendor: str, table: str) -> dict[str, str]:
         ),
         # The reporter's outcomes: "{sets}" is the columns they change, "col = %s, ...".
         "outcome": f"UPDATE {table} SET {{sets}} {outcome}",
-        "purge": f"DELETE FROM {table} WHERE expires_at <= %s",
+        # A batch a statement; concurrent purges (one per process) take disjoint batches
+        # on PostgreSQL.
+        "purge": (
+            f"DELETE FROM {table} WHERE tracking_id IN (SELECT tracking_id FROM {table} "
+            "WHERE expires_at <= %s LIMIT %s"
+            + (" FOR UPDATE SKIP LOCKED)" if vendor == "postgresql" else ")")
+        ),
         "counts": f"SELECT state, COUNT(*) FROM {table} GROUP BY state",
         "list": f"SELECT {cols} FROM {table} WHERE state = %s ORDER BY created_at DESC LIMIT %s",
         "requeue": (
@@ -194,6 +205,8 @@ class DjangoStore(ProcessLocal, BaseStore):
         self.vendor: str = vendor
         """``postgresql`` or ``sqlite``."""
         self._sql = _statements(vendor, connection.ops.quote_name(TABLE))
+        self.purge_batch = PURGE_BATCH
+        """Expired records :meth:`purge` deletes per statement."""
         self._quote = connection.ops.quote_name
         super().__init__()
 
@@ -327,8 +340,18 @@ class DjangoStore(ProcessLocal, BaseStore):
         return bool(self._count(sql, [*values, tracking_id, message_sid]))
 
     def purge(self, *, now: float) -> int:
-        """See :meth:`Store.purge`."""
-        return self._count(self._sql["purge"], [now])
+        """See :meth:`Store.purge`: :data:`PURGE_BATCH` records a statement (each its own
+        transaction, outside ``atomic()``), pausing between two as long as the batch took,
+        so that confirmations are not held up behind a long delete (SQLite has one writer
+        at a time)."""
+        total = 0
+        while True:
+            started = time.perf_counter()
+            count = self._count(self._sql["purge"], [now, self.purge_batch])
+            total += count
+            if count < self.purge_batch:
+                return total
+            time.sleep(min(time.perf_counter() - started, PURGE_PAUSE))
 
     def counts(self) -> dict[str, int]:
         """See :meth:`Store.counts`."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -44,6 +45,11 @@ _COLUMNS = (
 )
 RENEW_BATCH = 500
 """Records renewed per statement: 1,000 parameters, under every SQLite's limit."""
+PURGE_BATCH = 500
+"""Expired records a purge deletes per transaction (a few milliseconds each): the
+default of ``SQLStore(purge_batch=)``."""
+PURGE_PAUSE = 0.05
+"""The longest pause between two of a purge's batches, in seconds."""
 
 
 def _sqlalchemy() -> Any:
@@ -89,14 +95,18 @@ class SQLStore(BaseStore):
     ``busy_timeout`` how long an SQLite writer queues behind another process.
     ``engine_options`` go to :func:`sqlalchemy.create_engine` (``pool_size``, ...). On
     SQLite, the store's connections run in WAL mode with that busy timeout (a shared
-    engine's too).
+    engine's too). ``purge_batch`` is how many expired records :meth:`purge` deletes per
+    transaction.
 
     Every operation is one statement: :meth:`add` an upsert, :meth:`confirm` and
     :meth:`claim` an ``UPDATE ... RETURNING`` (on PostgreSQL a confirmation is one round
     trip whatever its outcome; on SQLite a losing one reads the row in a second, local
     statement), each outcome and :meth:`requeue_failed` a conditional ``UPDATE``;
     :meth:`renew` takes one per 500 records held. The async twin runs these in a worker
-    thread. Expired records stay until :meth:`purge` deletes them.
+    thread. Expired records stay until :meth:`purge` deletes them, ``purge_batch`` a
+    transaction, pausing between two as long as a batch took: a purge of a million
+    records never holds SQLite's one write lock (or a PostgreSQL server's attention) for
+    more than a few milliseconds at a time, so confirmations go on meanwhile.
     """
 
     def __init__(
@@ -108,8 +118,13 @@ class SQLStore(BaseStore):
         busy_timeout: float = 5.0,
         create: bool = True,
         engine_options: Mapping[str, Any] | None = None,
+        purge_batch: int = PURGE_BATCH,
     ) -> None:
         sa = _sqlalchemy()
+        if purge_batch < 1:
+            raise ConfigurationError(f"purge_batch must be at least 1, not {purge_batch}")
+        self.purge_batch = purge_batch
+        """Expired records :meth:`purge` deletes per transaction."""
         self._sa = sa
         if isinstance(url_or_engine, str):
             url = sa.engine.make_url(normalize_url(url_or_engine))
@@ -316,7 +331,18 @@ class SQLStore(BaseStore):
                 lease_until=sa.case((c.lease_until > p("lease"), c.lease_until), else_=p("lease"))
             )
         )
-        return {"confirm": confirm, "claim": claim, "renew": renew, "requeue": requeue}
+        expired = sa.select(c.tracking_id).where(c.expires_at <= p("now")).limit(p("limit"))
+        if self.dialect == "postgresql":
+            # Concurrent purges (one per process) take disjoint batches.
+            expired = expired.with_for_update(skip_locked=True)
+        purge = t.delete().where(c.tracking_id.in_(expired.scalar_subquery()))
+        return {
+            "confirm": confirm,
+            "claim": claim,
+            "renew": renew,
+            "requeue": requeue,
+            "purge": purge,
+        }
 
     # -- execution -------------------------------------------------------------------
 
@@ -409,9 +435,21 @@ class SQLStore(BaseStore):
         return bool(result.rowcount)
 
     def purge(self, *, now: float) -> int:
-        t = self.table
-        result = self._run(lambda conn: conn.execute(t.delete().where(t.c.expires_at <= now)))
-        return int(result.rowcount)
+        """Delete the records whose ``expires_at`` is at or before ``now``; return how
+        many. ``purge_batch`` records a transaction, with a pause between two (as long as
+        the batch took) in which other writers go first."""
+        params = {"now": now, "limit": self.purge_batch}
+        total = 0
+        while True:
+            started = time.perf_counter()
+            result = self._run(functools.partial(_execute, self._sql["purge"], params))
+            count = int(result.rowcount)
+            total += count
+            if count < self.purge_batch:
+                return total
+            # SQLite's busy handler retries a queued writer after 1, 2, 5, 10 ms...: a
+            # pause as long as the batch lets it in within its first retries.
+            time.sleep(min(time.perf_counter() - started, PURGE_PAUSE))
 
     def counts(self) -> dict[str, int]:
         sa = self._sa
