@@ -60,9 +60,14 @@ def test_table_created_on_first_use_with_schema_version(url: str) -> None:
     store.add(Record("x", expires_at=time.time() + 60))
     inspector = sa.inspect(store.engine)
     assert {"app_feedback", "app_feedback_meta"} <= set(inspector.get_table_names())
-    indexes = {tuple(ix["column_names"]) for ix in inspector.get_indexes("app_feedback")}
-    assert ("state", "lease_until") in indexes  # the sweep's index
-    assert ("expires_at",) in indexes  # purge's
+    indexes = {ix["name"]: ix for ix in inspector.get_indexes("app_feedback")}
+    # The sweep's index holds only the outbox (confirmed rows), not every pending row.
+    assert indexes["app_feedback_due"]["column_names"] == ["lease_until"]
+    assert "app_feedback_outbox" not in indexes
+    assert indexes["app_feedback_expiry"]["column_names"] == ["expires_at"]  # purge's
+    partial = _index_sql(store, "app_feedback_due").replace("::text", "")
+    partial = partial.replace("(", "").replace(")", "")
+    assert "WHERE state = 'confirmed'" in partial
     with store.engine.connect() as conn:
         version = conn.execute(sa.select(store.meta.c.value)).scalar()
     assert version == str(SCHEMA_VERSION)
@@ -257,3 +262,100 @@ def test_purge_deletes_in_short_transactions(url: str) -> None:
     assert store.get("live") is not None
     assert store.purge(now=now) == 0
     store.close()
+
+
+def _index_sql(store: SQLStore, name: str) -> str:
+    if store.dialect == "postgresql":
+        query = "SELECT indexdef FROM pg_indexes WHERE indexname = :name"
+    else:
+        query = "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name"
+    with store.engine.connect() as conn:
+        return str(conn.execute(sa.text(query), {"name": name}).scalar())
+
+
+def _make_v1(url: str) -> None:
+    """Turn the store's table into the layout of schema 1: the outbox index on
+    (state, lease_until) over every row, the version 1 in the meta table."""
+    store = SQLStore(url)
+    store.create()
+    table = store.table.name
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP INDEX {table}_due")
+        conn.exec_driver_sql(f"CREATE INDEX {table}_outbox ON {table} (state, lease_until)")
+        conn.execute(store.meta.update().values(value="1"))
+        if store.dialect == "postgresql":
+            conn.exec_driver_sql(f"COMMENT ON TABLE {table} IS 'twilio-feedback schema 1'")
+    store.close()
+
+
+def test_a_schema_1_table_is_upgraded_in_place(url: str) -> None:
+    _make_v1(url)
+    old = SQLStore(url)
+    now = time.time()
+    for name in ("waiting", "pending"):
+        old.add(Record(name, expires_at=now + 600, message_sid=SID, account_sid=None))
+    assert old.confirm("waiting", now=now, lease_until=now - 1, keep_until=now)[0]
+    old.close()
+
+    store = SQLStore(url)
+    assert store.get("pending") is not None  # first use upgrades: records are kept
+    inspector = sa.inspect(store.engine)
+    names = {ix["name"] for ix in inspector.get_indexes(store.table.name)}
+    assert f"{store.table.name}_due" in names
+    assert f"{store.table.name}_outbox" not in names
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(store.meta.c.value)).scalar() == str(SCHEMA_VERSION)
+    if store.dialect == "postgresql":
+        comment = inspector.get_table_comment(store.table.name)["text"]
+        assert comment == f"twilio-feedback schema {SCHEMA_VERSION}"
+    assert [r.tracking_id for r in store.claim(now=now, lease_until=now + 60, limit=10)] == [
+        "waiting"
+    ]
+    assert store.confirm("pending", now=now, lease_until=now + 60, keep_until=now)[0]
+    store.close()
+
+
+def test_many_processes_upgrading_a_schema_1_table_at_once(url: str) -> None:
+    _make_v1(url)
+    stores = [SQLStore(url) for _ in range(8)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(stores))
+
+    def first_use(store: SQLStore) -> None:
+        try:
+            barrier.wait(10)
+            store.get("x")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for store in stores:
+        store.close()
+    assert errors == []
+    names = {ix["name"] for ix in sa.inspect(stores[0].engine).get_indexes(stores[0].table.name)}
+    assert f"{stores[0].table.name}_due" in names
+
+
+@pytest.mark.postgres
+def test_postgres_claim_uses_the_outbox_index_in_a_generic_plan(postgres_url: str) -> None:
+    # The partial index serves the claim only if the statement says state = 'confirmed'
+    # as a literal: a bound parameter would leave a cached (generic) plan without it.
+    store = SQLStore(postgres_url)
+    store.create()
+    compiled = store._sql["claim"].compile(dialect=store.engine.dialect)
+    with store.engine.connect() as conn:
+        conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        conn.exec_driver_sql(f"PREPARE claim AS {str(compiled) % _dollars(compiled)}")
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN EXECUTE claim(1, 2, 3)"))
+    assert f"{store.table.name}_due" in plan, plan
+    store.close()
+
+
+def _dollars(compiled: Any) -> dict[str, str]:
+    order = {"now": "$1", "limit": "$2", "lease": "$3"}
+    return {name: order[name] for name in compiled.params}

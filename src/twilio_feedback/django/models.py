@@ -55,7 +55,13 @@ class FeedbackRecord(models.Model):
         db_table = TABLE
         verbose_name = "feedback record"
         indexes = [
-            models.Index(fields=["state", "lease_until"], name="twilio_feedback_outbox"),
+            # The outbox: only what waits to be reported (the store's SQL says
+            # state = 'confirmed' as a literal, so the planner can use it).
+            models.Index(
+                fields=["lease_until"],
+                condition=models.Q(state=State.CONFIRMED.value),
+                name="twilio_feedback_due",
+            ),
             models.Index(fields=["expires_at"], name="twilio_feedback_expiry"),
         ]
 

@@ -10,10 +10,11 @@ row in a second, local statement.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigurationError, MissingDependencyError
@@ -26,8 +27,15 @@ if TYPE_CHECKING:
 
 __all__ = ["DIALECTS", "SCHEMA_VERSION", "SQLStore", "normalize_url"]
 
-SCHEMA_VERSION = 1
-"""Version of the table layout, kept in ``<table>_meta``; a newer one is refused."""
+SCHEMA_VERSION = 2
+"""Version of the table layout, kept in ``<table>_meta``; a newer one is refused, an
+older one upgraded in place (:meth:`SQLStore.create`).
+
+- 1: the outbox index on ``(state, lease_until)``, over every row.
+- 2: the outbox index ``<table>_due`` on ``lease_until``, partial: only ``confirmed``
+  rows (what waits to be reported), so pending, reported and failed rows cost no index
+  entry.
+"""
 
 _T = TypeVar("_T")
 _COLUMNS = (
@@ -163,9 +171,17 @@ class SQLStore(BaseStore):
             sa.Column("attempts", sa.Integer, nullable=False, default=0),
             sa.Column("error_code", sa.Integer),
             sa.Column("error_message", sa.String(ERROR_MESSAGE_LENGTH)),
-            sa.Index(f"{table}_outbox", "state", "lease_until"),
             sa.Index(f"{table}_expiry", "expires_at"),
             comment=f"twilio-feedback schema {SCHEMA_VERSION}",
+        )
+        # Literal, not a bound parameter, wherever the outbox is read: a planner proves a
+        # query may use a partial index from the query's constants only.
+        self._confirmed = self.table.c.state == sa.literal_column(f"'{State.CONFIRMED.value}'")
+        sa.Index(
+            f"{table}_due",
+            self.table.c.lease_until,
+            postgresql_where=self._confirmed,
+            sqlite_where=self._confirmed,
         )
         self.meta: Table = sa.Table(
             f"{table}_meta",
@@ -202,15 +218,79 @@ class SQLStore(BaseStore):
         with self.engine.begin() as conn:
             values = {"key": "schema_version", "value": str(SCHEMA_VERSION)}
             conn.execute(self._insert(self.meta).values(values).on_conflict_do_nothing())
-            found = conn.execute(
-                sa.select(self.meta.c.value).where(self.meta.c.key == "schema_version")
-            ).scalar()
-        if found is not None and int(found) > SCHEMA_VERSION:
+            found = self._version(conn)
+        if found > SCHEMA_VERSION:
             raise ConfigurationError(
                 f"table {self.table.name} has schema version {found}, newer than this "
                 f"twilio-feedback understands ({SCHEMA_VERSION}): upgrade twilio-feedback"
             )
+        if found < SCHEMA_VERSION:
+            self._upgrade()
         self._created = True
+
+    def _version(self, conn: Connection) -> int:
+        sa = self._sa
+        meta = self.meta
+        found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+        return SCHEMA_VERSION if found is None else int(found)
+
+    def _upgrade(self) -> None:
+        """Bring a table of an older schema to :data:`SCHEMA_VERSION`, in place, in one
+        transaction that processes starting at once take in turns (the first upgrades,
+        the others find it done). From 1: the outbox index becomes partial (built while
+        the table refuses writes: about a second per million records on PostgreSQL)."""
+        from sqlalchemy.schema import CreateIndex, SetTableComment
+
+        sa = self._sa
+        name = self.table.name
+        due = next(ix for ix in self.table.indexes if ix.name == f"{name}_due")
+        steps: list[Any] = [
+            sa.text(f"DROP INDEX IF EXISTS {self._quoted(f'{name}_outbox')}"),
+            CreateIndex(due, if_not_exists=True),
+        ]
+        if self.dialect == "postgresql":
+            steps.append(SetTableComment(self.table))
+        with self._upgrade_transaction() as conn:
+            if self._version(conn) >= SCHEMA_VERSION:
+                return
+            for step in steps:
+                conn.execute(step)
+            conn.execute(
+                self.meta.update()
+                .where(self.meta.c.key == "schema_version")
+                .values(value=str(SCHEMA_VERSION))
+            )
+
+    def _quoted(self, name: str) -> str:
+        quoted: str = self.engine.dialect.identifier_preparer.quote(name)
+        return quoted
+
+    @contextlib.contextmanager
+    def _upgrade_transaction(self) -> Iterator[Connection]:
+        if self.dialect == "postgresql":
+            with self.engine.begin() as conn:
+                conn.execute(
+                    self._sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                    {"name": f"twilio_feedback.create:{self.table.name}"},
+                )
+                yield conn
+            return
+        # SQLite: take the write lock before reading the version (BEGIN IMMEDIATE), or a
+        # process that read it before another's upgrade committed could not write.
+        with self.engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            level = driver.isolation_level  # type: ignore[union-attr]
+            driver.isolation_level = None  # type: ignore[union-attr]
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.exec_driver_sql("ROLLBACK")
+                    raise
+                conn.exec_driver_sql("COMMIT")
+            finally:
+                driver.isolation_level = level  # type: ignore[union-attr]
 
     def _create_tables(self) -> None:
         from sqlalchemy.schema import CreateIndex, CreateTable, SetTableComment
@@ -279,7 +359,7 @@ class SQLStore(BaseStore):
             confirm = sa.union_all(won, lost)
         candidates = (
             sa.select(c.tracking_id)
-            .where(c.state == confirmed, c.message_sid.is_not(None), c.lease_until <= p("now"))
+            .where(self._confirmed, c.message_sid.is_not(None), c.lease_until <= p("now"))
             .order_by(c.lease_until)
             .limit(p("limit"))
         )
@@ -469,7 +549,7 @@ class SQLStore(BaseStore):
         index."""
         t = self.table
         statement = self._sa.select(self._sa.func.min(t.c.confirmed_at)).where(
-            t.c.state == State.CONFIRMED.value, t.c.message_sid.is_not(None)
+            self._confirmed, t.c.message_sid.is_not(None)
         )
         found = self._run(lambda conn: conn.execute(statement).scalar())
         return None if found is None else float(found)
