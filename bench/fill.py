@@ -52,7 +52,7 @@ def signer(secret_key: str | None = None) -> Any:
 def records(
     count: int,
     *,
-    account: str,
+    account: str | None,
     token_signer: Any = None,
     state: str = "pending",
     expired: bool = False,
@@ -61,6 +61,7 @@ def records(
 ) -> Iterator[Issued]:
     """``count`` realistic records, the newest created now.
 
+    ``account=None`` is the settings' own account, as the tracker writes it.
     ``state="confirmed"`` gives outbox entries (a SID, ``confirmed_at`` set, lease ended);
     ``expired=True`` puts ``expires_at`` in the past (records a purge removes). ``sids``
     are cycled through instead of fresh random SIDs (FakeTwilio knows only its own).
