@@ -411,7 +411,14 @@ class SQLStore(BaseStore):
                 lease_until=sa.case((c.lease_until > p("lease"), c.lease_until), else_=p("lease"))
             )
         )
-        expired = sa.select(c.tracking_id).where(c.expires_at <= p("now")).limit(p("limit"))
+        # Ordered, so that the expiry index is walked from its start: unordered, a planner
+        # may scan the table from its first page for rows that expired at its end.
+        expired = (
+            sa.select(c.tracking_id)
+            .where(c.expires_at <= p("now"))
+            .order_by(c.expires_at)
+            .limit(p("limit"))
+        )
         if self.dialect == "postgresql":
             # Concurrent purges (one per process) take disjoint batches.
             expired = expired.with_for_update(skip_locked=True)
