@@ -333,10 +333,10 @@ def test_many_processes_upgrading_a_schema_1_table_at_once(url: str) -> None:
         thread.start()
     for thread in threads:
         thread.join(30)
+    names = {ix["name"] for ix in sa.inspect(stores[0].engine).get_indexes(stores[0].table.name)}
     for store in stores:
         store.close()
     assert errors == []
-    names = {ix["name"] for ix in sa.inspect(stores[0].engine).get_indexes(stores[0].table.name)}
     assert f"{stores[0].table.name}_due" in names
 
 
