@@ -1,8 +1,11 @@
-"""Redis store on redis-py: one hash per record, expiring by itself.
+"""Redis store on redis-py: one packed string per record, expiring by itself.
 
-Each record is a hash that Redis expires at the record's ``expires_at`` (``PEXPIREAT``).
-Unreported confirmations are indexed in a sorted set scored by lease end, so the sweep
-reads due records directly and never SCANs. Every state change that must be atomic
+Each record is one string (:func:`pack_record`: a few bytes of flags, times as doubles,
+SIDs as raw bytes, defaults left out) that Redis expires at the record's ``expires_at``
+(``PEXPIREAT``). Records written by twilio-feedback 0.1 (one hash each) are read as well,
+and rewritten packed by the first script that changes them. Unreported confirmations are
+indexed in a sorted set scored by lease end, so the sweep reads due records directly and
+never SCANs. Every state change that must be atomic
 (confirm, claim, SID attachment, the reporter's outcomes) is one Lua script run with
 ``EVALSHA``: one round trip; the scripts ship as ``.lua`` files in ``stores/lua/``. Only
 the operator's commands (counts, listing, re-queueing) SCAN the keys.
@@ -10,6 +13,8 @@ the operator's commands (counts, listing, re-queueing) SCAN the keys.
 
 from __future__ import annotations
 
+import re
+import struct
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,19 +29,32 @@ if TYPE_CHECKING:
     import redis as redis_lib
     import redis.asyncio as redis_async
 
-__all__ = ["AsyncRedisStore", "RedisStore", "check_prefix", "glob_escape"]
+__all__ = [
+    "AsyncRedisStore",
+    "RedisStore",
+    "check_prefix",
+    "glob_escape",
+    "pack_record",
+    "unpack_record",
+]
 
 _T = TypeVar("_T")
-_INT_FIELDS = {"attempts", "error_code"}
-_FLOAT_FIELDS = {"expires_at", "created_at", "confirmed_at", "lease_until"}
 _BATCH = 500
 _RENEW_BATCH = 1000
 _GLOB_SPECIAL = frozenset("*?[]\\")
 
 
-def _lua(name: str) -> str:
-    """The source of a script shipped in ``stores/lua/`` (each says its KEYS and ARGV)."""
+def _lua_file(name: str) -> str:
     return (resources.files(__package__) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+_RECORD_LUA = _lua_file("record")
+
+
+def _lua(name: str) -> str:
+    """The source of a script shipped in ``stores/lua/`` (each says its KEYS and ARGV),
+    after ``record.lua``, the record format every script shares."""
+    return _RECORD_LUA + _lua_file(name)
 
 
 _CONFIRM = _lua("confirm")
@@ -46,6 +64,19 @@ _OUTCOME = _lua("outcome")
 _RENEW = _lua("renew")
 _PURGE_OUTBOX = _lua("purge_outbox")
 _REQUEUE = _lua("requeue")
+_READ = _lua("read")
+
+# The record format, as stores/lua/record.lua describes it (the two must agree).
+_FORMAT = 1
+_HEAD = struct.Struct(">BHdd")
+_DOUBLE = struct.Struct(">d")
+_INT = struct.Struct(">i")
+_STATES = (State.PENDING, State.CONFIRMED, State.REPORTED, State.FAILED)
+_STATE_CODES = {state: code for code, state in enumerate(_STATES)}
+_PACKABLE_SID = re.compile(r"[A-Z]{2}[0-9a-f]{32}")
+_MESSAGE_PACKED, _MESSAGE_TEXT, _ACCOUNT_PACKED, _ACCOUNT_TEXT = 4, 8, 16, 32
+_CONFIRMED_AT, _LEASE, _ATTEMPTS, _ERROR_CODE, _ERROR_MESSAGE = 64, 128, 256, 512, 1024
+_COUNTRY, _SENDER = 2048, 4096
 
 
 def _redis() -> Any:
@@ -60,36 +91,109 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _flat(reply: Any) -> list[Any]:
-    if isinstance(reply, dict):  # RESP3 answers HGETALL with a map
-        return [x for pair in reply.items() for x in pair]
-    return list(reply or [])
+def _sid(sid: str, packed: int, text: int) -> tuple[int, bytes]:
+    if _PACKABLE_SID.fullmatch(sid):
+        return packed, sid[:2].encode() + bytes.fromhex(sid[2:])
+    raw = sid.encode()
+    return text, len(raw).to_bytes(2, "big") + raw
 
 
-def _decode(reply: Any) -> Record | None:
-    flat = _flat(reply)
-    if not flat:
-        return None
-    data: dict[str, Any] = {}
-    for name, raw in zip(flat[::2], flat[1::2], strict=True):
-        key, value = _text(name), _text(raw)
-        if key in _INT_FIELDS:
-            data[key] = int(value)
-        elif key in _FLOAT_FIELDS:
-            data[key] = float(value)
-        else:
-            data[key] = value
+def pack_record(record: Record) -> bytes:
+    """The value a record is stored as: one string, the tracking id left to the key.
+
+    Format 1, big-endian: the format (1 byte), flags (2 bytes: the state in bits 0-1, then
+    one bit a field present), ``expires_at`` and ``created_at`` as doubles, then only the
+    fields that differ from their defaults: SIDs of two letters and 32 hex digits as the
+    letters and 16 raw bytes (others as text), ``confirmed_at`` and a non-zero
+    ``lease_until`` as doubles, non-zero ``attempts`` and ``error_code`` as 4-byte
+    integers, the error message, country and sender as length-prefixed UTF-8. A pending
+    record as :meth:`FeedbackTracker.bind` writes it takes 37 bytes (55 with an account
+    SID). ``stores/lua/record.lua`` reads and writes the same layout.
+    """
+    data = record.to_dict()
+    flags = _STATE_CODES[record.state]
+    parts: list[bytes] = []
+    for name, packed, text in (
+        ("message_sid", _MESSAGE_PACKED, _MESSAGE_TEXT),
+        ("account_sid", _ACCOUNT_PACKED, _ACCOUNT_TEXT),
+    ):
+        if data[name] is not None:
+            bit, part = _sid(data[name], packed, text)
+            flags |= bit
+            parts.append(part)
+    if record.confirmed_at is not None:
+        flags |= _CONFIRMED_AT
+        parts.append(_DOUBLE.pack(record.confirmed_at))
+    if record.lease_until:
+        flags |= _LEASE
+        parts.append(_DOUBLE.pack(record.lease_until))
+    if record.attempts:
+        flags |= _ATTEMPTS
+        parts.append(_INT.pack(record.attempts))
+    if record.error_code is not None:
+        flags |= _ERROR_CODE
+        parts.append(_INT.pack(record.error_code))
+    message = clip_error_message(record.error_message)
+    if message is not None:
+        raw = message.encode()
+        flags |= _ERROR_MESSAGE
+        parts.append(len(raw).to_bytes(2, "big") + raw)
+    for name, bit in (("country", _COUNTRY), ("sender", _SENDER)):
+        if data.get(name) is not None:
+            raw = str(data[name]).encode()
+            flags |= bit
+            parts.append(len(raw).to_bytes(1, "big") + raw)
+    head = _HEAD.pack(_FORMAT, flags, record.expires_at, record.created_at)
+    return head + b"".join(parts)
+
+
+def unpack_record(tracking_id: str, value: bytes) -> Record:
+    """The record ``tracking_id`` stored as ``value`` (:func:`pack_record`'s inverse)."""
+    form, flags, expires_at, created_at = _HEAD.unpack_from(value)
+    if form != _FORMAT:
+        raise ValueError(f"unknown Redis record format {form} (a newer twilio-feedback?)")
+    data: dict[str, Any] = {
+        "tracking_id": tracking_id,
+        "state": _STATES[flags & 3],
+        "expires_at": expires_at,
+        "created_at": created_at,
+    }
+    pos = _HEAD.size
+
+    def text(width: int) -> str:
+        nonlocal pos
+        size = int.from_bytes(value[pos : pos + width], "big")
+        pos += width + size
+        return value[pos - size : pos].decode()
+
+    for name, packed, as_text in (
+        ("message_sid", _MESSAGE_PACKED, _MESSAGE_TEXT),
+        ("account_sid", _ACCOUNT_PACKED, _ACCOUNT_TEXT),
+    ):
+        if flags & packed:
+            data[name] = value[pos : pos + 2].decode() + value[pos + 2 : pos + 18].hex()
+            pos += 18
+        elif flags & as_text:
+            data[name] = text(2)
+    for name, bit, shape in (
+        ("confirmed_at", _CONFIRMED_AT, _DOUBLE),
+        ("lease_until", _LEASE, _DOUBLE),
+        ("attempts", _ATTEMPTS, _INT),
+        ("error_code", _ERROR_CODE, _INT),
+    ):
+        if flags & bit:
+            (data[name],) = shape.unpack_from(value, pos)
+            pos += shape.size
+    if flags & _ERROR_MESSAGE:
+        data["error_message"] = text(2)
+    for name, bit in (("country", _COUNTRY), ("sender", _SENDER)):
+        if flags & bit:
+            data[name] = text(1)
     return Record.from_dict(data)
 
 
-def _encode(record: Record) -> dict[str, str]:
-    if record.error_message:
-        record = record.replace(error_message=clip_error_message(record.error_message))
-    return {
-        k: (repr(v) if isinstance(v, float) else str(v))
-        for k, v in record.to_dict().items()
-        if v is not None
-    }
+def _unpack(tracking_id: str, value: Any) -> Record | None:
+    return None if value is None or value is False else unpack_record(tracking_id, value)
 
 
 def _field(value: Any) -> Any:
@@ -188,6 +292,7 @@ class RedisStore(BaseStore):
         self._renew = self.client.register_script(_RENEW)
         self._purge_outbox = self.client.register_script(_PURGE_OUTBOX)
         self._requeue = self.client.register_script(_REQUEUE)
+        self._read = self.client.register_script(_READ)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -210,14 +315,20 @@ class RedisStore(BaseStore):
             pipe.execute()
 
     def get(self, tracking_id: str) -> Record | None:
-        return _decode(self.client.hgetall(self.key(tracking_id)))
+        return _unpack(tracking_id, self._read(keys=[self.key(tracking_id)])[0])
+
+    def _values(self, keys: Sequence[str]) -> list[tuple[str, bytes]]:
+        """The packed value of every key that holds a record (either format), by id."""
+        start = len(f"{self.prefix}r:")
+        values = self._read(keys=list(keys)) if keys else []
+        return [(key[start:], value) for key, value in zip(keys, values, strict=True) if value]
 
     def attach_sid(
         self, tracking_id: str, message_sid: str, account_sid: str | None
     ) -> Record | None:
         keys = [self.key(tracking_id), self.outbox]
         args = [tracking_id, message_sid, account_sid or ""]
-        return _decode(self._attach_sid(keys=keys, args=args))
+        return _unpack(tracking_id, self._attach_sid(keys=keys, args=args))
 
     def delete(self, tracking_id: str) -> None:
         with self.client.pipeline(transaction=True) as pipe:
@@ -232,13 +343,14 @@ class RedisStore(BaseStore):
             keys=[self.key(tracking_id), self.outbox],
             args=[repr(now), repr(lease_until), repr(keep_until), tracking_id],
         )
-        return bool(reply[0]), _decode(reply[1]) if len(reply) > 1 else None
+        return bool(reply[0]), _unpack(tracking_id, reply[1]) if len(reply) > 1 else None
 
     def claim(self, *, now: float, lease_until: float, limit: int) -> list[Record]:
         rows = self._claim(
             keys=[self.outbox], args=[repr(now), repr(lease_until), limit, f"{self.prefix}r:"]
         )
-        return [record for record in map(_decode, rows) if record is not None]
+        pairs = zip(rows[::2], rows[1::2], strict=True)
+        return [unpack_record(_text(tracking_id), value) for tracking_id, value in pairs]
 
     def renew(self, held: Sequence[tuple[str, str]], *, lease_until: float) -> int:
         pairs = list(held)
@@ -271,30 +383,26 @@ class RedisStore(BaseStore):
     def counts(self) -> dict[str, int]:
         result = {state.value: 0 for state in State}
         for keys in self._key_batches():
-            with self.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.hget(key, "state")
-                for state in pipe.execute():
-                    if state is not None:
-                        result[_text(state)] = result.get(_text(state), 0) + 1
+            for _, value in self._values(keys):
+                state = _STATES[value[2] & 3]  # the flags' low byte
+                result[state.value] += 1
         return result
 
     def oldest_unreported(self) -> float | None:
         """See :meth:`HealthStore.oldest_unreported`: reads the outbox (its entries, then
-        two fields of each record, in pipelined batches), no SCAN of the keys."""
+        their records, in batches), no SCAN of the keys."""
         oldest: float | None = None
         ids = [_text(raw) for raw, _ in self.client.zscan_iter(self.outbox, count=_BATCH)]
         for first in range(0, len(ids), _BATCH):
-            with self.client.pipeline(transaction=False) as pipe:
-                for tracking_id in ids[first : first + _BATCH]:
-                    pipe.hmget(self.key(tracking_id), "state", "confirmed_at", "message_sid")
-                for state, confirmed_at, message_sid in pipe.execute():
-                    if state is None or _text(state) != State.CONFIRMED.value:
-                        continue
-                    if message_sid is None or confirmed_at is None:
-                        continue
-                    at = float(confirmed_at)
-                    oldest = at if oldest is None else min(oldest, at)
+            keys = [self.key(tracking_id) for tracking_id in ids[first : first + _BATCH]]
+            for tracking_id, value in self._values(keys):
+                record = unpack_record(tracking_id, value)
+                if record.state is not State.CONFIRMED or record.message_sid is None:
+                    continue
+                if record.confirmed_at is None:
+                    continue
+                at = record.confirmed_at
+                oldest = at if oldest is None else min(oldest, at)
         return oldest
 
     def close(self) -> None:
@@ -307,12 +415,12 @@ class RedisStore(BaseStore):
     def _key_batches(self) -> Iterator[list[str]]:
         # The prefix is escaped: "app*:" must not match "app1:"'s keys. Tracking ids never
         # hold a ':', so a key with one after our "<prefix>r:" belongs to another store
-        # whose prefix starts with ours ("app:" and "app:r:"); TYPE skips their outboxes.
+        # whose prefix starts with ours ("app:" and "app:r:"); the scripts read their
+        # outboxes (sorted sets) as no record. No TYPE filter: records are strings, or
+        # hashes when an older version wrote them.
         start = f"{self.prefix}r:"
         batch: list[str] = []
-        for raw in self.client.scan_iter(
-            match=glob_escape(start) + "*", count=_BATCH, _type="hash"
-        ):
+        for raw in self.client.scan_iter(match=glob_escape(start) + "*", count=_BATCH):
             key = _text(raw)
             if ":" in key[len(start) :]:
                 continue
@@ -327,13 +435,9 @@ class RedisStore(BaseStore):
         wanted = State(state)
         found: list[Record] = []
         for keys in self._key_batches():
-            with self.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.hgetall(key)
-                for reply in pipe.execute():
-                    record = _decode(reply)
-                    if record is not None and record.state is wanted:
-                        found.append(record)
+            for tracking_id, value in self._values(keys):
+                if _STATES[value[2] & 3] is wanted:
+                    found.append(unpack_record(tracking_id, value))
         found.sort(key=lambda record: record.created_at, reverse=True)
         return found[:limit]
 
@@ -360,8 +464,7 @@ class RedisStore(BaseStore):
 
 def _queue_add(pipe: Any, store: RedisStore, record: Record) -> None:
     key = store.key(record.tracking_id)
-    pipe.delete(key)
-    pipe.hset(key, mapping=_encode(record))
+    pipe.set(key, pack_record(record))
     pipe.pexpireat(key, int(record.expires_at * 1000))
     if record.state is State.CONFIRMED and record.message_sid:
         pipe.zadd(store.outbox, {record.tracking_id: record.lease_until})
@@ -421,7 +524,7 @@ class AsyncRedisStore(AsyncStore):
     ) -> Record | None:
         keys = [self.store.key(tracking_id), self.store.outbox]
         args = [tracking_id, message_sid, account_sid or ""]
-        return _decode(await self._run(lambda: self._attach_sid(keys=keys, args=args)))
+        return _unpack(tracking_id, await self._run(lambda: self._attach_sid(keys=keys, args=args)))
 
     async def delete(self, tracking_id: str) -> None:
 
@@ -439,7 +542,7 @@ class AsyncRedisStore(AsyncStore):
         keys = [self.store.key(tracking_id), self.store.outbox]
         args = [repr(now), repr(lease_until), repr(keep_until), tracking_id]
         reply = await self._run(lambda: self._confirm(keys=keys, args=args))
-        return bool(reply[0]), _decode(reply[1]) if len(reply) > 1 else None
+        return bool(reply[0]), _unpack(tracking_id, reply[1]) if len(reply) > 1 else None
 
     async def aclose(self) -> None:
         """Close the async pool if this twin created it."""

@@ -1,16 +1,11 @@
 -- Attach the message and account SIDs to an existing record (never resurrect an expired
 -- one); a record confirmed before its SID was known enters the outbox now.
--- KEYS: record, outbox. ARGV: tracking id, message SID, account SID ('' for the
--- settings' own: the field is left out).
--- Returns the record, or an empty list when it is gone.
-if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
-if ARGV[3] == '' then
-  redis.call('HSET', KEYS[1], 'message_sid', ARGV[2])
-  redis.call('HDEL', KEYS[1], 'account_sid')
-else
-  redis.call('HSET', KEYS[1], 'message_sid', ARGV[2], 'account_sid', ARGV[3])
-end
-if redis.call('HGET', KEYS[1], 'state') == 'confirmed' then
-  redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'lease_until') or 0, ARGV[1])
-end
-return redis.call('HGETALL', KEYS[1])
+-- KEYS: record, outbox. ARGV: tracking id, message SID, account SID ('' for none).
+-- Returns the record, or nil when it is gone.
+local r = load(KEYS[1])
+if not r then return false end
+r.message_sid = ARGV[2]
+if ARGV[3] == '' then r.account_sid = nil else r.account_sid = ARGV[3] end
+local v = save(KEYS[1], r)
+if r.state == 'confirmed' then redis.call('ZADD', KEYS[2], r.lease_until, ARGV[1]) end
+return v

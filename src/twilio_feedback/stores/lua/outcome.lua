@@ -1,16 +1,19 @@
 -- An outcome of the report of one message: applies only while the record is confirmed
 -- with that message SID (a key bound again keeps its new record), never creates one.
 -- KEYS: record, outbox. ARGV: tracking id, message SID, outbox action ('rem' or 'lease'),
--- then field/value pairs; an empty value deletes the field. Returns 1 if applied, else 0.
-local current = redis.call('HMGET', KEYS[1], 'state', 'message_sid')
-if current[1] ~= 'confirmed' or current[2] ~= ARGV[2] then return 0 end
+-- then field/value pairs; an empty value clears the field. Returns 1 if applied, else 0.
+local NUMBERS = {lease_until = true, attempts = true, error_code = true}
+local r = load(KEYS[1])
+if not r or r.state ~= 'confirmed' or r.message_sid ~= ARGV[2] then return 0 end
 for i = 4, #ARGV, 2 do
-  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
-  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  local value = ARGV[i + 1]
+  if value == '' then value = nil elseif NUMBERS[ARGV[i]] then value = tonumber(value) end
+  r[ARGV[i]] = value
 end
+save(KEYS[1], r)
 if ARGV[3] == 'rem' then
   redis.call('ZREM', KEYS[2], ARGV[1])
 else
-  redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'lease_until'), ARGV[1])
+  redis.call('ZADD', KEYS[2], r.lease_until or 0, ARGV[1])
 end
 return 1

@@ -5,11 +5,12 @@ local lease = tonumber(ARGV[1])
 local count = 0
 for i = 3, #ARGV, 2 do
   local key = ARGV[2] .. ARGV[i]
-  local current = redis.call('HMGET', key, 'state', 'message_sid', 'lease_until')
-  if current[1] == 'confirmed' and current[2] == ARGV[i + 1] then
+  local r = load(key)
+  if r and r.state == 'confirmed' and r.message_sid == ARGV[i + 1] then
     count = count + 1
-    if (tonumber(current[3]) or 0) < lease then
-      redis.call('HSET', key, 'lease_until', ARGV[1])
+    if r.lease_until < lease then
+      r.lease_until = lease
+      save(key, r)
       redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
     end
   end

@@ -1,0 +1,117 @@
+-- Shared by every script (prepended to each): records as one packed string, and the
+-- hashes that twilio-feedback 0.1 wrote, read as well and rewritten packed when touched.
+--
+-- A record's value (big-endian), the same layout as redis.py's pack_record/unpack_record:
+--   B format (1), H flags, d expires_at, d created_at, then, only when its flag is set and
+--   in this order: message SID, account SID (each either packed, 2 letters + 16 raw bytes
+--   for the 32 hex digits, or as text: H length + bytes), d confirmed_at, d lease_until,
+--   i4 attempts, i4 error_code, H length + error message, B length + country,
+--   B length + sender. The tracking id is in the key; zero lease and attempts are left out.
+-- Flags: bits 0-1 the state (0 pending, 1 confirmed, 2 reported, 3 failed); then one bit a
+-- field: 4 message SID packed, 8 message SID text, 16 account SID packed, 32 account SID
+-- text, 64 confirmed_at, 128 lease_until, 256 attempts, 512 error_code, 1024 error
+-- message, 2048 country, 4096 sender.
+local STATES = {'pending', 'confirmed', 'reported', 'failed'}
+local STATE_CODES = {pending = 0, confirmed = 1, reported = 2, failed = 3}
+
+local function has(flags, bit) return math.floor(flags / bit) % 2 == 1 end
+
+local function decode(v)
+  local format, flags, expires_at, created_at, pos = struct.unpack('>BHdd', v)
+  if format ~= 1 then error('twilio_feedback: unknown record format ' .. format) end
+  local r = {state = STATES[flags % 4 + 1], expires_at = expires_at, created_at = created_at,
+             lease_until = 0, attempts = 0}
+  local function sid(packed, text)
+    if has(flags, packed) then
+      local raw = v:sub(pos + 2, pos + 17)
+      local s = v:sub(pos, pos + 1) .. raw:gsub('.', function(c)
+        return string.format('%02x', string.byte(c))
+      end)
+      pos = pos + 18
+      return s
+    elseif has(flags, text) then
+      local s
+      s, pos = struct.unpack('>Hc0', v, pos)
+      return s
+    end
+  end
+  r.message_sid = sid(4, 8)
+  r.account_sid = sid(16, 32)
+  if has(flags, 64) then r.confirmed_at, pos = struct.unpack('>d', v, pos) end
+  if has(flags, 128) then r.lease_until, pos = struct.unpack('>d', v, pos) end
+  if has(flags, 256) then r.attempts, pos = struct.unpack('>i4', v, pos) end
+  if has(flags, 512) then r.error_code, pos = struct.unpack('>i4', v, pos) end
+  if has(flags, 1024) then r.error_message, pos = struct.unpack('>Hc0', v, pos) end
+  if has(flags, 2048) then r.country, pos = struct.unpack('>Bc0', v, pos) end
+  if has(flags, 4096) then r.sender, pos = struct.unpack('>Bc0', v, pos) end
+  return r
+end
+
+local function encode(r)
+  local flags = STATE_CODES[r.state]
+  local parts = {}
+  local function add(bit, part)
+    flags = flags + bit
+    parts[#parts + 1] = part
+  end
+  local function sid(s, packed, text)
+    if s == nil then return end
+    if #s == 34 and s:find('^%u%u[0-9a-f]+$') then
+      add(packed, s:sub(1, 2) .. s:sub(3):gsub('..', function(h)
+        return string.char(tonumber(h, 16))
+      end))
+    else
+      add(text, struct.pack('>Hc0', #s, s))
+    end
+  end
+  sid(r.message_sid, 4, 8)
+  sid(r.account_sid, 16, 32)
+  if r.confirmed_at ~= nil then add(64, struct.pack('>d', r.confirmed_at)) end
+  if (r.lease_until or 0) ~= 0 then add(128, struct.pack('>d', r.lease_until)) end
+  if (r.attempts or 0) ~= 0 then add(256, struct.pack('>i4', r.attempts)) end
+  if r.error_code ~= nil then add(512, struct.pack('>i4', r.error_code)) end
+  local message = r.error_message
+  if message ~= nil and message ~= '' then add(1024, struct.pack('>Hc0', #message, message)) end
+  if r.country ~= nil then add(2048, struct.pack('>Bc0', #r.country, r.country)) end
+  if r.sender ~= nil then add(4096, struct.pack('>Bc0', #r.sender, r.sender)) end
+  return struct.pack('>BHdd', 1, flags, r.expires_at, r.created_at or 0) .. table.concat(parts)
+end
+
+-- A hash written by twilio-feedback 0.1: every field by name, numbers as decimal text.
+local function from_hash(flat)
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  return {state = h.state or 'pending', expires_at = tonumber(h.expires_at),
+          created_at = tonumber(h.created_at) or 0, message_sid = h.message_sid,
+          account_sid = h.account_sid, confirmed_at = tonumber(h.confirmed_at),
+          lease_until = tonumber(h.lease_until) or 0, attempts = tonumber(h.attempts) or 0,
+          error_code = tonumber(h.error_code), error_message = h.error_message,
+          country = h.country, sender = h.sender}
+end
+
+-- The record's packed value, or nil when there is none (another type is no record).
+local function load_value(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'string' then return v end
+  if type(v) == 'table' and v.err and redis.call('TYPE', key).ok == 'hash' then
+    return encode(from_hash(redis.call('HGETALL', key)))
+  end
+  return nil
+end
+
+local function load(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'string' then return decode(v) end
+  if type(v) == 'table' and v.err and redis.call('TYPE', key).ok == 'hash' then
+    return from_hash(redis.call('HGETALL', key))
+  end
+  return nil
+end
+
+-- Write the record packed (a hash becomes a string) with its expiry; return the value.
+local function save(key, r)
+  local v = encode(r)
+  redis.call('SET', key, v)
+  redis.call('PEXPIREAT', key, math.floor(r.expires_at * 1000))
+  return v
+end
