@@ -1,12 +1,13 @@
 """Bytes per pending record in each durable store (Redis, PostgreSQL, SQLite) at 1M records.
 
-Redis: the ``used_memory`` delta (``INFO memory``) over N records, then where the bytes go
-(the allocations of one record, field by field in its listpack) and what each change of
-encoding would save, measured the same way. PostgreSQL: ``pg_total_relation_size`` of the
-table (heap, TOAST, every index) after ``VACUUM ANALYZE``. SQLite: the ``dbstat`` virtual
-table (the table and its indexes), or the file's pages when ``dbstat`` is missing. Each
-SQL store also gets the same rows in a few other layouts, to show what a schema change
-would save.
+Redis: the ``used_memory`` delta (``INFO memory``) over N records written by the store
+(with the settings' own account SID, which the record leaves out, and with a subaccount's),
+then where the bytes go (the allocations of one record, part by part of its packed value)
+and what each step from 0.1's hash to today's string saved, measured the same way.
+PostgreSQL: ``pg_total_relation_size`` of the table (heap, TOAST, every index) after
+``VACUUM ANALYZE``. SQLite: the ``dbstat`` virtual table (the table and its indexes), or
+the file's pages when ``dbstat`` is missing. Each SQL store also gets the same rows in a
+few other layouts, to show what a schema change would save.
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ def _lp_entry(value: bytes) -> tuple[int, str]:
 
 
 def _redis_breakdown(client: Any, key: bytes, count: int) -> list[str]:
-    """Where one record's bytes go, from its key and listpack (Redis 7, jemalloc)."""
+    """Where one record's bytes go, from its key and value (Redis 7, jemalloc)."""
+    if client.type(key) == b"string":
+        return _redis_string_breakdown(client, key, count)
     pairs = client.hgetall(key)
     rows = []
     total_lp = 7  # listpack header (total bytes, element count) and end byte
@@ -95,6 +98,65 @@ def _redis_breakdown(client: Any, key: bytes, count: int) -> list[str]:
     estimate = _alloc(total_lp) + 16 + _alloc(key_sds) + 64 + buckets
     lines.append(f"| **estimate** | **{estimate:.0f}** | sum of the above |")
     return lines
+
+
+def _key_rows(key: bytes, count: int) -> tuple[list[str], float]:
+    """The rows every key costs whatever its value (key string, dict entries, buckets)."""
+    key_sds = (1 if len(key) < 32 else 3) + len(key) + 1
+    exponent = max(count - 1, 1).bit_length()
+    buckets = 2 * 8 * (1 << exponent) / count
+    rows = [
+        f"| key string (sds) | {_alloc(key_sds)} | `{key.decode()[:24]}...` {len(key)} chars "
+        f"+ header and NUL = {key_sds}, class {_alloc(key_sds)} |",
+        "| main dict entry | 32 | key, value, next pointers (24 B, class 32) |",
+        "| expires dict entry | 32 | the same key's expiry time (PEXPIREAT) |",
+        f"| dict bucket arrays | {buckets:.1f} | 8 B a bucket in the main and expires "
+        f"tables (2^{exponent} buckets each, shared by {count:,} keys) |",
+    ]
+    return rows, _alloc(key_sds) + 64 + buckets
+
+
+def _redis_string_breakdown(client: Any, key: bytes, count: int) -> list[str]:
+    """Where the bytes of one packed record go (``pack_record``'s format 1)."""
+    from twilio_feedback.stores.redis import unpack_record
+
+    value = client.get(key)
+    record = unpack_record("x", value)
+    parts = [
+        ("format, flags", 3, "format 1; the state and which fields follow"),
+        ("`expires_at`, `created_at`", 16, "two doubles"),
+    ]
+    for name in ("message_sid", "account_sid"):
+        sid = getattr(record, name)
+        if sid is not None:
+            parts.append((f"`{name}` = `{sid[:12]}...`", 18, "2 letters + 16 raw bytes"))
+    rest = len(value) - sum(size for _, size, _ in parts)
+    if rest:
+        parts.append(("other fields", rest, "lease, attempts, error..."))
+    rows = [f"| {name} | {size} | {what} |" for name, size, what in parts]
+    if len(value) <= 44:  # OBJ_ENCODING_EMBSTR_SIZE_LIMIT: object and string, one block
+        block = 16 + 3 + len(value) + 1
+        rows.append(
+            f"| value object + string (embstr) | {_alloc(block)} | robj 16 + sds header 3 "
+            f"+ {len(value)} + NUL = {block} B in one allocation, class {_alloc(block)} |"
+        )
+        value_cost = _alloc(block)
+    else:
+        sds = 3 + len(value) + 1
+        rows.append("| value object (robj) | 16 | type, encoding, LRU, refcount, pointer |")
+        rows.append(
+            f"| value string (sds) | {_alloc(sds)} | header 3 + {len(value)} + NUL = {sds}, "
+            f"class {_alloc(sds)} |"
+        )
+        value_cost = 16 + _alloc(sds)
+    key_rows, key_cost = _key_rows(key, count)
+    return [
+        "| part | bytes | what |",
+        "|---|---|---|",
+        *rows,
+        *key_rows,
+        f"| **estimate** | **{value_cost + key_cost:.0f}** | sum of the above |",
+    ]
 
 
 def _redis_variants(client: Any, count: int) -> list[tuple[str, float]]:
@@ -158,7 +220,7 @@ def _redis_variants(client: Any, count: int) -> list[tuple[str, float]]:
         return "tf:" + d["id"], mapping
 
     cases: list[tuple[str, Callable[[dict[str, Any]], tuple[str, Any]]]] = [
-        ("the hash as stored today (8 fields)", today),
+        ("the hash as twilio-feedback 0.1 stored it (8 fields)", today),
         ("without `tracking_id` (it is in the key)", drop("tracking_id")),
         (
             "... and without `account_sid` when it is the settings' own",
@@ -193,6 +255,30 @@ def _redis_variants(client: Any, count: int) -> list[tuple[str, float]]:
             _redis_write(client, shapes(), packed, count),
         )
     )
+
+    # What the store writes today (pack_record): times as doubles, so expiry decisions
+    # keep their full precision.
+    from twilio_feedback import Record
+    from twilio_feedback.stores.redis import pack_record
+
+    def stored(account_sid: str | None) -> Callable[[dict[str, Any]], tuple[str, Any]]:
+        def shape(d: dict[str, Any]) -> tuple[str, Any]:
+            record = Record(
+                d["id"],
+                expires_at=d["expires"],
+                message_sid=d["sid"],
+                account_sid=account_sid,
+                created_at=d["created"],
+            )
+            return "twilio_feedback:r:" + d["id"], pack_record(record)
+
+        return shape
+
+    for label, account_sid in (
+        ("`pack_record` as the store writes it (37 B: times as doubles)", None),
+        ("... with a subaccount's SID (55 B)", account),
+    ):
+        results.append((label, _redis_write(client, shapes(), stored(account_sid), count)))
     return results
 
 
@@ -216,6 +302,21 @@ def _redis_write(client: Any, shapes: Iterator[dict[str, Any]], shape: Any, coun
     return used / count
 
 
+def _redis_fill(
+    client: Any, store: Any, count: int, account: str | None
+) -> tuple[float, str, float]:
+    """Fill an empty Redis with ``count`` pending records; bytes each, how, seconds."""
+    client.flushall()
+    base = _used(client)
+    started = time.perf_counter()
+    how = fill.bulk_add(store, fill.records(count, account=account))
+    seconds = time.perf_counter() - started
+    used = _used(client) - base
+    keys = client.dbsize()
+    assert keys == count, (keys, count)
+    return used / count, how, seconds
+
+
 def _redis(count: int, variant_count: int, section: Section) -> None:
     import redis
 
@@ -228,34 +329,40 @@ def _redis(count: int, variant_count: int, section: Section) -> None:
     try:
         client = redis.Redis.from_url(redis_server.url)
         store = RedisStore(redis_server.url)
-        account = fill.account_sid()
-        base = _used(client)
-        started = time.perf_counter()
-        how = fill.bulk_add(store, fill.records(count, account=account))
-        seconds = time.perf_counter() - started
-        used = _used(client) - base
-        keys = client.dbsize()
-        assert keys == count, (keys, count)
-        per_record = used / count
-        sample = next(iter(client.scan_iter(match=f"{store.prefix}r:*", count=10)))
-        encoding = client.object("encoding", sample)
-        section.figures.append(
-            Figure(
-                f"Redis: bytes per pending record ({count:,} records)",
-                f"{per_record:.0f} B",
-                f"used_memory +{used / 2**20:.0f} MiB; a {encoding.decode()} hash of "
-                f"{client.hlen(sample)} fields; {count * 3:,} records (3 days): "
-                f"{per_record * count * 3 / 2**30:.2f} GiB",
-                f"<= {TARGET} B",
-                _verdict(per_record),
+        subaccount = fill.account_sid()
+        for label, account in (
+            ("the settings' own account (left out)", None),
+            ("a subaccount's SID kept", subaccount),
+        ):
+            per_record, how, seconds = _redis_fill(client, store, count, account)
+            sample = next(iter(client.scan_iter(match=f"{store.prefix}r:*", count=10)))
+            kind = client.type(sample).decode()
+            size = client.strlen(sample) if kind == "string" else client.hlen(sample)
+            shape = f"a {size}-byte string" if kind == "string" else f"a hash of {size} fields"
+            section.figures.append(
+                Figure(
+                    f"Redis: bytes per pending record, {label} ({count:,} records)",
+                    f"{per_record:.0f} B",
+                    f"used_memory +{per_record * count / 2**20:.0f} MiB; {shape} each; "
+                    f"{count * 3:,} records (3 days): {per_record * count * 3 / 2**30:.2f} GiB",
+                    f"<= {TARGET} B",
+                    _verdict(per_record),
+                )
             )
+            section.tables.append(
+                f"Redis: where one record's {per_record:.0f} bytes go, {label} (Redis "
+                f"{client.info('server')['redis_version']}, jemalloc; computed from the "
+                "record's own key and value, the estimate next to the measure above):"
+            )
+            section.tables.append("\n".join(_redis_breakdown(client, sample, count)))
+        section.notes.append(
+            f"Redis: {count:,} records written in {seconds:.0f} s by {how}, twice: every "
+            "record is a pending one as `bind()` writes it (tracking id from the signer, a "
+            "message SID, created 86.4 ms apart as 1M a day would be, expiring 3 days after "
+            "creation), with no account SID (the settings' own: the record leaves it out), "
+            "then with a subaccount's. `used_memory` after minus before."
         )
-        section.tables.append(
-            f"Redis: where one record's {per_record:.0f} bytes go (Redis "
-            f"{client.info('server')['redis_version']}, jemalloc; computed from the "
-            "record's own key and fields, the estimate next to the measure above):"
-        )
-        section.tables.append("\n".join(_redis_breakdown(client, sample, count)))
+        client.flushall()
         store.close()
         variants = _redis_variants(client, variant_count)
         rows = [
@@ -269,12 +376,6 @@ def _redis(count: int, variant_count: int, section: Section) -> None:
             "`used_memory` delta (plain `HSET` + `PEXPIREAT`, or `SET ... PXAT`):"
         )
         section.tables.append("\n".join(rows))
-        section.notes.append(
-            f"Redis: {count:,} records written in {seconds:.0f} s by {how}; every record is "
-            "a pending one as `bind()` writes it (tracking id from the signer, a message "
-            "SID, the settings' account SID, created 86.4 ms apart as 1M a day would be, "
-            "expiring 3 days after creation). `used_memory` after minus before."
-        )
         client.close()
     finally:
         redis_server.stop()
