@@ -51,15 +51,27 @@ def _used_memory(store: RedisStore) -> int:
 # -- size ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("account", [None, ACCOUNT], ids=["own-account", "subaccount"])
-def test_a_pending_record_takes_at_most_200_bytes(store: RedisStore, account: str | None) -> None:
+@pytest.mark.parametrize(
+    ("account", "country", "sender"),
+    [
+        (None, None, None),
+        (ACCOUNT, None, None),
+        (None, "US", "+15017122661"),
+        (None, "US", "MG" + "9b" * 16),
+    ],
+    ids=["own-account", "subaccount", "insights-phone-number", "insights-messaging-service"],
+)
+def test_a_pending_record_takes_at_most_200_bytes(
+    store: RedisStore, account: str | None, country: str | None, sender: str | None
+) -> None:
     # As bench/bench_store_size.py measures it: the used_memory delta over many records.
-    # 16,384 records: the key tables have grown to 2^14 buckets and finished rehashing,
-    # so each record carries its share of them (16 B) and no half-moved table.
-    count = 16_384
+    # 16,383 records and the day's insights: 2^14 keys, so the key tables have grown to
+    # 2^14 buckets and finished rehashing (each record carries its share of them, 16 B, and
+    # no half-moved table), and the next key would double them.
+    count = 16_383
     now = time.time()
     before = _used_memory(store)
-    with store.client.pipeline(transaction=False) as pipe:
+    with store.client.pipeline(transaction=False) as pipe:  # what store.add sends, batched
         for n in range(count):
             created = now + n * 0.0864
             record = Record(
@@ -68,10 +80,14 @@ def test_a_pending_record_takes_at_most_200_bytes(store: RedisStore, account: st
                 message_sid="SM" + f"{n:032x}",
                 account_sid=account,
                 created_at=created,
+                country=country,
+                sender=sender,
             )
-            _queue_add(pipe, store, record)  # what store.add sends, pipelined
+            _queue_add(pipe, store, record)
+            if n % 1000 == 999:
+                pipe.execute()
         pipe.execute()
-    assert store.client.dbsize() == count
+    assert store.client.dbsize() == count + (country is not None)  # + the day's insights
     per_record = (_used_memory(store) - before) / count
     assert per_record <= 200, f"{per_record:.0f} bytes per pending record"
 
@@ -97,6 +113,8 @@ _records = st.builds(
     attempts=st.integers(min_value=0, max_value=2**31 - 1),
     error_code=st.none() | st.integers(min_value=-(2**31), max_value=2**31 - 1),
     error_message=st.none() | st.text(max_size=600),
+    country=st.none() | st.from_regex(r"[A-Z]{2}", fullmatch=True),
+    sender=_sids,
 )
 
 
@@ -120,6 +138,28 @@ def test_a_pending_record_is_37_bytes_and_55_with_an_account() -> None:
     record = Record("t1", expires_at=time.time() + 3 * DAY, message_sid=SID, created_at=1.0)
     assert len(pack_record(record)) == 37
     assert len(pack_record(record.replace(account_sid=ACCOUNT))) == 55
+    with_insights = record.replace(country="US", sender="+15017122661")
+    assert len(pack_record(with_insights)) == 37 + 3 + 14
+    assert len(pack_record(with_insights.replace(sender="MG" + "9b" * 16))) == 37 + 3 + 18
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    timestamp=st.floats(min_value=-1e10, max_value=1e11, allow_nan=False)
+    | st.integers(min_value=-1000, max_value=100_000).map(lambda day: day * DAY)
+    | st.integers(min_value=-1000, max_value=100_000).map(lambda day: day * DAY - 1e-9)
+)
+def test_lua_puts_a_send_on_the_same_day_as_python(
+    redis_server: RedisServer, timestamp: float
+) -> None:
+    import redis
+
+    from twilio_feedback.insights import day_number
+
+    client = redis.Redis.from_url(redis_server.url)
+    script = _RECORD_LUA + "return tostring(day_number(tonumber(ARGV[1])))"
+    assert int(client.eval(script, 0, repr(timestamp))) == day_number(timestamp)
+    client.close()
 
 
 def test_a_value_of_an_unknown_format_is_refused() -> None:
@@ -132,13 +172,28 @@ def test_a_value_of_an_unknown_format_is_refused() -> None:
 # -- records written by twilio-feedback 0.1 ----------------------------------------------
 
 
+FIELDS_OF_0_1 = (
+    "tracking_id",
+    "expires_at",
+    "state",
+    "message_sid",
+    "account_sid",
+    "created_at",
+    "confirmed_at",
+    "lease_until",
+    "attempts",
+    "error_code",
+    "error_message",
+)
+
+
 def _hash_of_0_1(record: Record) -> dict[str, str]:
-    """A record as twilio-feedback 0.1 stored it: every field of the record by name."""
+    """A record as twilio-feedback 0.1 stored it: every field of its record by name."""
     record = record.replace(error_message=clip_error_message(record.error_message))
     return {
         name: repr(value) if isinstance(value, float) else str(value)
         for name, value in record.to_dict().items()
-        if value is not None
+        if value is not None and name in FIELDS_OF_0_1
     }
 
 
@@ -157,11 +212,15 @@ def write_as_0_1(store: RedisStore, record: Record) -> None:
 
 
 class RedisStoreOf01Records(RedisStore):
-    """A store whose records were all written by twilio-feedback 0.1: ``add`` writes a
-    hash, every other operation is today's."""
+    """A store whose records were written by twilio-feedback 0.1: ``add`` writes a hash,
+    every other operation is today's. A record with a country (the insights, which 0.1
+    did not have) is written as today's store does."""
 
     def add(self, record: Record) -> None:
-        write_as_0_1(self, record)
+        if record.country is None:
+            write_as_0_1(self, record)
+        else:
+            super().add(record)
 
 
 class TestRecordsWrittenBy01(StoreConformance):

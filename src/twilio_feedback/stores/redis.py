@@ -13,17 +13,28 @@ the operator's commands (counts, listing, re-queueing) SCAN the keys.
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from datetime import date
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 from ..errors import ConfigurationError, MissingDependencyError
+from ..insights import (
+    COUNTS,
+    EPOCH,
+    TTC_BUCKETS,
+    UNKNOWN_SENDER,
+    Cell,
+    cell_from_counts,
+    day_number,
+)
 from ..records import Record, State
 from ..settings import redact_url
-from .base import AsyncStore, BaseStore, ThreadedAsyncStore, clip_error_message
+from .base import AsyncStore, BaseStore, InsightsStore, ThreadedAsyncStore, clip_error_message
 
 if TYPE_CHECKING:
     import redis as redis_lib
@@ -48,7 +59,8 @@ def _lua_file(name: str) -> str:
     return (resources.files(__package__) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
-_RECORD_LUA = _lua_file("record")
+_TTC_LUA = ", ".join("math.huge" if math.isinf(b) else repr(b) for b in TTC_BUCKETS)
+_RECORD_LUA = f"local TTC_BUCKETS = {{{_TTC_LUA}}}\n" + _lua_file("record")
 
 
 def _lua(name: str) -> str:
@@ -65,6 +77,9 @@ _RENEW = _lua("renew")
 _PURGE_OUTBOX = _lua("purge_outbox")
 _REQUEUE = _lua("requeue")
 _READ = _lua("read")
+_DELETE = _lua("delete")
+_SENT = COUNTS.index("sent")
+_INSIGHTS_SCAN_DAYS = 400  # a longer span is read by scanning the insights' keys
 
 # The record format, as stores/lua/record.lua describes it (the two must agree).
 _FORMAT = 1
@@ -76,7 +91,7 @@ _STATE_CODES = {state: code for code, state in enumerate(_STATES)}
 _PACKABLE_SID = re.compile(r"[A-Z]{2}[0-9a-f]{32}")
 _MESSAGE_PACKED, _MESSAGE_TEXT, _ACCOUNT_PACKED, _ACCOUNT_TEXT = 4, 8, 16, 32
 _CONFIRMED_AT, _LEASE, _ATTEMPTS, _ERROR_CODE, _ERROR_MESSAGE = 64, 128, 256, 512, 1024
-_COUNTRY, _SENDER = 2048, 4096
+_COUNTRY, _SENDER_PACKED, _SENDER_TEXT = 2048, 4096, 8192
 
 
 def _redis() -> Any:
@@ -106,19 +121,19 @@ def pack_record(record: Record) -> bytes:
     fields that differ from their defaults: SIDs of two letters and 32 hex digits as the
     letters and 16 raw bytes (others as text), ``confirmed_at`` and a non-zero
     ``lease_until`` as doubles, non-zero ``attempts`` and ``error_code`` as 4-byte
-    integers, the error message, country and sender as length-prefixed UTF-8. A pending
-    record as :meth:`FeedbackTracker.bind` writes it takes 37 bytes (55 with an account
+    integers, the error message and country as length-prefixed UTF-8, the sender as the
+    SIDs are. A pending record takes 37 bytes (55 with an account SID; with the insights'
+    country and sender, 3 more and 14 for a phone number or 18 for a messaging service
     SID). ``stores/lua/record.lua`` reads and writes the same layout.
     """
-    data = record.to_dict()
     flags = _STATE_CODES[record.state]
     parts: list[bytes] = []
-    for name, packed, text in (
-        ("message_sid", _MESSAGE_PACKED, _MESSAGE_TEXT),
-        ("account_sid", _ACCOUNT_PACKED, _ACCOUNT_TEXT),
+    for sid, packed, text in (
+        (record.message_sid, _MESSAGE_PACKED, _MESSAGE_TEXT),
+        (record.account_sid, _ACCOUNT_PACKED, _ACCOUNT_TEXT),
     ):
-        if data[name] is not None:
-            bit, part = _sid(data[name], packed, text)
+        if sid is not None:
+            bit, part = _sid(sid, packed, text)
             flags |= bit
             parts.append(part)
     if record.confirmed_at is not None:
@@ -138,11 +153,14 @@ def pack_record(record: Record) -> bytes:
         raw = message.encode()
         flags |= _ERROR_MESSAGE
         parts.append(len(raw).to_bytes(2, "big") + raw)
-    for name, bit in (("country", _COUNTRY), ("sender", _SENDER)):
-        if data.get(name) is not None:
-            raw = str(data[name]).encode()
-            flags |= bit
-            parts.append(len(raw).to_bytes(1, "big") + raw)
+    if record.country is not None:
+        raw = record.country.encode()
+        flags |= _COUNTRY
+        parts.append(len(raw).to_bytes(1, "big") + raw)
+    if record.sender is not None:
+        bit, part = _sid(record.sender, _SENDER_PACKED, _SENDER_TEXT)
+        flags |= bit
+        parts.append(part)
     head = _HEAD.pack(_FORMAT, flags, record.expires_at, record.created_at)
     return head + b"".join(parts)
 
@@ -186,10 +204,20 @@ def unpack_record(tracking_id: str, value: bytes) -> Record:
             pos += shape.size
     if flags & _ERROR_MESSAGE:
         data["error_message"] = text(2)
-    for name, bit in (("country", _COUNTRY), ("sender", _SENDER)):
-        if flags & bit:
-            data[name] = text(1)
+    if flags & _COUNTRY:
+        data["country"] = text(1)
+    if flags & _SENDER_PACKED:
+        data["sender"] = value[pos : pos + 2].decode() + value[pos + 2 : pos + 18].hex()
+    elif flags & _SENDER_TEXT:
+        data["sender"] = text(2)
     return Record.from_dict(data)
+
+
+def _pairs(reply: Any) -> list[tuple[Any, Any]]:
+    if isinstance(reply, dict):  # RESP3 answers HGETALL with a map
+        return list(reply.items())
+    items = list(reply or [])
+    return list(zip(items[::2], items[1::2], strict=True))
 
 
 def _unpack(tracking_id: str, value: Any) -> Record | None:
@@ -239,7 +267,7 @@ def _split_prefix(url: str, prefix: str) -> tuple[str, str]:
     return (f"{base}?{kept}" if kept else base), prefix
 
 
-class RedisStore(BaseStore):
+class RedisStore(BaseStore, InsightsStore):
     """A :class:`~twilio_feedback.stores.Store` in Redis.
 
     Pass a URL (``redis://host:6379/0``, ``rediss://...``, ``unix:///path.sock?db=0``) or
@@ -255,6 +283,10 @@ class RedisStore(BaseStore):
     (:attr:`expires_by_itself`): :meth:`purge` drops the outbox entries they leave behind
     and returns how many. The operator's commands (:meth:`counts`, :meth:`list_records`,
     :meth:`requeue_failed`) SCAN this store's keys.
+
+    The conversion insights (:class:`~twilio_feedback.stores.InsightsStore`) are one hash
+    of counts a day (``<prefix>i:<day number>``, never expiring), counted by the same
+    ``MULTI`` or script as the change they count: a confirm is still one round trip.
     """
 
     expires_by_itself = True
@@ -293,6 +325,8 @@ class RedisStore(BaseStore):
         self._purge_outbox = self.client.register_script(_PURGE_OUTBOX)
         self._requeue = self.client.register_script(_REQUEUE)
         self._read = self.client.register_script(_READ)
+        self._delete = self.client.register_script(_DELETE)
+        self.insights_prefix = f"{prefix}i:"
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -331,17 +365,21 @@ class RedisStore(BaseStore):
         return _unpack(tracking_id, self._attach_sid(keys=keys, args=args))
 
     def delete(self, tracking_id: str) -> None:
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(self.key(tracking_id))
-            pipe.zrem(self.outbox, tracking_id)
-            pipe.execute()
+        keys = [self.key(tracking_id), self.outbox]
+        self._delete(keys=keys, args=[tracking_id, self.insights_prefix])
 
     def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
     ) -> tuple[bool, Record | None]:
         reply = self._confirm(
             keys=[self.key(tracking_id), self.outbox],
-            args=[repr(now), repr(lease_until), repr(keep_until), tracking_id],
+            args=[
+                repr(now),
+                repr(lease_until),
+                repr(keep_until),
+                tracking_id,
+                self.insights_prefix,
+            ],
         )
         return bool(reply[0]), _unpack(tracking_id, reply[1]) if len(reply) > 1 else None
 
@@ -363,7 +401,8 @@ class RedisStore(BaseStore):
         return count
 
     def _outcome(self, tracking_id: str, message_sid: str, changes: Mapping[str, Any]) -> bool:
-        args: list[Any] = [tracking_id, message_sid, "rem" if "state" in changes else "lease"]
+        action = "rem" if "state" in changes else "lease"
+        args: list[Any] = [tracking_id, message_sid, action, self.insights_prefix]
         for name, value in changes.items():
             args += [name, _field(value)]
         keys = [self.key(tracking_id), self.outbox]
@@ -404,6 +443,40 @@ class RedisStore(BaseStore):
                 at = record.confirmed_at
                 oldest = at if oldest is None else min(oldest, at)
         return oldest
+
+    def insight_cells(self, since: date, until: date) -> list[Cell]:
+        """See :meth:`InsightsStore.insight_cells`: one hash of counts a day (``HGETALL``
+        of each day in the span, pipelined; a span longer than 400 days SCANs the
+        insights' keys instead)."""
+        first, last = (since - EPOCH).days, (until - EPOCH).days
+        if last < first:
+            return []
+        if last - first < _INSIGHTS_SCAN_DAYS:
+            days = list(range(first, last + 1))
+        else:
+            days = []
+            start = self.insights_prefix
+            for raw in self.client.scan_iter(match=glob_escape(start) + "*", count=_BATCH):
+                rest = _text(raw)[len(start) :]
+                if rest.lstrip("-").isdigit() and first <= int(rest) <= last:
+                    days.append(int(rest))
+        width = len(COUNTS) + len(TTC_BUCKETS)
+        cells: list[Cell] = []
+        for offset in range(0, len(days), _BATCH):
+            batch = days[offset : offset + _BATCH]
+            with self.client.pipeline(transaction=False) as pipe:
+                for day in batch:
+                    pipe.hgetall(f"{self.insights_prefix}{day}")
+                replies = pipe.execute()
+            for day, reply in zip(batch, replies, strict=True):
+                counts: dict[tuple[str, str], list[int]] = {}
+                for field, value in _pairs(reply):
+                    index, country, sender = _text(field).split(":", 2)
+                    row = counts.setdefault((country, sender), [0] * width)
+                    row[int(index)] = int(value)
+                for (country, sender), row in counts.items():
+                    cells.append(cell_from_counts(day, country, sender, row))
+        return cells
 
     def close(self) -> None:
         """Close the connection pool if this store created it."""
@@ -447,7 +520,12 @@ class RedisStore(BaseStore):
             count += int(
                 self._requeue(
                     keys=[self.outbox, *keys],
-                    args=[repr(now), repr(keep_until), len(f"{self.prefix}r:".encode())],
+                    args=[
+                        repr(now),
+                        repr(keep_until),
+                        len(f"{self.prefix}r:".encode()),
+                        self.insights_prefix,
+                    ],
                 )
             )
         return count
@@ -470,6 +548,9 @@ def _queue_add(pipe: Any, store: RedisStore, record: Record) -> None:
         pipe.zadd(store.outbox, {record.tracking_id: record.lease_until})
     else:
         pipe.zrem(store.outbox, record.tracking_id)
+    if record.country is not None:
+        field = f"{_SENT}:{record.country}:{record.sender or UNKNOWN_SENDER}"
+        pipe.hincrby(f"{store.insights_prefix}{day_number(record.created_at)}", field, 1)
 
 
 class AsyncRedisStore(AsyncStore):
@@ -494,6 +575,7 @@ class AsyncRedisStore(AsyncStore):
             self._owns_client = True
         self._connection_error: type[Exception] = redis.exceptions.ConnectionError
         self._confirm = self.client.register_script(_CONFIRM)
+        self._delete = self.client.register_script(_DELETE)
         self._attach_sid = self.client.register_script(_ATTACH_SID)
 
     async def _run(self, operation: Callable[[], Awaitable[_T]]) -> _T:
@@ -528,19 +610,21 @@ class AsyncRedisStore(AsyncStore):
 
     async def delete(self, tracking_id: str) -> None:
 
-        async def delete() -> None:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.delete(self.store.key(tracking_id))
-                pipe.zrem(self.store.outbox, tracking_id)
-                await pipe.execute()
-
-        await self._run(delete)
+        keys = [self.store.key(tracking_id), self.store.outbox]
+        args = [tracking_id, self.store.insights_prefix]
+        await self._run(lambda: self._delete(keys=keys, args=args))
 
     async def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
     ) -> tuple[bool, Record | None]:
         keys = [self.store.key(tracking_id), self.store.outbox]
-        args = [repr(now), repr(lease_until), repr(keep_until), tracking_id]
+        args = [
+            repr(now),
+            repr(lease_until),
+            repr(keep_until),
+            tracking_id,
+            self.store.insights_prefix,
+        ]
         reply = await self._run(lambda: self._confirm(keys=keys, args=args))
         return bool(reply[0]), _unpack(tracking_id, reply[1]) if len(reply) > 1 else None
 

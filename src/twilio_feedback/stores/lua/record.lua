@@ -5,12 +5,13 @@
 --   B format (1), H flags, d expires_at, d created_at, then, only when its flag is set and
 --   in this order: message SID, account SID (each either packed, 2 letters + 16 raw bytes
 --   for the 32 hex digits, or as text: H length + bytes), d confirmed_at, d lease_until,
---   i4 attempts, i4 error_code, H length + error message, B length + country,
---   B length + sender. The tracking id is in the key; zero lease and attempts are left out.
+--   i4 attempts, i4 error_code, H length + error message, B length + country, sender
+--   (packed or text, as the SIDs). The tracking id is in the key; zero lease and attempts
+--   are left out.
 -- Flags: bits 0-1 the state (0 pending, 1 confirmed, 2 reported, 3 failed); then one bit a
 -- field: 4 message SID packed, 8 message SID text, 16 account SID packed, 32 account SID
 -- text, 64 confirmed_at, 128 lease_until, 256 attempts, 512 error_code, 1024 error
--- message, 2048 country, 4096 sender.
+-- message, 2048 country, 4096 sender packed, 8192 sender text.
 local STATES = {'pending', 'confirmed', 'reported', 'failed'}
 local STATE_CODES = {pending = 0, confirmed = 1, reported = 2, failed = 3}
 
@@ -43,7 +44,7 @@ local function decode(v)
   if has(flags, 512) then r.error_code, pos = struct.unpack('>i4', v, pos) end
   if has(flags, 1024) then r.error_message, pos = struct.unpack('>Hc0', v, pos) end
   if has(flags, 2048) then r.country, pos = struct.unpack('>Bc0', v, pos) end
-  if has(flags, 4096) then r.sender, pos = struct.unpack('>Bc0', v, pos) end
+  r.sender = sid(4096, 8192)
   return r
 end
 
@@ -73,7 +74,7 @@ local function encode(r)
   local message = r.error_message
   if message ~= nil and message ~= '' then add(1024, struct.pack('>Hc0', #message, message)) end
   if r.country ~= nil then add(2048, struct.pack('>Bc0', #r.country, r.country)) end
-  if r.sender ~= nil then add(4096, struct.pack('>Bc0', #r.sender, r.sender)) end
+  sid(r.sender, 4096, 8192)
   return struct.pack('>BHdd', 1, flags, r.expires_at, r.created_at or 0) .. table.concat(parts)
 end
 
@@ -114,4 +115,34 @@ local function save(key, r)
   redis.call('SET', key, v)
   redis.call('PEXPIREAT', key, math.floor(r.expires_at * 1000))
   return v
+end
+
+-- The insights (InsightsStore): per UTC day of the send, one hash of counts, each field
+-- '<index>:<country>:<sender>' with index in COUNTS then TTC_BUCKETS (insights.py).
+-- TTC_BUCKETS is defined above this file by redis.py, from insights.TTC_BUCKETS.
+local SENT, CONFIRMED, REPORTED, FAILED, TTC = 0, 1, 2, 3, 4
+
+-- insights.day_number: Python's float floor division, to the same day at every bound.
+local function day_number(t)
+  local mod = math.fmod(t, 86400)
+  local div = (t - mod) / 86400
+  if mod < 0 then div = div - 1 end
+  local day = math.floor(div)
+  if div - day > 0.5 then day = day + 1 end
+  return day
+end
+
+local function ttc_bucket(seconds)
+  for i, bound in ipairs(TTC_BUCKETS) do
+    if seconds <= bound then return i - 1 end
+  end
+  return #TTC_BUCKETS - 1
+end
+
+-- Count a change of record r in the insights under key prefix `prefix` (nothing for a
+-- record without a country: insights off).
+local function tally(prefix, r, index, by)
+  if r.country == nil then return end
+  local field = index .. ':' .. r.country .. ':' .. (r.sender or 'unknown')
+  redis.call('HINCRBY', prefix .. day_number(r.created_at), field, by or 1)
 end
