@@ -542,8 +542,11 @@ class RedisStore(BaseStore, InsightsStore):
 
 def _queue_add(pipe: Any, store: RedisStore, record: Record) -> None:
     key = store.key(record.tracking_id)
-    pipe.set(key, pack_record(record))
-    pipe.pexpireat(key, int(record.expires_at * 1000))
+    at = int(record.expires_at * 1000)
+    if at > 0:
+        pipe.set(key, pack_record(record), pxat=at)
+    else:  # expired long ago (SET refuses a time <= 0)
+        pipe.delete(key)
     if record.state is State.CONFIRMED and record.message_sid:
         pipe.zadd(store.outbox, {record.tracking_id: record.lease_until})
     else:

@@ -4,8 +4,8 @@
 -- Returns the record, or nil when it is gone.
 local r = load(KEYS[1])
 if not r then return false end
-r.message_sid = ARGV[2]
-if ARGV[3] == '' then r.account_sid = nil else r.account_sid = ARGV[3] end
+r.message_sid = sid_of(ARGV[2])
+if ARGV[3] == '' then r.account_sid = nil else r.account_sid = sid_of(ARGV[3]) end
 local v = save(KEYS[1], r)
 if r.state == 'confirmed' then redis.call('ZADD', KEYS[2], r.lease_until, ARGV[1]) end
 return v

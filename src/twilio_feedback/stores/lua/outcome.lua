@@ -5,7 +5,7 @@
 -- applied, else 0. A new state reported or failed is counted in the insights.
 local NUMBERS = {lease_until = true, attempts = true, error_code = true}
 local r = load(KEYS[1])
-if not r or r.state ~= 'confirmed' or r.message_sid ~= ARGV[2] then return 0 end
+if not r or r.state ~= 'confirmed' or r.message_sid ~= sid_of(ARGV[2]) then return 0 end
 for i = 5, #ARGV, 2 do
   local value = ARGV[i + 1]
   if value == '' then value = nil elseif NUMBERS[ARGV[i]] then value = tonumber(value) end

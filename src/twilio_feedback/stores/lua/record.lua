@@ -17,24 +17,42 @@ local STATE_CODES = {pending = 0, confirmed = 1, reported = 2, failed = 3}
 
 local function has(flags, bit) return math.floor(flags / bit) % 2 == 1 end
 
+-- In a script, a SID (message, account, sender) is kept as it is stored, so that a
+-- record read and written again is not converted: 'p' and its 18 packed bytes, or 't'
+-- and its length-prefixed text. sid_of turns a SID into that form (to compare with one,
+-- or to store it), sid_text back into the SID.
+local function sid_of(text)
+  if #text == 34 and text:find('^%u%u[0-9a-f]+$') then
+    return 'p' .. text:sub(1, 2) .. text:sub(3):gsub('..', function(h)
+      return string.char(tonumber(h, 16))
+    end)
+  end
+  return 't' .. struct.pack('>Hc0', #text, text)
+end
+
+local function sid_text(sid)
+  if sid:sub(1, 1) == 't' then return sid:sub(4) end
+  return sid:sub(2, 3) .. sid:sub(4):gsub('.', function(c)
+    return string.format('%02x', string.byte(c))
+  end)
+end
+
 local function decode(v)
   local format, flags, expires_at, created_at, pos = struct.unpack('>BHdd', v)
   if format ~= 1 then error('twilio_feedback: unknown record format ' .. format) end
   local r = {state = STATES[flags % 4 + 1], expires_at = expires_at, created_at = created_at,
              lease_until = 0, attempts = 0}
   local function sid(packed, text)
+    local size
     if has(flags, packed) then
-      local raw = v:sub(pos + 2, pos + 17)
-      local s = v:sub(pos, pos + 1) .. raw:gsub('.', function(c)
-        return string.format('%02x', string.byte(c))
-      end)
-      pos = pos + 18
-      return s
+      size = 18
     elseif has(flags, text) then
-      local s
-      s, pos = struct.unpack('>Hc0', v, pos)
-      return s
+      size = 2 + struct.unpack('>H', v, pos)
+    else
+      return nil
     end
+    pos = pos + size
+    return (has(flags, packed) and 'p' or 't') .. v:sub(pos - size, pos - 1)
   end
   r.message_sid = sid(4, 8)
   r.account_sid = sid(16, 32)
@@ -57,13 +75,7 @@ local function encode(r)
   end
   local function sid(s, packed, text)
     if s == nil then return end
-    if #s == 34 and s:find('^%u%u[0-9a-f]+$') then
-      add(packed, s:sub(1, 2) .. s:sub(3):gsub('..', function(h)
-        return string.char(tonumber(h, 16))
-      end))
-    else
-      add(text, struct.pack('>Hc0', #s, s))
-    end
+    if s:sub(1, 1) == 'p' then add(packed, s:sub(2)) else add(text, s:sub(2)) end
   end
   sid(r.message_sid, 4, 8)
   sid(r.account_sid, 16, 32)
@@ -83,11 +95,12 @@ local function from_hash(flat)
   local h = {}
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
   return {state = h.state or 'pending', expires_at = tonumber(h.expires_at),
-          created_at = tonumber(h.created_at) or 0, message_sid = h.message_sid,
-          account_sid = h.account_sid, confirmed_at = tonumber(h.confirmed_at),
+          created_at = tonumber(h.created_at) or 0,
+          message_sid = h.message_sid and sid_of(h.message_sid),
+          account_sid = h.account_sid and sid_of(h.account_sid),
+          confirmed_at = tonumber(h.confirmed_at),
           lease_until = tonumber(h.lease_until) or 0, attempts = tonumber(h.attempts) or 0,
-          error_code = tonumber(h.error_code), error_message = h.error_message,
-          country = h.country, sender = h.sender}
+          error_code = tonumber(h.error_code), error_message = h.error_message}
 end
 
 -- The record's packed value, or nil when there is none (another type is no record).
@@ -112,8 +125,12 @@ end
 -- Write the record packed (a hash becomes a string) with its expiry; return the value.
 local function save(key, r)
   local v = encode(r)
-  redis.call('SET', key, v)
-  redis.call('PEXPIREAT', key, math.floor(r.expires_at * 1000))
+  local at = math.floor(r.expires_at * 1000)
+  if at > 0 then
+    redis.call('SET', key, v, 'PXAT', at)
+  else
+    redis.call('DEL', key)  -- expired long ago (SET refuses a time <= 0)
+  end
   return v
 end
 
@@ -143,6 +160,8 @@ end
 -- record without a country: insights off).
 local function tally(prefix, r, index, by)
   if r.country == nil then return end
-  local field = index .. ':' .. r.country .. ':' .. (r.sender or 'unknown')
+  local sender = 'unknown'
+  if r.sender then sender = sid_text(r.sender) end
+  local field = index .. ':' .. r.country .. ':' .. sender
   redis.call('HINCRBY', prefix .. day_number(r.created_at), field, by or 1)
 end

@@ -6,7 +6,7 @@ local count = 0
 for i = 3, #ARGV, 2 do
   local key = ARGV[2] .. ARGV[i]
   local r = load(key)
-  if r and r.state == 'confirmed' and r.message_sid == ARGV[i + 1] then
+  if r and r.state == 'confirmed' and r.message_sid == sid_of(ARGV[i + 1]) then
     count = count + 1
     if r.lease_until < lease then
       r.lease_until = lease
