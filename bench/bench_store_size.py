@@ -130,6 +130,10 @@ def _redis_string_breakdown(client: Any, key: bytes, count: int) -> list[str]:
         sid = getattr(record, name)
         if sid is not None:
             parts.append((f"`{name}` = `{sid[:12]}...`", 18, "2 letters + 16 raw bytes"))
+    if record.country is not None or record.sender is not None:
+        shown = f"`{record.country}`, `{record.sender}`"
+        size = len(value) - sum(size for _, size, _ in parts)
+        parts.append((f"country, sender = {shown}", size, "length-prefixed text"))
     rest = len(value) - sum(size for _, size, _ in parts)
     if rest:
         parts.append(("other fields", rest, "lease, attempts, error..."))
@@ -302,18 +306,27 @@ def _redis_write(client: Any, shapes: Iterator[dict[str, Any]], shape: Any, coun
     return used / count
 
 
+SENDER = "+15017122661"
+
+
 def _redis_fill(
-    client: Any, store: Any, count: int, account: str | None
+    client: Any, store: Any, count: int, account: str | None, insights: bool
 ) -> tuple[float, str, float]:
     """Fill an empty Redis with ``count`` pending records; bytes each, how, seconds."""
     client.flushall()
     base = _used(client)
     started = time.perf_counter()
-    how = fill.bulk_add(store, fill.records(count, account=account))
+    issued = fill.records(count, account=account)
+    if insights:  # as send() writes them with Settings.insights on (the default)
+        issued = (
+            fill.Issued(item.record.replace(country="US", sender=SENDER), item.token)
+            for item in issued
+        )
+    how = fill.bulk_add(store, issued)
     seconds = time.perf_counter() - started
     used = _used(client) - base
     keys = client.dbsize()
-    assert keys == count, (keys, count)
+    assert keys == count + insights, (keys, count)  # + the insights' hash of the day
     return used / count, how, seconds
 
 
@@ -327,14 +340,15 @@ def _redis(count: int, variant_count: int, section: Section) -> None:
     redis_server, pg_server = _servers()
     pg_server.stop()
     try:
-        client = redis.Redis.from_url(redis_server.url)
+        client = redis.Redis.from_url(redis_server.url, socket_timeout=300)  # FLUSHALL of 1M
         store = RedisStore(redis_server.url)
         subaccount = fill.account_sid()
-        for label, account in (
-            ("the settings' own account (left out)", None),
-            ("a subaccount's SID kept", subaccount),
+        for label, account, insights in (
+            ("the settings' own account (left out)", None, False),
+            ("a subaccount's SID kept", subaccount, False),
+            ("with the insights' country and sender", None, True),
         ):
-            per_record, how, seconds = _redis_fill(client, store, count, account)
+            per_record, how, seconds = _redis_fill(client, store, count, account, insights)
             sample = next(iter(client.scan_iter(match=f"{store.prefix}r:*", count=10)))
             kind = client.type(sample).decode()
             size = client.strlen(sample) if kind == "string" else client.hlen(sample)
@@ -356,11 +370,14 @@ def _redis(count: int, variant_count: int, section: Section) -> None:
             )
             section.tables.append("\n".join(_redis_breakdown(client, sample, count)))
         section.notes.append(
-            f"Redis: {count:,} records written in {seconds:.0f} s by {how}, twice: every "
-            "record is a pending one as `bind()` writes it (tracking id from the signer, a "
-            "message SID, created 86.4 ms apart as 1M a day would be, expiring 3 days after "
-            "creation), with no account SID (the settings' own: the record leaves it out), "
-            "then with a subaccount's. `used_memory` after minus before."
+            f"Redis: {count:,} records written in {seconds:.0f} s by {how}, three times: "
+            "every record is a pending one as `bind()` writes it (tracking id from the "
+            "signer, a message SID, created 86.4 ms apart as 1M a day would be, expiring 3 "
+            "days after creation), with no account SID (the settings' own: the record "
+            "leaves it out), then with a subaccount's, then with the country and sender "
+            f"that `send()` keeps for the insights (`US`, `{SENDER}`; a messaging service "
+            "SID as sender takes 4 bytes more, in the same allocation class). "
+            "`used_memory` after minus before."
         )
         client.flushall()
         store.close()
