@@ -29,6 +29,7 @@ BENCHES = [
     "confirm_inside",
     "throughput",
     "flat",
+    "insights",
 ]
 PACKAGES = [
     "twilio-feedback",

@@ -59,11 +59,12 @@ def _claim_case(store: Any, count: int) -> Callable[[], float]:
     return case
 
 
-def _round_trips(backend: str, store: Any) -> int:
+def _round_trips(backend: str, store: Any, record: Any = None) -> int:
+    """Round trips of one confirm of ``record`` (a plain pending record by default)."""
     from twilio_feedback import Record
 
     now = time.time()
-    store.add(Record("rt", expires_at=now + 60, message_sid="SM" + "a" * 32))
+    store.add(record or Record("rt", expires_at=now + 60, message_sid="SM" + "a" * 32))
     if backend in ("sqlite", "postgresql"):
         from sqlalchemy import event
 
