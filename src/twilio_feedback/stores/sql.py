@@ -634,11 +634,32 @@ def _create_engine(
 def _sqlite_pragmas(busy_timeout: float) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        # WAL lets readers run beside the one writer; busy_timeout makes writers queue
-        # instead of failing with "database is locked" when several processes confirm.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # busy_timeout makes writers queue instead of failing with "database is locked"
+        # when several processes confirm; WAL lets readers run beside the one writer.
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        _wal(cursor, busy_timeout)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     return on_connect
+
+
+def _wal(cursor: Any, busy_timeout: float) -> None:
+    """Put the database file in WAL mode (it stays so: later connections find it set).
+
+    Switching takes the file's exclusive lock, and SQLite answers "database is locked" at
+    once, without waiting, while processes opening a new file at the same moment hold it:
+    try again until ``busy_timeout``."""
+    import sqlite3
+
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
