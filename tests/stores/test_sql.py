@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -273,36 +274,69 @@ def _index_sql(store: SQLStore, name: str) -> str:
         return str(conn.execute(sa.text(query), {"name": name}).scalar())
 
 
-def _make_v1(url: str) -> None:
-    """Turn the store's table into the layout of schema 1: the outbox index on
-    (state, lease_until) over every row, the version 1 in the meta table."""
+def _make_old(url: str, version: int = 1) -> None:
+    """Turn the store's tables into the layout of schema ``version``: up to 2, no
+    ``country`` and ``sender`` columns and no ``_daily`` table; in 1, also the outbox index
+    on (state, lease_until) over every row. The version in the meta table."""
     store = SQLStore(url)
     store.create()
     table = store.table.name
     with store.engine.begin() as conn:
-        conn.exec_driver_sql(f"DROP INDEX {table}_due")
-        conn.exec_driver_sql(f"CREATE INDEX {table}_outbox ON {table} (state, lease_until)")
-        conn.execute(store.meta.update().values(value="1"))
+        conn.exec_driver_sql(f"DROP TABLE {table}_daily")
+        for column in ("country", "sender"):
+            conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+        if version == 1:
+            conn.exec_driver_sql(f"DROP INDEX {table}_due")
+            conn.exec_driver_sql(f"CREATE INDEX {table}_outbox ON {table} (state, lease_until)")
+        conn.execute(store.meta.update().values(value=str(version)))
         if store.dialect == "postgresql":
-            conn.exec_driver_sql(f"COMMENT ON TABLE {table} IS 'twilio-feedback schema 1'")
+            comment = f"twilio-feedback schema {version}"
+            conn.exec_driver_sql(f"COMMENT ON TABLE {table} IS '{comment}'")
     store.close()
 
 
-def test_a_schema_1_table_is_upgraded_in_place(url: str) -> None:
-    _make_v1(url)
-    old = SQLStore(url)
+def _add_old(url: str, *names: str, now: float) -> None:
+    """Write records as a schema 1 or 2 store did, without country or sender: ``waiting``
+    confirmed and due, the others pending."""
+    engine = sa.create_engine(normalize_url(url))
+    with engine.begin() as conn:
+        for name in names:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO twilio_feedback_records (tracking_id, state, message_sid, "
+                    "expires_at, created_at, confirmed_at, lease_until, attempts) "
+                    "VALUES (:id, :state, :sid, :expires, :now, :confirmed, :lease, 0)"
+                ),
+                {
+                    "id": name,
+                    "state": "confirmed" if name == "waiting" else "pending",
+                    "sid": SID,
+                    "expires": now + 600,
+                    "now": now,
+                    "confirmed": now if name == "waiting" else None,
+                    "lease": now - 1 if name == "waiting" else 0.0,
+                },
+            )
+    engine.dispose()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_schema_is_upgraded_in_place(url: str, version: int) -> None:
+    _make_old(url, version)
     now = time.time()
-    for name in ("waiting", "pending"):
-        old.add(Record(name, expires_at=now + 600, message_sid=SID, account_sid=None))
-    assert old.confirm("waiting", now=now, lease_until=now - 1, keep_until=now)[0]
-    old.close()
+    _add_old(url, "waiting", "pending", now=now)
 
     store = SQLStore(url)
-    assert store.get("pending") is not None  # first use upgrades: records are kept
+    pending = store.get("pending")  # first use upgrades: records are kept
+    assert pending is not None
+    assert (pending.country, pending.sender) == (None, None)
     inspector = sa.inspect(store.engine)
     names = {ix["name"] for ix in inspector.get_indexes(store.table.name)}
     assert f"{store.table.name}_due" in names
     assert f"{store.table.name}_outbox" not in names
+    columns = {column["name"] for column in inspector.get_columns(store.table.name)}
+    assert {"country", "sender"} <= columns
+    assert inspector.has_table(f"{store.table.name}_daily")
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(store.meta.c.value)).scalar() == str(SCHEMA_VERSION)
     if store.dialect == "postgresql":
@@ -312,11 +346,24 @@ def test_a_schema_1_table_is_upgraded_in_place(url: str) -> None:
         "waiting"
     ]
     assert store.confirm("pending", now=now, lease_until=now + 60, keep_until=now)[0]
+    today = datetime.fromtimestamp(now, timezone.utc).date()
+    assert store.insight_cells(today, today) == []  # records from before count nowhere
+    store.add(Record("new", expires_at=now + 600, created_at=now, country="FR", sender="Acme"))
+    assert store.confirm("new", now=now + 5, lease_until=now + 60, keep_until=now)[0]
+    [cell] = store.insight_cells(today, today)
+    assert (cell.country, cell.sender, cell.sent, cell.confirmed, cell.ttc[0]) == (
+        "FR",
+        "Acme",
+        1,
+        1,
+        1,
+    )
     store.close()
 
 
-def test_many_processes_upgrading_a_schema_1_table_at_once(url: str) -> None:
-    _make_v1(url)
+@pytest.mark.parametrize("version", [1, 2])
+def test_many_processes_upgrading_an_older_table_at_once(url: str, version: int) -> None:
+    _make_old(url, version)
     stores = [SQLStore(url) for _ in range(8)]
     errors: list[BaseException] = []
     barrier = threading.Barrier(len(stores))

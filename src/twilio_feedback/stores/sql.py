@@ -5,7 +5,9 @@ table. Confirm and claim are single ``UPDATE ... RETURNING`` statements, so exac
 process wins a confirmation and a claim, whatever the number of processes and hosts. On
 PostgreSQL a confirmation is one round trip whatever its outcome (a data-modifying CTE
 also returns the row a loser needs to say why); on SQLite a losing confirmation reads the
-row in a second, local statement.
+row in a second, local statement. The conversion insights' counts are rows of
+``<table>_daily``, upserted in the same statement (PostgreSQL) or transaction (SQLite) as
+the change they count.
 """
 
 from __future__ import annotations
@@ -15,19 +17,31 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import date
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigurationError, MissingDependencyError
+from ..insights import (
+    COUNTS,
+    EPOCH,
+    MAX_SENDER_LENGTH,
+    TTC_BUCKETS,
+    UNKNOWN_SENDER,
+    Cell,
+    cell_from_counts,
+    day_number,
+    ttc_bucket,
+)
 from ..records import Record, State
 from ..settings import redact_url
-from .base import ERROR_MESSAGE_LENGTH, BaseStore, clip_error_message
+from .base import ERROR_MESSAGE_LENGTH, BaseStore, InsightsStore, clip_error_message
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine, Table
 
 __all__ = ["DIALECTS", "SCHEMA_VERSION", "SQLStore", "normalize_url"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the table layout, kept in ``<table>_meta``; a newer one is refused, an
 older one upgraded in place (:meth:`SQLStore.create`).
 
@@ -35,6 +49,8 @@ older one upgraded in place (:meth:`SQLStore.create`).
 - 2: the outbox index ``<table>_due`` on ``lease_until``, partial: only ``confirmed``
   rows (what waits to be reported), so pending, reported and failed rows cost no index
   entry.
+- 3: the records' ``country`` and ``sender`` (``NULL`` when insights are off), and the
+  insights' counts in ``<table>_daily``, one row per (day, country, sender).
 """
 
 _T = TypeVar("_T")
@@ -50,7 +66,13 @@ _COLUMNS = (
     "attempts",
     "error_code",
     "error_message",
+    "country",
+    "sender",
 )
+_TTC = tuple(f"ttc_{index}" for index in range(len(TTC_BUCKETS)))
+_CELL = (*COUNTS, *_TTC)
+"""The counting columns of ``<table>_daily``, in :func:`cell_from_counts`' order."""
+_KEY = ("day", "country", "sender")
 RENEW_BATCH = 500
 """Records renewed per statement: 1,000 parameters, under every SQLite's limit."""
 PURGE_BATCH = 500
@@ -92,7 +114,7 @@ def _execute(statement: Any, params: Mapping[str, Any], conn: Connection) -> Any
     return conn.execute(statement, params)
 
 
-class SQLStore(BaseStore):
+class SQLStore(BaseStore, InsightsStore):
     """A :class:`~twilio_feedback.stores.Store` in one SQL table, on SQLite or PostgreSQL.
 
     Pass a URL (``sqlite:///feedback.db``, ``postgresql://user@host/db``) or an existing
@@ -110,11 +132,14 @@ class SQLStore(BaseStore):
     :meth:`claim` an ``UPDATE ... RETURNING`` (on PostgreSQL a confirmation is one round
     trip whatever its outcome; on SQLite a losing one reads the row in a second, local
     statement), each outcome and :meth:`requeue_failed` a conditional ``UPDATE``;
-    :meth:`renew` takes one per 500 records held. The async twin runs these in a worker
-    thread. Expired records stay until :meth:`purge` deletes them, ``purge_batch`` a
-    transaction, pausing between two as long as a batch took: a purge of a million
-    records never holds SQLite's one write lock (or a PostgreSQL server's attention) for
-    more than a few milliseconds at a time, so confirmations go on meanwhile.
+    :meth:`renew` takes one per 500 records held. A change the insights count
+    (:class:`~twilio_feedback.stores.InsightsStore`) upserts its row of ``<table>_daily``
+    in the same statement on PostgreSQL, in the same transaction on SQLite. The async
+    twin runs these in a worker thread. Expired records stay until :meth:`purge` deletes
+    them, ``purge_batch`` a transaction, pausing between two as long as a batch took: a
+    purge of a million records never holds SQLite's one write lock (or a PostgreSQL
+    server's attention) for more than a few milliseconds at a time, so confirmations go on
+    meanwhile.
     """
 
     def __init__(
@@ -171,6 +196,8 @@ class SQLStore(BaseStore):
             sa.Column("attempts", sa.Integer, nullable=False, default=0),
             sa.Column("error_code", sa.Integer),
             sa.Column("error_message", sa.String(ERROR_MESSAGE_LENGTH)),
+            sa.Column("country", sa.String(2)),
+            sa.Column("sender", sa.String(MAX_SENDER_LENGTH)),
             sa.Index(f"{table}_expiry", "expires_at"),
             comment=f"twilio-feedback schema {SCHEMA_VERSION}",
         )
@@ -188,6 +215,14 @@ class SQLStore(BaseStore):
             metadata,
             sa.Column("key", sa.String(32), primary_key=True),
             sa.Column("value", sa.String(64), nullable=False),
+        )
+        self.daily: Table = sa.Table(
+            f"{table}_daily",
+            metadata,
+            sa.Column("day", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("country", sa.String(2), primary_key=True),
+            sa.Column("sender", sa.String(MAX_SENDER_LENGTH), primary_key=True),
+            *(sa.Column(name, sa.Integer, nullable=False, default=0) for name in _CELL),
         )
         self._sql = self._statements(sa)
         self._created = not create
@@ -238,21 +273,37 @@ class SQLStore(BaseStore):
         """Bring a table of an older schema to :data:`SCHEMA_VERSION`, in place, in one
         transaction that processes starting at once take in turns (the first upgrades,
         the others find it done). From 1: the outbox index becomes partial (built while
-        the table refuses writes: about a second per million records on PostgreSQL)."""
+        the table refuses writes: about a second per million records on PostgreSQL). From
+        1 and 2: the ``country`` and ``sender`` columns are added, ``NULL`` in the records
+        there (no rewrite of the table, on either database); ``<table>_daily`` is created
+        with the other missing tables."""
         from sqlalchemy.schema import CreateIndex, SetTableComment
 
         sa = self._sa
         name = self.table.name
         due = next(ix for ix in self.table.indexes if ix.name == f"{name}_due")
-        steps: list[Any] = [
-            sa.text(f"DROP INDEX IF EXISTS {self._quoted(f'{name}_outbox')}"),
-            CreateIndex(due, if_not_exists=True),
-        ]
-        if self.dialect == "postgresql":
-            steps.append(SetTableComment(self.table))
         with self._upgrade_transaction() as conn:
-            if self._version(conn) >= SCHEMA_VERSION:
+            found = self._version(conn)
+            if found >= SCHEMA_VERSION:
                 return
+            steps: list[Any] = []
+            if found < 2:
+                steps += [
+                    sa.text(f"DROP INDEX IF EXISTS {self._quoted(f'{name}_outbox')}"),
+                    CreateIndex(due, if_not_exists=True),
+                ]
+            if found < 3:
+                dialect = self.engine.dialect
+                for column in (self.table.c.country, self.table.c.sender):
+                    kind = column.type.compile(dialect=dialect)
+                    steps.append(
+                        sa.text(
+                            f"ALTER TABLE {self._quoted(name)} "
+                            f"ADD COLUMN {self._quoted(column.name)} {kind}"
+                        )
+                    )
+            if self.dialect == "postgresql":
+                steps.append(SetTableComment(self.table))
             for step in steps:
                 conn.execute(step)
             conn.execute(
@@ -304,7 +355,7 @@ class SQLStore(BaseStore):
                     self._sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
                     {"name": f"twilio_feedback.create:{self.table.name}"},
                 )
-            for table in (self.table, self.meta):
+            for table in (self.table, self.meta, self.daily):
                 if dialect.has_table(conn, table.name):
                     continue
                 conn.execute(CreateTable(table, if_not_exists=True))
@@ -356,7 +407,10 @@ class SQLStore(BaseStore):
             lost = sa.select(*t.c, sa.literal(False).label("won")).where(
                 c.tracking_id == p("id"), ~sa.exists(sa.select(updated.c.tracking_id))
             )
-            confirm = sa.union_all(won, lost)
+            # The winner's count, in the same statement (one round trip still).
+            confirm = sa.union_all(won, lost).add_cte(
+                self._tally(updated, "confirmed", 1, ttc=True)
+            )
         candidates = (
             sa.select(c.tracking_id)
             .where(self._confirmed, c.message_sid.is_not(None), c.lease_until <= p("now"))
@@ -423,13 +477,119 @@ class SQLStore(BaseStore):
             # Concurrent purges (one per process) take disjoint batches.
             expired = expired.with_for_update(skip_locked=True)
         purge = t.delete().where(c.tracking_id.in_(expired.scalar_subquery()))
+        d = self.daily
+        count = self._insert(d).values({name: p(name) for name in (*_KEY, *_CELL)})
+        count = count.on_conflict_do_update(
+            index_elements=[d.c[name] for name in _KEY],
+            set_={name: d.c[name] + count.excluded[name] for name in _CELL},
+        )
         return {
+            "count": count,
             "confirm": confirm,
             "claim": claim,
             "renew": renew,
             "requeue": requeue,
             "purge": purge,
         }
+
+    def _tally(
+        self, changed: Any, column: str, by: int, *, ttc: bool = False, where: Any = None
+    ) -> Any:
+        """PostgreSQL: a data-modifying CTE that adds ``by`` to ``column`` (and, with
+        ``ttc``, 1 to the time-to-confirm bucket of ``:now - created_at``) in the cells of
+        the rows the CTE ``changed`` returns, one upsert per cell."""
+        sa = self._sa
+        d = self.daily
+        lit = sa.literal_column
+        rows = changed.c
+        picked: list[Any] = [
+            sa.cast(sa.func.floor(rows.created_at / lit("86400.0")), sa.Integer).label("day"),
+            rows.country,
+            sa.func.coalesce(
+                sa.func.nullif(rows.sender, lit("''")), lit(f"'{UNKNOWN_SENDER}'")
+            ).label("sender"),
+        ]
+        if ttc:
+            delay = sa.bindparam("now") - rows.created_at
+            picked.append(
+                sa.case(
+                    *(
+                        (delay <= lit(repr(bound)), lit(str(index)))
+                        for index, bound in enumerate(TTC_BUCKETS[:-1])
+                    ),
+                    else_=lit(str(len(TTC_BUCKETS) - 1)),
+                ).label("bucket")
+            )
+        counted = (
+            sa.select(*picked)
+            .where(rows.country.is_not(None), *(() if where is None else (where,)))
+            .subquery("counted")
+        )
+        values: dict[str, Any] = {name: lit("0") for name in _CELL}
+        values[column] = sa.func.count() * lit(str(by))
+        if ttc:
+            for index, name in enumerate(_TTC):
+                values[name] = sa.func.count().filter(counted.c.bucket == lit(str(index)))
+        key = [counted.c[name] for name in _KEY]
+        cells = sa.select(*key, *values.values()).group_by(*key)
+        upsert = self._insert(d).from_select([*_KEY, *values], cells)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[d.c[name] for name in _KEY],
+            set_={name: d.c[name] + upsert.excluded[name] for name in _CELL},
+        )
+        return upsert.cte(f"counted_{column}")
+
+    def _counted(
+        self,
+        statement: Any,
+        column: str,
+        by: int,
+        *,
+        unsent: bool = False,
+        params: Mapping[str, Any] | None = None,
+    ) -> Callable[[Connection], list[Any]]:
+        """Run ``statement`` (``... RETURNING`` the rows it changed) and add ``by`` to
+        ``column`` in their cells (with ``unsent``, of those without a message SID only),
+        atomically: on PostgreSQL in the same statement, on SQLite in the same
+        transaction. Returns the changed rows."""
+        if self.dialect == "postgresql":
+            changed = statement.cte("changed")
+            where = changed.c.message_sid.is_(None) if unsent else None
+            tally = self._tally(changed, column, by, where=where)
+            combined = self._sa.select(*changed.c).add_cte(tally)
+            return lambda conn: list(conn.execute(combined, params).mappings().all())
+
+        def work(conn: Connection) -> list[Any]:
+            rows = list(conn.execute(statement, params).mappings().all())
+            counted = [row for row in rows if not unsent or row["message_sid"] is None]
+            self._count_rows(conn, counted, column, by)
+            return rows
+
+        return work
+
+    def _count_rows(
+        self,
+        conn: Connection,
+        rows: Sequence[Any],
+        column: str,
+        by: int,
+        ttc: float | None = None,
+    ) -> None:
+        """SQLite: add ``by`` to ``column`` (and with ``ttc``, the time of the
+        confirmation, 1 to its bucket) in the cells of ``rows``."""
+        cells: dict[tuple[int, str, str], dict[str, Any]] = {}
+        for row in rows:
+            if row["country"] is None:
+                continue
+            key = (day_number(row["created_at"]), row["country"], row["sender"] or UNKNOWN_SENDER)
+            cell = cells.get(key)
+            if cell is None:
+                cell = cells[key] = dict(zip(_KEY, key, strict=True)) | dict.fromkeys(_CELL, 0)
+            cell[column] += by
+            if ttc is not None:
+                cell[_TTC[ttc_bucket(ttc - row["created_at"])]] += 1
+        if cells:
+            conn.execute(self._sql["count"], list(cells.values()))
 
     # -- execution -------------------------------------------------------------------
 
@@ -467,7 +627,11 @@ class SQLStore(BaseStore):
             index_elements=[self.table.c.tracking_id],
             set_={k: statement.excluded[k] for k in values if k != "tracking_id"},
         )
-        self._run(lambda conn: conn.execute(statement))
+        if record.country is None:
+            self._run(lambda conn: conn.execute(statement))
+            return
+        c = self.table.c
+        self._run(self._counted(statement.returning(c.created_at, c.country, c.sender), "sent", 1))
 
     def get(self, tracking_id: str) -> Record | None:
         t = self.table
@@ -480,15 +644,30 @@ class SQLStore(BaseStore):
 
     def delete(self, tracking_id: str) -> None:
         t = self.table
-        self._run(lambda conn: conn.execute(t.delete().where(t.c.tracking_id == tracking_id)))
+        c = t.c
+        statement = (
+            t.delete()
+            .where(c.tracking_id == tracking_id)
+            .returning(c.created_at, c.country, c.sender, c.message_sid)
+        )
+        # A record Twilio refused (no message SID) was never sent: its send is uncounted.
+        self._run(self._counted(statement, "sent", -1, unsent=True))
 
     def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
     ) -> tuple[bool, Record | None]:
         params = {"id": tracking_id, "now": now, "lease": lease_until, "keep": keep_until}
-        row = self._one(self._sql["confirm"], params)
         if self.dialect == "postgresql":
+            row = self._one(self._sql["confirm"], params)
             return (bool(row["won"]), _row(row)) if row is not None else (False, None)
+
+        def work(conn: Connection) -> Any:
+            row = conn.execute(self._sql["confirm"], params).mappings().first()
+            if row is not None:
+                self._count_rows(conn, [row], "confirmed", 1, ttc=now)
+            return row
+
+        row = self._run(work)
         if row is not None:
             return True, _row(row)
         return False, self.get(tracking_id)
@@ -518,8 +697,13 @@ class SQLStore(BaseStore):
             )
             .values(**changes)
         )
-        result = self._run(lambda conn: conn.execute(statement))
-        return bool(result.rowcount)
+        state = changes.get("state")
+        if state is None:  # defer: counts nothing
+            result = self._run(lambda conn: conn.execute(statement))
+            return bool(result.rowcount)
+        column = "reported" if State(state) is State.REPORTED else "failed"
+        returning = statement.returning(c.created_at, c.country, c.sender)
+        return bool(self._run(self._counted(returning, column, 1)))
 
     def purge(self, *, now: float) -> int:
         """Delete the records whose ``expires_at`` is at or before ``now``; return how
@@ -581,8 +765,27 @@ class SQLStore(BaseStore):
 
     def requeue_failed(self, *, now: float, keep_until: float) -> int:
         params = {"now": now, "keep": keep_until}
-        result = self._run(lambda conn: conn.execute(self._sql["requeue"], params))
-        return int(result.rowcount)
+        c = self.table.c
+        statement = self._sql["requeue"].returning(c.created_at, c.country, c.sender)
+        counted = self._counted(statement, "failed", -1, params=params)
+        return len(self._run(counted))
+
+    # -- conversion insights (InsightsStore) -------------------------------------------
+
+    def insight_cells(self, since: date, until: date) -> list[Cell]:
+        """See :meth:`InsightsStore.insight_cells`: one indexed range read of
+        ``<table>_daily``."""
+        d = self.daily
+        statement = self._sa.select(d).where(
+            d.c.day.between((since - EPOCH).days, (until - EPOCH).days)
+        )
+        rows = self._run(lambda conn: conn.execute(statement).mappings().all())
+        return [
+            cell_from_counts(
+                row["day"], row["country"], row["sender"], [row[name] for name in _CELL]
+            )
+            for row in rows
+        ]
 
 
 DIALECTS = ("sqlite", "postgresql")
