@@ -93,13 +93,16 @@ def needs_postgres(databases: dict[str, Any]) -> None:
 
 
 def clear(alias: str = "default") -> None:
-    """Empty the store's table."""
+    """Empty the store's tables (the insights' one where migrations made it)."""
     from django.db import connections
 
-    from twilio_feedback.django.store import TABLE
+    from twilio_feedback.django.store import DAILY_TABLE, TABLE
 
-    with connections[alias].cursor() as cursor:
+    connection = connections[alias]
+    with connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {TABLE}")
+        if DAILY_TABLE in connection.introspection.table_names(cursor):
+            cursor.execute(f"DELETE FROM {DAILY_TABLE}")
 
 
 @pytest.fixture

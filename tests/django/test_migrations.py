@@ -1,9 +1,10 @@
-"""The app's migrations: they match the model, and 0002 (the partial outbox index)
-upgrades a table of 0001 in place, its records kept."""
+"""The app's migrations: they match the model, and 0002 (the partial outbox index) and
+0003 (the insights' columns and table) upgrade older tables in place, records kept."""
 
 from __future__ import annotations
 
 import io
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -31,25 +32,45 @@ def _indexes(alias: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_0002_makes_the_outbox_index_partial_in_place(
-    backend: str, django_project: dict[str, Any]
+@pytest.mark.parametrize("start", ["0001", "0002"])
+def test_older_tables_are_upgraded_in_place(
+    backend: str, start: str, django_project: dict[str, Any]
 ) -> None:
     alias = "default"
     if backend == "postgres":
         needs_postgres(django_project)
         alias = PG
     clear(alias)
-    call_command("migrate", "twilio_feedback", "0001", database=alias, verbosity=0)
+    call_command("migrate", "twilio_feedback", start, database=alias, verbosity=0)
     try:
-        assert "twilio_feedback_outbox" in _indexes(alias)
-        store = DjangoStore(alias)
-        store.add(Record("waiting", expires_at=4e9, message_sid="SM" + "a" * 32))
-        assert store.confirm("waiting", now=1.0, lease_until=0.5, keep_until=1.0)[0]
+        assert ("twilio_feedback_outbox" in _indexes(alias)) == (start == "0001")
+        # A confirmed record, due, as the store of that release wrote it.
+        with connections[alias].cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {TABLE} (tracking_id, state, message_sid, expires_at, "
+                "created_at, confirmed_at, lease_until, attempts) "
+                "VALUES ('waiting', 'confirmed', %s, 4e9, 0, 1, 0.5, 0)",
+                ["SM" + "a" * 32],
+            )
     finally:
         call_command("migrate", "twilio_feedback", database=alias, verbosity=0)
+    store = DjangoStore(alias)
     indexes = _indexes(alias)
     assert "twilio_feedback_outbox" not in indexes
     assert indexes["twilio_feedback_due"]["columns"] == ["lease_until"]
     [claimed] = store.claim(now=1.0, lease_until=60.0, limit=10)
     assert claimed.tracking_id == "waiting"
+    assert (claimed.country, claimed.sender) == (None, None)
+    now = 1.7e9
+    store.add(Record("new", expires_at=now + 600, created_at=now, country="FR", sender="Acme"))
+    assert store.confirm("new", now=now + 5, lease_until=now + 60, keep_until=now)[0]
+    today = datetime.fromtimestamp(now, timezone.utc).date()
+    [cell] = store.insight_cells(today, today)
+    assert (cell.country, cell.sender, cell.sent, cell.confirmed, cell.ttc[0]) == (
+        "FR",
+        "Acme",
+        1,
+        1,
+        1,
+    )
     store.close()

@@ -6,15 +6,16 @@ see :mod:`twilio_feedback.django.store`); the model is not a way to change recor
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from django.db import models
 
+from ..insights import EPOCH, MAX_SENDER_LENGTH
 from ..records import State
 from ..stores.base import ERROR_MESSAGE_LENGTH
-from .store import TABLE
+from .store import DAILY_TABLE, TABLE
 
-__all__ = ["FeedbackRecord"]
+__all__ = ["FeedbackDaily", "FeedbackRecord"]
 
 
 def _when(timestamp: float | None) -> datetime | None:
@@ -50,6 +51,12 @@ class FeedbackRecord(models.Model):
     error_message: models.CharField[str | None, str | None] = models.CharField(
         max_length=ERROR_MESSAGE_LENGTH, null=True, blank=True
     )
+    country: models.CharField[str | None, str | None] = models.CharField(
+        max_length=2, null=True, blank=True
+    )
+    sender: models.CharField[str | None, str | None] = models.CharField(
+        max_length=MAX_SENDER_LENGTH, null=True, blank=True
+    )
 
     class Meta:
         db_table = TABLE
@@ -82,3 +89,42 @@ class FeedbackRecord(models.Model):
     def expires(self) -> datetime | None:
         """When the record goes (the purge deletes it)."""
         return _when(self.expires_at)
+
+
+class FeedbackDaily(models.Model):
+    """The conversion insights' counts of one (day, country, sender): a
+    :class:`~twilio_feedback.insights.Cell` (``day`` is days since 1970-01-01, UTC;
+    ``ttc_<i>`` the confirmations in time-to-confirm bucket ``i``). The store upserts them
+    in the statement or transaction of the change they count."""
+
+    id: models.BigAutoField[int, int] = models.BigAutoField(primary_key=True)
+    day: models.IntegerField[int, int] = models.IntegerField()
+    country: models.CharField[str, str] = models.CharField(max_length=2)
+    sender: models.CharField[str, str] = models.CharField(max_length=MAX_SENDER_LENGTH)
+    sent: models.IntegerField[int, int] = models.IntegerField(default=0)
+    confirmed: models.IntegerField[int, int] = models.IntegerField(default=0)
+    reported: models.IntegerField[int, int] = models.IntegerField(default=0)
+    failed: models.IntegerField[int, int] = models.IntegerField(default=0)
+    ttc_0: models.IntegerField[int, int] = models.IntegerField(default=0)
+    ttc_1: models.IntegerField[int, int] = models.IntegerField(default=0)
+    ttc_2: models.IntegerField[int, int] = models.IntegerField(default=0)
+    ttc_3: models.IntegerField[int, int] = models.IntegerField(default=0)
+    ttc_4: models.IntegerField[int, int] = models.IntegerField(default=0)
+    ttc_5: models.IntegerField[int, int] = models.IntegerField(default=0)
+    ttc_6: models.IntegerField[int, int] = models.IntegerField(default=0)
+    ttc_7: models.IntegerField[int, int] = models.IntegerField(default=0)
+    ttc_8: models.IntegerField[int, int] = models.IntegerField(default=0)
+    ttc_9: models.IntegerField[int, int] = models.IntegerField(default=0)
+    ttc_10: models.IntegerField[int, int] = models.IntegerField(default=0)
+
+    class Meta:
+        db_table = DAILY_TABLE
+        verbose_name = "insights day"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "country", "sender"], name="twilio_feedback_daily_cell"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{EPOCH + timedelta(days=self.day)} {self.country} {self.sender}"

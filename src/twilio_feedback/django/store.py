@@ -22,28 +22,41 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import date
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connections
+from django.db import InterfaceError, OperationalError, connections, transaction
 
 from ..errors import ConfigurationError
+from ..insights import (
+    COUNTS,
+    EPOCH,
+    TTC_BUCKETS,
+    UNKNOWN_SENDER,
+    Cell,
+    cell_from_counts,
+    day_number,
+    ttc_bucket,
+)
 from ..lifecycle import ProcessLocal
 from ..records import Record, State
-from ..stores.base import BaseStore, clip_error_message
+from ..stores.base import BaseStore, InsightsStore, clip_error_message
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.backends.utils import CursorWrapper
 
-__all__ = ["MIN_SQLITE_VERSION", "TABLE", "VENDORS", "DjangoStore"]
+__all__ = ["DAILY_TABLE", "MIN_SQLITE_VERSION", "TABLE", "VENDORS", "DjangoStore"]
 
 logger = logging.getLogger("twilio_feedback.store")
 
 TABLE = "twilio_feedback_record"
 """The table of the ``django://`` store, created by this app's migrations."""
+DAILY_TABLE = "twilio_feedback_daily"
+"""The conversion insights' counts, one row per (day, country, sender) (migration 0003)."""
 VENDORS = ("postgresql", "sqlite")
 """Database vendors the ``django://`` store runs on."""
 MIN_SQLITE_VERSION = (3, 35, 0)
@@ -61,6 +74,14 @@ COLUMNS = (
     "attempts",
     "error_code",
     "error_message",
+    "country",
+    "sender",
+)
+_TTC = tuple(f"ttc_{index}" for index in range(len(TTC_BUCKETS)))
+_CELL = (*COUNTS, *_TTC)
+_KEY = ("day", "country", "sender")
+_CREATED, _COUNTRY, _SENDER, _SID = (
+    COLUMNS.index(name) for name in ("created_at", "country", "sender", "message_sid")
 )
 RENEW_BATCH = 400
 """Records renewed per statement: 802 parameters, under every SQLite's limit (999)."""
@@ -86,7 +107,32 @@ def _records(rows: Sequence[Sequence[Any]]) -> list[Record]:
     return [record for record in map(_record, rows) if record is not None]
 
 
-def _statements(vendor: str, table: str) -> dict[str, str]:
+def _tally(daily: str, changed: str, column: str, by: int, *, ttc: bool, unsent: bool) -> str:
+    """PostgreSQL: a data-modifying CTE ``counted`` that adds ``by`` to ``column`` (and
+    with ``ttc``, 1 to the time-to-confirm bucket of ``%s - created_at``: one parameter) in
+    the cells of the rows the CTE ``changed`` returns."""
+    values = dict.fromkeys(_CELL, "0")
+    values[column] = f"COUNT(*) * {by}"
+    if ttc:
+        for index, name in enumerate(_TTC):
+            above = f"delay > {TTC_BUCKETS[index - 1]!r}" if index else "TRUE"
+            below = f"delay <= {TTC_BUCKETS[index]!r}" if index < len(_TTC) - 1 else "TRUE"
+            values[name] = f"COUNT(*) FILTER (WHERE {above} AND {below})"
+    where = "country IS NOT NULL" + (" AND message_sid IS NULL" if unsent else "")
+    return (
+        f"counted AS (INSERT INTO {daily} ({', '.join((*_KEY, *_CELL))}) "
+        f"SELECT day, country, sender, {', '.join(values.values())} FROM ("
+        "SELECT CAST(floor(created_at / 86400.0) AS INTEGER) AS day, country, "
+        f"COALESCE(NULLIF(sender, ''), '{UNKNOWN_SENDER}') AS sender"
+        + (", %s - created_at AS delay" if ttc else "")
+        + f" FROM {changed} WHERE {where}) AS cells GROUP BY day, country, sender "
+        "ON CONFLICT (day, country, sender) DO UPDATE SET "
+        + ", ".join(f"{name} = {daily}.{name} + excluded.{name}" for name in _CELL)
+        + ")"
+    )
+
+
+def _statements(vendor: str, table: str, daily: str) -> dict[str, str]:
     """The SQL of each operation, with Django's ``%s`` placeholders."""
     cols = ", ".join(COLUMNS)
     keep = "CASE WHEN expires_at > %s THEN expires_at ELSE %s END"
@@ -105,8 +151,9 @@ def _statements(vendor: str, table: str) -> dict[str, str]:
         # needs to say why. It reads the statement's snapshot, so a row a concurrent
         # winner just confirmed may still show as pending there: a duplicate all the same.
         confirm = (
-            f"WITH updated AS ({confirm}) "
-            f"SELECT {cols}, TRUE FROM updated UNION ALL "
+            f"WITH updated AS ({confirm}), "
+            + _tally(daily, "updated", "confirmed", 1, ttc=True, unsent=False)
+            + f" SELECT {cols}, TRUE FROM updated UNION ALL "
             f"SELECT {cols}, FALSE FROM {table} "
             "WHERE tracking_id = %s AND NOT EXISTS (SELECT 1 FROM updated)"
         )
@@ -124,7 +171,7 @@ def _statements(vendor: str, table: str) -> dict[str, str]:
         # outbox's predicates repeated here would have SQLite walk every due row).
         claim = f"UPDATE {table} SET lease_until = %s WHERE tracking_id IN ({due}) RETURNING {cols}"
     outcome = f"WHERE tracking_id = %s AND message_sid = %s AND state = '{_CONFIRMED}'"
-    return {
+    statements = {
         "add": (
             f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
             "ON CONFLICT (tracking_id) DO UPDATE SET "
@@ -161,10 +208,37 @@ def _statements(vendor: str, table: str) -> dict[str, str]:
             f"attempts = 0, error_code = NULL, error_message = NULL, expires_at = {keep} "
             f"WHERE state = '{State.FAILED.value}'"
         ),
+        "cells": (f"SELECT {', '.join((*_KEY, *_CELL))} FROM {daily} WHERE day BETWEEN %s AND %s"),
+        "count": (
+            f"INSERT INTO {daily} ({', '.join((*_KEY, *_CELL))}) "
+            f"VALUES ({', '.join(['%s'] * (len(_KEY) + len(_CELL)))}) "
+            "ON CONFLICT (day, country, sender) DO UPDATE SET "
+            + ", ".join(f"{name} = {daily}.{name} + excluded.{name}" for name in _CELL)
+        ),
     }
+    # The changes the insights count, returning the rows they changed.
+    for key in ("add", "delete", "outcome", "requeue"):
+        statements[f"{key}_returning"] = f"{statements[key]} RETURNING {cols}"
+    if vendor == "postgresql":
+        # One statement: the count in a data-modifying CTE beside the change.
+        counted = {
+            "add": ("sent", 1, False),
+            "delete": ("sent", -1, True),
+            "reported": ("reported", 1, False),
+            "failed": ("failed", 1, False),
+            "requeue": ("failed", -1, False),
+        }
+        for name, (column, by, unsent) in counted.items():
+            base = "outcome" if name in ("reported", "failed") else name
+            statements[f"{name}_counted"] = (
+                f"WITH changed AS ({statements[f'{base}_returning']}), "
+                + _tally(daily, "changed", column, by, ttc=False, unsent=unsent)
+                + f" SELECT {cols} FROM changed"
+            )
+    return statements
 
 
-class DjangoStore(ProcessLocal, BaseStore):
+class DjangoStore(ProcessLocal, BaseStore, InsightsStore):
     """A :class:`~twilio_feedback.stores.Store` in the Django project's database.
 
     ``alias`` names the database in ``DATABASES`` (``django://<alias>`` in a URL). The
@@ -205,7 +279,8 @@ class DjangoStore(ProcessLocal, BaseStore):
         """The database alias in ``DATABASES``."""
         self.vendor: str = vendor
         """``postgresql`` or ``sqlite``."""
-        self._sql = _statements(vendor, connection.ops.quote_name(TABLE))
+        quote = connection.ops.quote_name
+        self._sql = _statements(vendor, quote(TABLE), quote(DAILY_TABLE))
         self.purge_batch = PURGE_BATCH
         """Expired records :meth:`purge` deletes per statement."""
         self._quote = connection.ops.quote_name
@@ -275,13 +350,73 @@ class DjangoStore(ProcessLocal, BaseStore):
 
         return self._run(work)
 
+    def _counted(
+        self,
+        key: str,
+        params: Sequence[Any],
+        column: str,
+        by: int,
+        *,
+        sql: str | None = None,
+        unsent: bool = False,
+    ) -> list[Any]:
+        """Run the change ``key`` and add ``by`` to ``column`` in the cells of the rows it
+        changed (with ``unsent``, of those without a message SID), atomically: on
+        PostgreSQL in one statement (``<name>_counted``), on SQLite in one transaction.
+        ``sql`` overrides the statement (after its ``{sets}`` are filled in)."""
+        if self.vendor == "postgresql":
+            return self._all(sql or self._sql[f"{key}_counted"], params)
+        statement = sql or self._sql[f"{key}_returning"]
+
+        def work(cursor: CursorWrapper) -> list[Any]:
+            with transaction.atomic(using=self.alias):
+                cursor.execute(statement, params)
+                rows = list(cursor.fetchall())
+                counted = [row for row in rows if not unsent or row[_SID] is None]
+                self._count_rows(cursor, counted, column, by)
+            return rows
+
+        return self._run(work)
+
+    def _count_rows(
+        self,
+        cursor: CursorWrapper,
+        rows: Sequence[Sequence[Any]],
+        column: str,
+        by: int,
+        ttc: float | None = None,
+    ) -> None:
+        """SQLite: add ``by`` to ``column`` (with ``ttc``, the time of the confirmation,
+        1 to its bucket) in the cells of ``rows``, in the caller's transaction."""
+        cells: dict[tuple[int, str, str], dict[str, Any]] = {}
+        for row in rows:
+            if row[_COUNTRY] is None:
+                continue
+            key = (day_number(row[_CREATED]), row[_COUNTRY], row[_SENDER] or UNKNOWN_SENDER)
+            cell = cells.get(key)
+            if cell is None:
+                cell = cells[key] = dict.fromkeys(_CELL, 0)
+            cell[column] += by
+            if ttc is not None:
+                cell[_TTC[ttc_bucket(ttc - row[_CREATED])]] += 1
+        if cells:
+            cursor.executemany(
+                self._sql["count"],
+                [[*key, *(cell[name] for name in _CELL)] for key, cell in cells.items()],
+            )
+
     # -- the Store protocol ----------------------------------------------------------
 
     def add(self, record: Record) -> None:
-        """See :meth:`Store.add`: one upsert."""
+        """See :meth:`Store.add`: one upsert (and the count of the send, in the same
+        statement or transaction)."""
         values = record.to_dict()
         values["error_message"] = clip_error_message(values["error_message"])
-        self._count(self._sql["add"], [values[c] for c in COLUMNS])
+        params = [values[c] for c in COLUMNS]
+        if record.country is None:
+            self._count(self._sql["add"], params)
+        else:
+            self._counted("add", params, "sent", 1)
 
     def get(self, tracking_id: str) -> Record | None:
         """See :meth:`Store.get`."""
@@ -294,8 +429,9 @@ class DjangoStore(ProcessLocal, BaseStore):
         return _record(self._one(self._sql["attach_sid"], [message_sid, account_sid, tracking_id]))
 
     def delete(self, tracking_id: str) -> None:
-        """See :meth:`Store.delete`."""
-        self._count(self._sql["delete"], [tracking_id])
+        """See :meth:`Store.delete`: a record Twilio refused (no message SID) was never
+        sent, and its send is uncounted."""
+        self._counted("delete", [tracking_id], "sent", -1, unsent=True)
 
     def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
@@ -304,11 +440,21 @@ class DjangoStore(ProcessLocal, BaseStore):
         reads the row in a second, local one)."""
         params: list[Any] = [now, lease_until, keep_until, keep_until, tracking_id, now]
         if self.vendor == "postgresql":
-            row = self._one(self._sql["confirm"], [*params, tracking_id])
+            # The count of a win is in the same statement (now: its time to confirm).
+            row = self._one(self._sql["confirm"], [*params, now, tracking_id])
             if row is None:
                 return False, None
             return bool(row[-1]), _record(row[:-1])
-        row = self._one(self._sql["confirm"], params)
+
+        def work(cursor: CursorWrapper) -> Any:
+            with transaction.atomic(using=self.alias):
+                cursor.execute(self._sql["confirm"], params)
+                row = cursor.fetchone()
+                if row is not None:
+                    self._count_rows(cursor, [row], "confirmed", 1, ttc=now)
+            return row
+
+        row = self._run(work)
         if row is not None:
             return True, _record(row)
         return False, self.get(tracking_id)
@@ -337,8 +483,14 @@ class DjangoStore(ProcessLocal, BaseStore):
         quote = self._quote
         sets = ", ".join(f"{quote(name)} = %s" for name in changes)
         values = [v.value if isinstance(v, State) else v for v in changes.values()]
-        sql = self._sql["outcome"].replace("{sets}", sets)
-        return bool(self._count(sql, [*values, tracking_id, message_sid]))
+        params = [*values, tracking_id, message_sid]
+        state = changes.get("state")
+        if state is None:  # defer: counts nothing
+            return bool(self._count(self._sql["outcome"].replace("{sets}", sets), params))
+        column = "reported" if State(state) is State.REPORTED else "failed"
+        key = f"{column}_counted" if self.vendor == "postgresql" else "outcome_returning"
+        sql = self._sql[key].replace("{sets}", sets)
+        return bool(self._counted("outcome", params, column, 1, sql=sql))
 
     def purge(self, *, now: float) -> int:
         """See :meth:`Store.purge`: :data:`PURGE_BATCH` records a statement (each its own
@@ -374,7 +526,14 @@ class DjangoStore(ProcessLocal, BaseStore):
 
     def requeue_failed(self, *, now: float, keep_until: float) -> int:
         """See :meth:`AdminStore.requeue_failed`: one statement."""
-        return self._count(self._sql["requeue"], [now, keep_until, keep_until])
+        return len(self._counted("requeue", [now, keep_until, keep_until], "failed", -1))
+
+    # -- conversion insights (InsightsStore) -------------------------------------------
+
+    def insight_cells(self, since: date, until: date) -> list[Cell]:
+        """See :meth:`InsightsStore.insight_cells`: one range read of the daily table."""
+        rows = self._all(self._sql["cells"], [(since - EPOCH).days, (until - EPOCH).days])
+        return [cell_from_counts(row[0], row[1], row[2], row[3:]) for row in rows]
 
     # -- async -----------------------------------------------------------------------
 
