@@ -16,7 +16,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -225,6 +225,7 @@ class SQLStore(BaseStore, InsightsStore):
             *(sa.Column(name, sa.Integer, nullable=False, default=0) for name in _CELL),
         )
         self._sql = self._statements(sa)
+        self._prepared: dict[Hashable, Any] = {}
         self._created = not create
         self._create_lock = threading.Lock()
 
@@ -477,6 +478,11 @@ class SQLStore(BaseStore, InsightsStore):
             # Concurrent purges (one per process) take disjoint batches.
             expired = expired.with_for_update(skip_locked=True)
         purge = t.delete().where(c.tracking_id.in_(expired.scalar_subquery()))
+        add = self._insert(t).values({name: p(name) for name in _COLUMNS})
+        add = add.on_conflict_do_update(
+            index_elements=[c.tracking_id],
+            set_={name: add.excluded[name] for name in _COLUMNS if name != "tracking_id"},
+        )
         d = self.daily
         count = self._insert(d).values({name: p(name) for name in (*_KEY, *_CELL)})
         count = count.on_conflict_do_update(
@@ -484,6 +490,7 @@ class SQLStore(BaseStore, InsightsStore):
             set_={name: d.c[name] + count.excluded[name] for name in _CELL},
         )
         return {
+            "add": add,
             "count": count,
             "confirm": confirm,
             "claim": claim,
@@ -541,23 +548,29 @@ class SQLStore(BaseStore, InsightsStore):
 
     def _counted(
         self,
-        statement: Any,
+        key: Hashable,
+        build: Callable[[], Any],
         column: str,
         by: int,
         *,
         unsent: bool = False,
         params: Mapping[str, Any] | None = None,
     ) -> Callable[[Connection], list[Any]]:
-        """Run ``statement`` (``... RETURNING`` the rows it changed) and add ``by`` to
-        ``column`` in their cells (with ``unsent``, of those without a message SID only),
-        atomically: on PostgreSQL in the same statement, on SQLite in the same
-        transaction. Returns the changed rows."""
+        """Run the statement ``build()`` makes (``... RETURNING`` the rows it changed,
+        built once per ``key``) and add ``by`` to ``column`` in their cells (with
+        ``unsent``, of those without a message SID only), atomically: on PostgreSQL in the
+        same statement, on SQLite in the same transaction. Returns the changed rows."""
+        statement = self._prepared.get(key)
+        if statement is None:
+            statement = build()
+            if self.dialect == "postgresql":
+                changed = statement.cte("changed")
+                where = changed.c.message_sid.is_(None) if unsent else None
+                tally = self._tally(changed, column, by, where=where)
+                statement = self._sa.select(*changed.c).add_cte(tally)
+            self._prepared[key] = statement
         if self.dialect == "postgresql":
-            changed = statement.cte("changed")
-            where = changed.c.message_sid.is_(None) if unsent else None
-            tally = self._tally(changed, column, by, where=where)
-            combined = self._sa.select(*changed.c).add_cte(tally)
-            return lambda conn: list(conn.execute(combined, params).mappings().all())
+            return lambda conn: list(conn.execute(statement, params).mappings().all())
 
         def work(conn: Connection) -> list[Any]:
             rows = list(conn.execute(statement, params).mappings().all())
@@ -622,16 +635,18 @@ class SQLStore(BaseStore, InsightsStore):
     def add(self, record: Record) -> None:
         values = {k: v for k, v in record.to_dict().items() if k in _COLUMNS}
         values["error_message"] = clip_error_message(values["error_message"])
-        statement = self._insert(self.table).values(values)
-        statement = statement.on_conflict_do_update(
-            index_elements=[self.table.c.tracking_id],
-            set_={k: statement.excluded[k] for k in values if k != "tracking_id"},
-        )
         if record.country is None:
-            self._run(lambda conn: conn.execute(statement))
+            self._run(lambda conn: conn.execute(self._sql["add"], values))
             return
         c = self.table.c
-        self._run(self._counted(statement.returning(c.created_at, c.country, c.sender), "sent", 1))
+        counted = self._counted(
+            "add",
+            lambda: self._sql["add"].returning(c.created_at, c.country, c.sender),
+            "sent",
+            1,
+            params=values,
+        )
+        self._run(counted)
 
     def get(self, tracking_id: str) -> Record | None:
         t = self.table
@@ -645,13 +660,18 @@ class SQLStore(BaseStore, InsightsStore):
     def delete(self, tracking_id: str) -> None:
         t = self.table
         c = t.c
-        statement = (
-            t.delete()
-            .where(c.tracking_id == tracking_id)
-            .returning(c.created_at, c.country, c.sender, c.message_sid)
-        )
+
+        def build() -> Any:
+            return (
+                t.delete()
+                .where(c.tracking_id == self._sa.bindparam("id"))
+                .returning(c.created_at, c.country, c.sender, c.message_sid)
+            )
+
         # A record Twilio refused (no message SID) was never sent: its send is uncounted.
-        self._run(self._counted(statement, "sent", -1, unsent=True))
+        self._run(
+            self._counted("delete", build, "sent", -1, unsent=True, params={"id": tracking_id})
+        )
 
     def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
@@ -702,8 +722,24 @@ class SQLStore(BaseStore, InsightsStore):
             result = self._run(lambda conn: conn.execute(statement))
             return bool(result.rowcount)
         column = "reported" if State(state) is State.REPORTED else "failed"
-        returning = statement.returning(c.created_at, c.country, c.sender)
-        return bool(self._run(self._counted(returning, column, 1)))
+        p = self._sa.bindparam
+
+        def build() -> Any:
+            return (
+                self.table.update()
+                .where(
+                    c.tracking_id == p("id"),
+                    c.message_sid == p("sid"),
+                    c.state == State.CONFIRMED.value,
+                )
+                .values({name: p(f"new_{name}") for name in changes})
+                .returning(c.created_at, c.country, c.sender)
+            )
+
+        params = {"id": tracking_id, "sid": message_sid}
+        params.update({f"new_{name}": value for name, value in changes.items()})
+        counted = self._counted((column, *changes), build, column, 1, params=params)
+        return bool(self._run(counted))
 
     def purge(self, *, now: float) -> int:
         """Delete the records whose ``expires_at`` is at or before ``now``; return how
@@ -766,8 +802,13 @@ class SQLStore(BaseStore, InsightsStore):
     def requeue_failed(self, *, now: float, keep_until: float) -> int:
         params = {"now": now, "keep": keep_until}
         c = self.table.c
-        statement = self._sql["requeue"].returning(c.created_at, c.country, c.sender)
-        counted = self._counted(statement, "failed", -1, params=params)
+        counted = self._counted(
+            "requeue",
+            lambda: self._sql["requeue"].returning(c.created_at, c.country, c.sender),
+            "failed",
+            -1,
+            params=params,
+        )
         return len(self._run(counted))
 
     # -- conversion insights (InsightsStore) -------------------------------------------
