@@ -27,6 +27,8 @@ from .common import Figure, Section, percentile
 CLIENTS = 50
 THINK = 0.1  # mean pause between a client's requests: ~500 requests/s offered in all
 BACKENDS = ["memory", "sqlite", "postgresql", "redis"]
+if os.environ.get("BENCH_BACKENDS"):  # e.g. BENCH_BACKENDS=redis,sqlite
+    BACKENDS = [b for b in BACKENDS if b in os.environ["BENCH_BACKENDS"].split(",")]
 TARGET_MS = {"memory": 1.0, "redis": 1.0, "sqlite": 2.0, "postgresql": 2.0}
 LAG_MS = 1.0
 TWILIO_LATENCY = 0.1  # as Twilio: the reporter posts at most concurrency / latency a second

@@ -34,6 +34,10 @@ from .common import Figure, Section, median, spread
 
 CONNECTIONS = 20
 BACKENDS = ["memory", "sqlite", "postgresql", "redis"]
+# BENCH_BACKENDS=redis,sqlite runs those only; BENCH_VARIANTS=thread|off,thread and
+# BENCH_SCALING=0 trim the run further (a quick before/after while working on one store).
+if os.environ.get("BENCH_BACKENDS"):
+    BACKENDS = [b for b in BACKENDS if b in os.environ["BENCH_BACKENDS"].split(",")]
 TARGET = {"memory": None, "redis": 0.5, "sqlite": 0.4, "postgresql": 0.4}
 SCALING = ["postgresql", "redis"]
 PROFILED = ["redis", "postgresql"]
@@ -42,6 +46,10 @@ PROFILED = ["redis", "postgresql"]
 REPORTER_VARIANTS = ["thread"]
 if "reporter" in {f.name for f in dataclasses.fields(__import__("twilio_feedback").Settings)}:
     REPORTER_VARIANTS.append("off")
+if os.environ.get("BENCH_VARIANTS"):
+    REPORTER_VARIANTS = os.environ["BENCH_VARIANTS"].split(",")
+SCALING = [b for b in SCALING if b in BACKENDS and os.environ.get("BENCH_SCALING") != "0"]
+PROFILED = [b for b in PROFILED if b in BACKENDS]
 
 # BENCH_BASELINE=<git ref> (e.g. main): each backend also runs a server with that ref's
 # twilio_feedback, its rounds interleaved with this tree's: before and after in one run.
