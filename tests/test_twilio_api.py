@@ -12,6 +12,7 @@ import signal
 import time
 import tracemalloc
 import warnings
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -550,3 +551,20 @@ def test_find_message_failures_are_classified(api: TwilioAPI, fake_twilio: FakeT
     with pytest.raises(FeedbackError) as info:
         api.find_message(account_sid=account, to=PHONE, since=0, body="x")
     assert (info.value.status, info.value.retryable) == (None, True)
+
+
+def test_the_lean_post_sends_the_official_clients_headers(
+    api: TwilioAPI, settings: Settings, fake_twilio: FakeTwilio, sid: str
+) -> None:
+    """Built once and sent whole: the same headers as the official client, each once,
+    and a Host naming the port (transport details aside: requests asks for gzip and says
+    keep-alive; the lean post asks for the body as is, and HTTP/1.1 keeps alive)."""
+    api.post_feedback(fake_twilio.account_sid, sid)
+    _official(settings).post_feedback(fake_twilio.account_sid, sid)
+    lean, official = (r.headers for r in fake_twilio.requests if r.path.endswith("/Feedback.json"))
+    transport = {"accept-encoding", "connection"}
+    assert {k: v for k, v in lean.items() if k not in transport} == {
+        k: v for k, v in official.items() if k not in transport
+    }
+    assert lean["host"] == f"127.0.0.1:{urlsplit(fake_twilio.base_url).port}"
+    assert lean["content-length"] == str(len("Outcome=confirmed"))

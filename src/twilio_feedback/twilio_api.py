@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import ssl
 import sys
@@ -92,6 +93,7 @@ LOOKUP_LIMIT = 200
 """Messages examined, at most, by one :meth:`TwilioAPI.find_message` call (newest first)."""
 _READ_CHUNK = 64 * 1024
 _FEEDBACK_BODY = b"Outcome=confirmed"
+_BREAKS = re.compile(r"[\r\n\0]")
 _IDLE_CONNECTIONS = 10  # kept open per process, at most (4 reporter threads by default)
 _NO_RETRY = urllib3.util.Retry(total=False, redirect=0)  # what requests' adapter does
 # urllib3 caps Retry-After at 6 h by default; the reporter applies its own cap (the window).
@@ -326,8 +328,21 @@ class _Connections:
         self.host = target.hostname or ""
         self.port = target.port or (443 if self.https else 80)
         self.path = target.path
-        self.headers = poster.headers
         self.timeout = poster.timeout
+        # The request is the same bytes every time but for the path: its line and headers
+        # are built once, and header, body and all leave in one write (http.client writes
+        # the body apart, and each write to a busy peer costs a wake-up).
+        default_port = 443 if self.https else 80
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        authority = host if self.port == default_port else f"{host}:{self.port}"
+        fields = {"Host": authority, "Accept-Encoding": "identity", **poster.headers}
+        fields["Content-Length"] = str(len(_FEEDBACK_BODY))
+        if any(_BREAKS.search(f"{name}{value}") for name, value in fields.items()):
+            # As http.client refuses them: a header must not smuggle another line in.
+            raise ConfigurationError("a header of the feedback request contains a line break")
+        head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+        self._before_path = f"POST {self.path}".encode("ascii")
+        self._after_path = f" HTTP/1.1\r\n{head}\r\n".encode("latin-1") + _FEEDBACK_BODY
         self.context: ssl.SSLContext | None = None
         if self.https:
             folder = os.path.isdir(bundle)
@@ -375,29 +390,37 @@ class _Connections:
             opened.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         else:
             conn.sock.settimeout(limit)
+        sock = cast("socket.socket", conn.sock)
+        answer = http.client.HTTPResponse(sock, method="POST")
         try:
-            # A bytes body leaves with the headers, in one write.
-            conn.request("POST", self.path + path, body=_FEEDBACK_BODY, headers=self.headers)
-            answer = conn.getresponse()
-            body = _read_stream(answer.read1, conn.sock, answer.status, deadline, limit)
-        except requests.RequestException:
+            sock.sendall(b"".join((self._before_path, path.encode("ascii"), self._after_path)))
+            answer.begin()
+            body = _read_stream(answer.read1, sock, answer.status, deadline, limit)
+        except BaseException as exc:
+            answer.close()  # its file holds the socket open past conn.close()
             conn.close()
-            raise
-        except TimeoutError as exc:
-            conn.close()
-            raise requests.ReadTimeout(f"the answer timed out: {exc}") from None
-        except ssl.SSLError as exc:
-            conn.close()
-            raise requests.exceptions.SSLError(f"TLS failed: {exc}") from None
-        except (http.client.HTTPException, OSError) as exc:
-            conn.close()
-            raise requests.ConnectionError(f"the connection failed: {exc!r}") from None
-        if body is None:
-            conn.close()  # a body left unread: the connection cannot be reused
-        else:
-            answer.close()  # read whole: the connection carries the next post
+            error = _transport_error(exc)
+            if error is exc:
+                raise
+            raise error from None
+        answer.close()
+        if body is None or answer.will_close:
+            conn.close()  # a body left unread, or the server closes: not reused
         self._give_back(conn)
         return answer.status, answer.headers, body
+
+
+def _transport_error(exc: BaseException) -> BaseException:
+    """What a failed post raises: a ``requests`` error, as the client's path would."""
+    if isinstance(exc, requests.RequestException):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return requests.ReadTimeout(f"the answer timed out: {exc}")
+    if isinstance(exc, ssl.SSLError):
+        return requests.exceptions.SSLError(f"TLS failed: {exc}")
+    if isinstance(exc, http.client.HTTPException | OSError):
+        return requests.ConnectionError(f"the connection failed: {exc!r}")
+    return exc
 
 
 def _close_all(connections: list[http.client.HTTPConnection]) -> None:
