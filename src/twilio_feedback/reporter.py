@@ -352,7 +352,8 @@ class Reporter(ProcessLocal):
             # have handed it to this process again since).
             if threading.current_thread() not in self._abandoned:
                 self._held.pop(_key(record), None)
-            self._idle.notify_all()
+            if not self._held:  # flush() waits for nothing held: wake it then, only
+                self._idle.notify_all()
 
     def _given_up(self) -> bool:
         with self._lock:
@@ -770,7 +771,7 @@ class Reporter(ProcessLocal):
             at_bound = len(given_up) < len(stuck)
             log_bound = at_bound and not self._at_bound_logged
             self._at_bound_logged = at_bound
-            if given_up:
+            if given_up and not self._held:
                 self._idle.notify_all()
         for since, _, record in given_up:
             logger.warning(
