@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -76,10 +77,22 @@ _KEY = ("day", "country", "sender")
 RENEW_BATCH = 500
 """Records renewed per statement: 1,000 parameters, under every SQLite's limit."""
 PURGE_BATCH = 500
-"""Expired records a purge deletes per transaction (a few milliseconds each): the
-default of ``SQLStore(purge_batch=)``."""
+"""The most expired records a purge deletes per transaction: the default of
+``SQLStore(purge_batch=)``."""
 PURGE_PAUSE = 0.05
 """The longest pause between two of a purge's batches, in seconds."""
+PURGE_BATCH_TIME = 0.002
+"""SQLite: how long a purge's batch should hold the write lock, in seconds; the batches
+are sized to it, up to ``purge_batch``."""
+_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_WRITE_LOCKS_LOCK = threading.Lock()
+
+
+def _write_lock(database: str) -> threading.RLock:
+    """The lock this process's writers to the SQLite file ``database`` take in turns."""
+    key = database if database.startswith("file:") else os.path.realpath(database)
+    with _WRITE_LOCKS_LOCK:
+        return _WRITE_LOCKS.setdefault(key, threading.RLock())
 
 
 def _sqlalchemy() -> Any:
@@ -173,10 +186,13 @@ class SQLStore(BaseStore, InsightsStore):
             self.engine = url_or_engine
             self._owns_engine = False
         self.dialect = self.engine.dialect.name
+        self._busy_timeout = busy_timeout
+        self._write_lock: threading.RLock | None = None
         if self.dialect == "sqlite":
             # SQLite is in process (no round trips) and faster in its own transactions.
             self._connect: Callable[[], Any] = self.engine.begin
             sa.event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout))
+            self._write_lock = _write_lock(self.engine.url.database or "")
         else:
             # Every operation is one statement, atomic by itself: on a server, autocommit
             # spares the BEGIN and COMMIT round trips a transaction would add to each one.
@@ -434,11 +450,15 @@ class SQLStore(BaseStore, InsightsStore):
             )
         else:
             # SQLite has one writer at a time: the subquery and the update cannot interleave,
-            # so the update names the picked rows by primary key and nothing else (the
-            # outbox's predicates repeated here would have SQLite walk every due row).
+            # so the update names the picked rows by rowid and nothing else (the outbox's
+            # predicates repeated here would have SQLite walk every due row; the tracking
+            # id, a search of the primary key's index per row, its own random page in a
+            # large table). The outbox index holds the rowid.
+            rowid = sa.literal_column("rowid")
+            picked_rows = candidates.with_only_columns(rowid).scalar_subquery()
             claim = (
                 t.update()
-                .where(c.tracking_id.in_(candidates.scalar_subquery()))
+                .where(rowid.in_(picked_rows))
                 .values(lease_until=p("lease"))
                 .returning(*t.c)
             )
@@ -477,7 +497,11 @@ class SQLStore(BaseStore, InsightsStore):
         if self.dialect == "postgresql":
             # Concurrent purges (one per process) take disjoint batches.
             expired = expired.with_for_update(skip_locked=True)
-        purge = t.delete().where(c.tracking_id.in_(expired.scalar_subquery()))
+            purge = t.delete().where(c.tracking_id.in_(expired.scalar_subquery()))
+        else:
+            # By rowid, as the claim: the expiry index holds it.
+            rowid = sa.literal_column("rowid")
+            purge = t.delete().where(rowid.in_(expired.with_only_columns(rowid).scalar_subquery()))
         add = self._insert(t).values({name: p(name) for name in _COLUMNS})
         add = add.on_conflict_do_update(
             index_elements=[c.tracking_id],
@@ -606,6 +630,28 @@ class SQLStore(BaseStore, InsightsStore):
 
     # -- execution -------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """SQLite: hold this process's write lock on the file around a write transaction.
+
+        SQLite lets one writer in at a time; a writer that finds the file locked sleeps in
+        its busy handler (1, 2, 5, ... up to 100 ms between tries), so it goes in long
+        after the transaction it waited for has ended. Writers of one process wait here
+        instead, and the next goes in as soon as the lock is released. Other processes
+        still queue in the busy handler; past ``busy_timeout`` the writer goes on without
+        the lock and lets SQLite decide.
+        """
+        lock = self._write_lock
+        if lock is None:
+            yield
+            return
+        held = lock.acquire(timeout=self._busy_timeout)
+        try:
+            yield
+        finally:
+            if held:
+                lock.release()
+
     def _run(self, work: Callable[[Connection], _T]) -> _T:
         self._ensure_created()
         try:
@@ -636,7 +682,8 @@ class SQLStore(BaseStore, InsightsStore):
         values = {k: v for k, v in record.to_dict().items() if k in _COLUMNS}
         values["error_message"] = clip_error_message(values["error_message"])
         if record.country is None:
-            self._run(lambda conn: conn.execute(self._sql["add"], values))
+            with self._writing():
+                self._run(lambda conn: conn.execute(self._sql["add"], values))
             return
         c = self.table.c
         counted = self._counted(
@@ -646,7 +693,8 @@ class SQLStore(BaseStore, InsightsStore):
             1,
             params=values,
         )
-        self._run(counted)
+        with self._writing():
+            self._run(counted)
 
     def get(self, tracking_id: str) -> Record | None:
         t = self.table
@@ -655,7 +703,8 @@ class SQLStore(BaseStore, InsightsStore):
     def attach_sid(
         self, tracking_id: str, message_sid: str, account_sid: str | None
     ) -> Record | None:
-        return self._update(tracking_id, message_sid=message_sid, account_sid=account_sid)
+        with self._writing():
+            return self._update(tracking_id, message_sid=message_sid, account_sid=account_sid)
 
     def delete(self, tracking_id: str) -> None:
         t = self.table
@@ -669,9 +718,10 @@ class SQLStore(BaseStore, InsightsStore):
             )
 
         # A record Twilio refused (no message SID) was never sent: its send is uncounted.
-        self._run(
-            self._counted("delete", build, "sent", -1, unsent=True, params={"id": tracking_id})
-        )
+        with self._writing():
+            self._run(
+                self._counted("delete", build, "sent", -1, unsent=True, params={"id": tracking_id})
+            )
 
     def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
@@ -687,14 +737,16 @@ class SQLStore(BaseStore, InsightsStore):
                 self._count_rows(conn, [row], "confirmed", 1, ttc=now)
             return row
 
-        row = self._run(work)
+        with self._writing():
+            row = self._run(work)
         if row is not None:
             return True, _row(row)
         return False, self.get(tracking_id)
 
     def claim(self, *, now: float, lease_until: float, limit: int) -> list[Record]:
         params = {"now": now, "lease": lease_until, "limit": limit}
-        rows = self._run(lambda conn: conn.execute(self._sql["claim"], params).mappings().all())
+        with self._writing():
+            rows = self._run(lambda conn: conn.execute(self._sql["claim"], params).mappings().all())
         return _rows(rows)
 
     def renew(self, held: Sequence[tuple[str, str]], *, lease_until: float) -> int:
@@ -702,7 +754,8 @@ class SQLStore(BaseStore, InsightsStore):
         count = 0
         for first in range(0, len(pairs), RENEW_BATCH):
             params = {"held": pairs[first : first + RENEW_BATCH], "lease": lease_until}
-            result = self._run(functools.partial(_execute, self._sql["renew"], params))
+            with self._writing():
+                result = self._run(functools.partial(_execute, self._sql["renew"], params))
             count += int(result.rowcount)
         return count
 
@@ -719,7 +772,8 @@ class SQLStore(BaseStore, InsightsStore):
         )
         state = changes.get("state")
         if state is None:  # defer: counts nothing
-            result = self._run(lambda conn: conn.execute(statement))
+            with self._writing():
+                result = self._run(lambda conn: conn.execute(statement))
             return bool(result.rowcount)
         column = "reported" if State(state) is State.REPORTED else "failed"
         p = self._sa.bindparam
@@ -739,24 +793,41 @@ class SQLStore(BaseStore, InsightsStore):
         params = {"id": tracking_id, "sid": message_sid}
         params.update({f"new_{name}": value for name, value in changes.items()})
         counted = self._counted((column, *changes), build, column, 1, params=params)
-        return bool(self._run(counted))
+        with self._writing():
+            return bool(self._run(counted))
 
     def purge(self, *, now: float) -> int:
         """Delete the records whose ``expires_at`` is at or before ``now``; return how
-        many. ``purge_batch`` records a transaction, with a pause between two (as long as
-        the batch took) in which other writers go first."""
-        params = {"now": now, "limit": self.purge_batch}
+        many. At most ``purge_batch`` records a transaction, with a pause between two (as
+        long as the batch took) in which other writers go first. On SQLite a batch is
+        sized to hold the write lock for about :data:`PURGE_BATCH_TIME`, and the purge
+        copies what it wrote back to the database file itself, between two batches."""
+        size = self.purge_batch
         total = 0
         while True:
             started = time.perf_counter()
-            result = self._run(functools.partial(_execute, self._sql["purge"], params))
+            params = {"now": now, "limit": size}
+            with self._writing():
+                result = self._run(functools.partial(_execute, self._sql["purge"], params))
+            took = time.perf_counter() - started
             count = int(result.rowcount)
             total += count
-            if count < self.purge_batch:
+            if count < size:
                 return total
-            # SQLite's busy handler retries a queued writer after 1, 2, 5, 10 ms...: a
-            # pause as long as the batch lets it in within its first retries.
-            time.sleep(min(time.perf_counter() - started, PURGE_PAUSE))
+            if self._write_lock is not None:
+                self._checkpoint()
+                wanted = int(size * PURGE_BATCH_TIME / max(took, 1e-6))
+                size = max(1, min(self.purge_batch, wanted, size * 2))
+            time.sleep(min(took, PURGE_PAUSE))
+
+    def _checkpoint(self) -> None:
+        """SQLite: copy the write-ahead log back to the database file, without blocking
+        writers (a passive checkpoint), outside the write lock. Otherwise the commit that
+        takes the log past 1,000 pages does it, while it holds the lock: a purge writes
+        that much every few batches, and a confirm that happens to cross the line would
+        wait tens of milliseconds."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     def counts(self) -> dict[str, int]:
         sa = self._sa
@@ -809,7 +880,8 @@ class SQLStore(BaseStore, InsightsStore):
             -1,
             params=params,
         )
-        return len(self._run(counted))
+        with self._writing():
+            return len(self._run(counted))
 
     # -- conversion insights (InsightsStore) -------------------------------------------
 
