@@ -138,7 +138,7 @@ class SQLStore(BaseStore, InsightsStore):
     ``busy_timeout`` how long an SQLite writer queues behind another process.
     ``engine_options`` go to :func:`sqlalchemy.create_engine` (``pool_size``, ...). On
     SQLite, the store's connections run in WAL mode with that busy timeout (a shared
-    engine's too). ``purge_batch`` is how many expired records :meth:`purge` deletes per
+    engine's too). ``purge_batch`` is the most expired records :meth:`purge` deletes per
     transaction.
 
     Every operation is one statement: :meth:`add` an upsert, :meth:`confirm` and
@@ -149,10 +149,12 @@ class SQLStore(BaseStore, InsightsStore):
     (:class:`~twilio_feedback.stores.InsightsStore`) upserts its row of ``<table>_daily``
     in the same statement on PostgreSQL, in the same transaction on SQLite. The async
     twin runs these in a worker thread. Expired records stay until :meth:`purge` deletes
-    them, ``purge_batch`` a transaction, pausing between two as long as a batch took: a
-    purge of a million records never holds SQLite's one write lock (or a PostgreSQL
-    server's attention) for more than a few milliseconds at a time, so confirmations go on
-    meanwhile.
+    them, ``purge_batch`` at most a transaction, pausing between two as long as a batch
+    took: a purge of a million records never holds SQLite's one write lock (or a
+    PostgreSQL server's attention) for more than a few milliseconds at a time, so
+    confirmations go on meanwhile. On SQLite the writers of one process to one file take
+    turns on a lock, so that one waiting for another's transaction goes in as soon as it
+    commits (writers in other processes wait in SQLite's busy handler).
     """
 
     def __init__(
@@ -170,7 +172,7 @@ class SQLStore(BaseStore, InsightsStore):
         if purge_batch < 1:
             raise ConfigurationError(f"purge_batch must be at least 1, not {purge_batch}")
         self.purge_batch = purge_batch
-        """Expired records :meth:`purge` deletes per transaction."""
+        """The most expired records :meth:`purge` deletes per transaction."""
         self._sa = sa
         if isinstance(url_or_engine, str):
             url = sa.engine.make_url(normalize_url(url_or_engine))
