@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -276,6 +278,43 @@ def test_sqlite_writers_of_one_process_queue_on_a_lock_not_in_the_busy_handler(
     assert confirmed[0] - committed < 0.05, f"{(confirmed[0] - committed) * 1000:.0f} ms"
     store.close()
     other.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_inherit_a_held_write_lock(tmp_path: Path) -> None:
+    # gunicorn --preload forks while the parent's reporter may be mid-write: the child's
+    # copy of the write lock would stay held by a thread that does not exist there.
+    store = SQLStore(f"sqlite:///{tmp_path}/feedback.db", busy_timeout=3.0)
+    store.create()
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with store._writing():
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    held.wait(5)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+            pid = os.fork()
+        if pid == 0:  # the child: one write, at once, then leave
+            code = 1
+            try:
+                started = time.monotonic()
+                store.add(Record("child", expires_at=time.time() + 600))
+                code = 0 if time.monotonic() - started < 1.0 else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        thread.join(10)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.get("child") is not None
+    store.close()
 
 
 def test_purge_deletes_in_short_transactions(url: str) -> None:

@@ -88,11 +88,24 @@ _WRITE_LOCKS: dict[str, threading.RLock] = {}
 _WRITE_LOCKS_LOCK = threading.Lock()
 
 
-def _write_lock(database: str) -> threading.RLock:
-    """The lock this process's writers to the SQLite file ``database`` take in turns."""
-    key = database if database.startswith("file:") else os.path.realpath(database)
-    with _WRITE_LOCKS_LOCK:
-        return _WRITE_LOCKS.setdefault(key, threading.RLock())
+def _write_lock(key: str) -> threading.RLock:
+    """The lock this process's writers to the SQLite file ``key`` take in turns."""
+    lock = _WRITE_LOCKS.get(key)
+    if lock is None:
+        with _WRITE_LOCKS_LOCK:
+            lock = _WRITE_LOCKS.setdefault(key, threading.RLock())
+    return lock
+
+
+def _new_write_locks() -> None:
+    # A forked child's copies may be held by threads that do not exist in it.
+    global _WRITE_LOCKS_LOCK
+    _WRITE_LOCKS_LOCK = threading.Lock()
+    _WRITE_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_write_locks)
 
 
 def _sqlalchemy() -> Any:
@@ -189,12 +202,15 @@ class SQLStore(BaseStore, InsightsStore):
             self._owns_engine = False
         self.dialect = self.engine.dialect.name
         self._busy_timeout = busy_timeout
-        self._write_lock: threading.RLock | None = None
+        self._write_key: str | None = None
         if self.dialect == "sqlite":
             # SQLite is in process (no round trips) and faster in its own transactions.
             self._connect: Callable[[], Any] = self.engine.begin
             sa.event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout))
-            self._write_lock = _write_lock(self.engine.url.database or "")
+            database = self.engine.url.database or ""
+            self._write_key = (
+                database if database.startswith("file:") else os.path.realpath(database)
+            )
         else:
             # Every operation is one statement, atomic by itself: on a server, autocommit
             # spares the BEGIN and COMMIT round trips a transaction would add to each one.
@@ -643,10 +659,10 @@ class SQLStore(BaseStore, InsightsStore):
         still queue in the busy handler; past ``busy_timeout`` the writer goes on without
         the lock and lets SQLite decide.
         """
-        lock = self._write_lock
-        if lock is None:
+        if self._write_key is None:
             yield
             return
+        lock = _write_lock(self._write_key)
         held = lock.acquire(timeout=self._busy_timeout)
         try:
             yield
@@ -816,7 +832,7 @@ class SQLStore(BaseStore, InsightsStore):
             total += count
             if count < size:
                 return total
-            if self._write_lock is not None:
+            if self._write_key is not None:
                 self._checkpoint()
                 wanted = int(size * PURGE_BATCH_TIME / max(took, 1e-6))
                 size = max(1, min(self.purge_batch, wanted, size * 2))
