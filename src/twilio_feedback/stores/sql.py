@@ -83,7 +83,13 @@ PURGE_PAUSE = 0.05
 """The longest pause between two of a purge's batches, in seconds."""
 PURGE_BATCH_TIME = 0.002
 """SQLite: how long a purge's batch should hold the write lock, in seconds; the batches
-are sized to it, up to ``purge_batch``."""
+are sized to it, between :data:`PURGE_MIN_BATCH` and ``purge_batch``."""
+PURGE_MIN_BATCH = 50
+"""SQLite: the fewest records a purge's batch deletes (unless ``purge_batch`` is smaller):
+a transaction's own cost, on a busy machine, must not shrink the batches to nothing."""
+PURGE_CHECKPOINT_ROWS = 250
+"""SQLite: a purge checkpoints after deleting this many records (a few hundred pages of
+log in a large table, under the 1,000 of SQLite's automatic checkpoint)."""
 _WRITE_LOCKS: dict[str, threading.RLock] = {}
 _WRITE_LOCKS_LOCK = threading.Lock()
 
@@ -819,9 +825,11 @@ class SQLStore(BaseStore, InsightsStore):
         many. At most ``purge_batch`` records a transaction, with a pause between two (as
         long as the batch took) in which other writers go first. On SQLite a batch is
         sized to hold the write lock for about :data:`PURGE_BATCH_TIME`, and the purge
-        copies what it wrote back to the database file itself, between two batches."""
+        copies what it wrote back to the database file itself, between two batches, every
+        :data:`PURGE_CHECKPOINT_ROWS` records."""
         size = self.purge_batch
-        total = 0
+        smallest = min(self.purge_batch, PURGE_MIN_BATCH)
+        total = unchecked = 0
         while True:
             started = time.perf_counter()
             params = {"now": now, "limit": size}
@@ -833,9 +841,12 @@ class SQLStore(BaseStore, InsightsStore):
             if count < size:
                 return total
             if self._write_key is not None:
-                self._checkpoint()
+                unchecked += count
+                if unchecked >= PURGE_CHECKPOINT_ROWS:
+                    self._checkpoint()
+                    unchecked = 0
                 wanted = int(size * PURGE_BATCH_TIME / max(took, 1e-6))
-                size = max(1, min(self.purge_batch, wanted, size * 2))
+                size = max(smallest, min(self.purge_batch, wanted, size * 2))
             time.sleep(min(took, PURGE_PAUSE))
 
     def _checkpoint(self) -> None:
