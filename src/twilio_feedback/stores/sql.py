@@ -831,11 +831,11 @@ class SQLStore(BaseStore, InsightsStore):
         smallest = min(self.purge_batch, PURGE_MIN_BATCH)
         total = unchecked = 0
         while True:
-            started = time.perf_counter()
             params = {"now": now, "limit": size}
             with self._writing():
+                started = time.perf_counter()  # the lock's hold, not the wait for it
                 result = self._run(functools.partial(_execute, self._sql["purge"], params))
-            took = time.perf_counter() - started
+                took = time.perf_counter() - started
             count = int(result.rowcount)
             total += count
             if count < size:
