@@ -21,11 +21,14 @@ if TYPE_CHECKING:
     from .stores.base import Store
 
 __all__ = [
+    "CELL_COLUMNS",
+    "CELL_KEY",
     "COUNTS",
     "EPOCH",
     "GROUPS",
     "MAX_SENDER_LENGTH",
     "TTC_BUCKETS",
+    "TTC_COLUMNS",
     "UNKNOWN_COUNTRY",
     "UNKNOWN_SENDER",
     "Cell",
@@ -81,6 +84,14 @@ _COUNTRY = re.compile(r"[A-Z]{2}")
 Group = Literal["day", "country", "sender"]
 GROUPS: tuple[Group, ...] = ("day", "country", "sender")
 """The dimensions rows can be grouped by."""
+
+CELL_KEY: tuple[Group, ...] = GROUPS
+"""The key of a cell (one per day, country and sender): the key columns of the SQL and
+Django stores' daily tables."""
+TTC_COLUMNS: tuple[str, ...] = tuple(f"ttc_{index}" for index in range(len(TTC_BUCKETS)))
+"""The daily tables' column of each :data:`TTC_BUCKETS` bucket (``ttc_0`` ...)."""
+CELL_COLUMNS: tuple[str, ...] = (*COUNTS, *TTC_COLUMNS)
+"""The counting columns of the daily tables, in :func:`cell_from_counts`' order."""
 
 
 def ttc_bucket(seconds: float) -> int:

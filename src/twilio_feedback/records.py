@@ -7,7 +7,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["ConfirmResult", "ConfirmStatus", "Record", "State"]
+__all__ = ["RECORD_FIELDS", "ConfirmResult", "ConfirmStatus", "Record", "State"]
 
 
 class State(str, enum.Enum):
@@ -76,6 +76,10 @@ class Record:
         values["state"] = State(values.get("state", State.PENDING))
         return cls(**values)
 
+
+RECORD_FIELDS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(Record))
+"""The names of a :class:`Record`'s fields, ``tracking_id`` first: the columns of the
+SQL and Django stores' record tables."""
 
 ConfirmStatus = Literal[
     "confirmed", "duplicate", "deferred", "ignored", "invalid", "expired", "unknown", "error"

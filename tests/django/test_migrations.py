@@ -12,7 +12,8 @@ from django.core.management import call_command
 from django.db import connections
 
 from twilio_feedback.django.store import TABLE, DjangoStore
-from twilio_feedback.records import Record
+from twilio_feedback.insights import CELL_COLUMNS, CELL_KEY
+from twilio_feedback.records import RECORD_FIELDS, Record
 
 from .conftest import PG, clear, needs_postgres
 
@@ -23,6 +24,17 @@ def test_the_migrations_match_the_model(django_project: dict[str, Any]) -> None:
     out = io.StringIO()
     call_command("makemigrations", "twilio_feedback", check=True, dry_run=True, stdout=out)
     assert "No changes detected" in out.getvalue()
+
+
+def test_the_models_hold_the_record_and_the_cell(django_project: dict[str, Any]) -> None:
+    # The store's statements name the columns from where their rule lives; the models
+    # (and so the migrations) must have exactly those.
+    from twilio_feedback.django.models import FeedbackDaily, FeedbackRecord
+
+    record = [f.column for f in FeedbackRecord._meta.concrete_fields]
+    assert sorted(record) == sorted(RECORD_FIELDS)
+    daily = [f.column for f in FeedbackDaily._meta.concrete_fields if not f.primary_key]
+    assert sorted(daily) == sorted((*CELL_KEY, *CELL_COLUMNS))
 
 
 def _indexes(alias: str) -> dict[str, Any]:

@@ -16,6 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from twilio_feedback import ConfigurationError, MissingDependencyError, Record, State
+from twilio_feedback.insights import CELL_COLUMNS, CELL_KEY
+from twilio_feedback.records import RECORD_FIELDS
 from twilio_feedback.stores import ThreadedAsyncStore, store_from_url
 from twilio_feedback.stores.sql import SCHEMA_VERSION, SQLStore, normalize_url
 
@@ -78,6 +80,16 @@ def test_table_created_on_first_use_with_schema_version(url: str) -> None:
         comment = inspector.get_table_comment("app_feedback")["text"]
         assert comment == f"twilio-feedback schema {SCHEMA_VERSION}"
     store.close()
+
+
+def test_the_tables_hold_the_record_and_the_cell(store: SQLStore) -> None:
+    # The columns are named where their rule lives: the record's fields, the cell's counts.
+    store.add(Record("x", expires_at=time.time() + 60))
+    inspector = sa.inspect(store.engine)
+    columns = [c["name"] for c in inspector.get_columns(store.table.name)]
+    assert sorted(columns) == sorted(RECORD_FIELDS)
+    daily = [c["name"] for c in inspector.get_columns(f"{store.table.name}_daily")]
+    assert sorted(daily) == sorted((*CELL_KEY, *CELL_COLUMNS))
 
 
 def test_a_newer_schema_is_refused(url: str) -> None:

@@ -32,9 +32,11 @@ from django.db import InterfaceError, OperationalError, connections, transaction
 
 from ..errors import ConfigurationError
 from ..insights import (
-    COUNTS,
+    CELL_COLUMNS,
+    CELL_KEY,
     EPOCH,
     TTC_BUCKETS,
+    TTC_COLUMNS,
     UNKNOWN_SENDER,
     Cell,
     cell_from_counts,
@@ -42,7 +44,7 @@ from ..insights import (
     ttc_bucket,
 )
 from ..lifecycle import ProcessLocal
-from ..records import Record, State
+from ..records import RECORD_FIELDS, Record, State
 from ..stores.base import BaseStore, InsightsStore, clip_error_message
 
 if TYPE_CHECKING:
@@ -62,26 +64,8 @@ VENDORS = ("postgresql", "sqlite")
 MIN_SQLITE_VERSION = (3, 35, 0)
 """The first SQLite with ``UPDATE ... RETURNING``."""
 
-COLUMNS = (
-    "tracking_id",
-    "state",
-    "message_sid",
-    "account_sid",
-    "expires_at",
-    "created_at",
-    "confirmed_at",
-    "lease_until",
-    "attempts",
-    "error_code",
-    "error_message",
-    "country",
-    "sender",
-)
-_TTC = tuple(f"ttc_{index}" for index in range(len(TTC_BUCKETS)))
-_CELL = (*COUNTS, *_TTC)
-_KEY = ("day", "country", "sender")
 _CREATED, _COUNTRY, _SENDER, _SID = (
-    COLUMNS.index(name) for name in ("created_at", "country", "sender", "message_sid")
+    RECORD_FIELDS.index(name) for name in ("created_at", "country", "sender", "message_sid")
 )
 RENEW_BATCH = 400
 """Records renewed per statement: 802 parameters, under every SQLite's limit (999)."""
@@ -98,7 +82,7 @@ _CONFIRMED = State.CONFIRMED.value
 def _record(row: Sequence[Any] | None) -> Record | None:
     if row is None:
         return None
-    data = dict(zip(COLUMNS, row, strict=False))
+    data = dict(zip(RECORD_FIELDS, row, strict=False))
     data["error_message"] = data["error_message"] or None
     return Record.from_dict(data)
 
@@ -111,30 +95,30 @@ def _tally(daily: str, changed: str, column: str, by: int, *, ttc: bool, unsent:
     """PostgreSQL: a data-modifying CTE ``counted`` that adds ``by`` to ``column`` (and
     with ``ttc``, 1 to the time-to-confirm bucket of ``%s - created_at``: one parameter) in
     the cells of the rows the CTE ``changed`` returns."""
-    values = dict.fromkeys(_CELL, "0")
+    values = dict.fromkeys(CELL_COLUMNS, "0")
     values[column] = f"COUNT(*) * {by}"
     if ttc:
-        for index, name in enumerate(_TTC):
+        for index, name in enumerate(TTC_COLUMNS):
             above = f"delay > {TTC_BUCKETS[index - 1]!r}" if index else "TRUE"
-            below = f"delay <= {TTC_BUCKETS[index]!r}" if index < len(_TTC) - 1 else "TRUE"
+            below = f"delay <= {TTC_BUCKETS[index]!r}" if index < len(TTC_COLUMNS) - 1 else "TRUE"
             values[name] = f"COUNT(*) FILTER (WHERE {above} AND {below})"
     where = "country IS NOT NULL" + (" AND message_sid IS NULL" if unsent else "")
     return (
-        f"counted AS (INSERT INTO {daily} ({', '.join((*_KEY, *_CELL))}) "
+        f"counted AS (INSERT INTO {daily} ({', '.join((*CELL_KEY, *CELL_COLUMNS))}) "
         f"SELECT day, country, sender, {', '.join(values.values())} FROM ("
         "SELECT CAST(floor(created_at / 86400.0) AS INTEGER) AS day, country, "
         f"COALESCE(NULLIF(sender, ''), '{UNKNOWN_SENDER}') AS sender"
         + (", %s - created_at AS delay" if ttc else "")
         + f" FROM {changed} WHERE {where}) AS cells GROUP BY day, country, sender "
         "ON CONFLICT (day, country, sender) DO UPDATE SET "
-        + ", ".join(f"{name} = {daily}.{name} + excluded.{name}" for name in _CELL)
+        + ", ".join(f"{name} = {daily}.{name} + excluded.{name}" for name in CELL_COLUMNS)
         + ")"
     )
 
 
 def _statements(vendor: str, table: str, daily: str) -> dict[str, str]:
     """The SQL of each operation, with Django's ``%s`` placeholders."""
-    cols = ", ".join(COLUMNS)
+    cols = ", ".join(RECORD_FIELDS)
     keep = "CASE WHEN expires_at > %s THEN expires_at ELSE %s END"
     confirm = (
         f"UPDATE {table} SET state = '{_CONFIRMED}', confirmed_at = %s, lease_until = %s, "
@@ -163,7 +147,7 @@ def _statements(vendor: str, table: str, daily: str) -> dict[str, str]:
             f"WITH picked AS MATERIALIZED ({due} FOR UPDATE SKIP LOCKED) "
             f"UPDATE {table} SET lease_until = %s FROM picked "
             f"WHERE {table}.tracking_id = picked.tracking_id "
-            f"RETURNING {', '.join(f'{table}.{c}' for c in COLUMNS)}"
+            f"RETURNING {', '.join(f'{table}.{c}' for c in RECORD_FIELDS)}"
         )
     else:
         # SQLite has one writer at a time: the subquery and the update cannot interleave,
@@ -173,9 +157,9 @@ def _statements(vendor: str, table: str, daily: str) -> dict[str, str]:
     outcome = f"WHERE tracking_id = %s AND message_sid = %s AND state = '{_CONFIRMED}'"
     statements = {
         "add": (
-            f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
+            f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * len(RECORD_FIELDS))}) "
             "ON CONFLICT (tracking_id) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+            + ", ".join(f"{c} = excluded.{c}" for c in RECORD_FIELDS[1:])
         ),
         "get": f"SELECT {cols} FROM {table} WHERE tracking_id = %s",
         "attach_sid": (
@@ -208,12 +192,15 @@ def _statements(vendor: str, table: str, daily: str) -> dict[str, str]:
             f"attempts = 0, error_code = NULL, error_message = NULL, expires_at = {keep} "
             f"WHERE state = '{State.FAILED.value}'"
         ),
-        "cells": (f"SELECT {', '.join((*_KEY, *_CELL))} FROM {daily} WHERE day BETWEEN %s AND %s"),
+        "cells": (
+            f"SELECT {', '.join((*CELL_KEY, *CELL_COLUMNS))} FROM {daily} "
+            "WHERE day BETWEEN %s AND %s"
+        ),
         "count": (
-            f"INSERT INTO {daily} ({', '.join((*_KEY, *_CELL))}) "
-            f"VALUES ({', '.join(['%s'] * (len(_KEY) + len(_CELL)))}) "
+            f"INSERT INTO {daily} ({', '.join((*CELL_KEY, *CELL_COLUMNS))}) "
+            f"VALUES ({', '.join(['%s'] * (len(CELL_KEY) + len(CELL_COLUMNS)))}) "
             "ON CONFLICT (day, country, sender) DO UPDATE SET "
-            + ", ".join(f"{name} = {daily}.{name} + excluded.{name}" for name in _CELL)
+            + ", ".join(f"{name} = {daily}.{name} + excluded.{name}" for name in CELL_COLUMNS)
         ),
     }
     # The changes the insights count, returning the rows they changed.
@@ -395,14 +382,14 @@ class DjangoStore(ProcessLocal, BaseStore, InsightsStore):
             key = (day_number(row[_CREATED]), row[_COUNTRY], row[_SENDER] or UNKNOWN_SENDER)
             cell = cells.get(key)
             if cell is None:
-                cell = cells[key] = dict.fromkeys(_CELL, 0)
+                cell = cells[key] = dict.fromkeys(CELL_COLUMNS, 0)
             cell[column] += by
             if ttc is not None:
-                cell[_TTC[ttc_bucket(ttc - row[_CREATED])]] += 1
+                cell[TTC_COLUMNS[ttc_bucket(ttc - row[_CREATED])]] += 1
         if cells:
             cursor.executemany(
                 self._sql["count"],
-                [[*key, *(cell[name] for name in _CELL)] for key, cell in cells.items()],
+                [[*key, *(cell[name] for name in CELL_COLUMNS)] for key, cell in cells.items()],
             )
 
     # -- the Store protocol ----------------------------------------------------------
@@ -412,7 +399,7 @@ class DjangoStore(ProcessLocal, BaseStore, InsightsStore):
         statement or transaction)."""
         values = record.to_dict()
         values["error_message"] = clip_error_message(values["error_message"])
-        params = [values[c] for c in COLUMNS]
+        params = [values[c] for c in RECORD_FIELDS]
         if record.country is None:
             self._count(self._sql["add"], params)
         else:

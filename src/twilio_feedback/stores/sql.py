@@ -22,8 +22,9 @@ from datetime import date
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigurationError, MissingDependencyError
+from ..insights import CELL_COLUMNS as _CELL
+from ..insights import CELL_KEY as _KEY
 from ..insights import (
-    COUNTS,
     EPOCH,
     MAX_SENDER_LENGTH,
     TTC_BUCKETS,
@@ -33,6 +34,8 @@ from ..insights import (
     day_number,
     ttc_bucket,
 )
+from ..insights import TTC_COLUMNS as _TTC
+from ..records import RECORD_FIELDS as _COLUMNS
 from ..records import Record, State
 from ..settings import redact_url
 from .base import ERROR_MESSAGE_LENGTH, BaseStore, InsightsStore, clip_error_message
@@ -55,25 +58,6 @@ older one upgraded in place (:meth:`SQLStore.create`).
 """
 
 _T = TypeVar("_T")
-_COLUMNS = (
-    "tracking_id",
-    "state",
-    "message_sid",
-    "account_sid",
-    "expires_at",
-    "created_at",
-    "confirmed_at",
-    "lease_until",
-    "attempts",
-    "error_code",
-    "error_message",
-    "country",
-    "sender",
-)
-_TTC = tuple(f"ttc_{index}" for index in range(len(TTC_BUCKETS)))
-_CELL = (*COUNTS, *_TTC)
-"""The counting columns of ``<table>_daily``, in :func:`cell_from_counts`' order."""
-_KEY = ("day", "country", "sender")
 RENEW_BATCH = 500
 """Records renewed per statement: 1,000 parameters, under every SQLite's limit."""
 PURGE_BATCH = 500
