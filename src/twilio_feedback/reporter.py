@@ -422,7 +422,8 @@ class Reporter(ProcessLocal):
         self._outcome(record, "reported", "mark_reported", {})
         if self._degraded:  # read without the lock: a stale answer only delays a pull
             self._recovered(account)
-        self._hook(self.on_reported, record.replace(state=State.REPORTED, lease_until=0.0))
+        if self.on_reported is not None:
+            self._hook(self.on_reported, record.replace(state=State.REPORTED, lease_until=0.0))
 
     def _outcome(self, record: Record, counter: str, method: str, kwargs: dict[str, Any]) -> None:
         """Write what Twilio said to the store. If the store fails, the record stays held
