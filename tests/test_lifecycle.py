@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 
@@ -55,6 +56,27 @@ def test_a_forked_child_rebuilds_the_state_and_keeps_closed() -> None:
             and closed.restarted == 0
         )
         os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.waitpid(pid, 0)
+    running.lock.release()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_fork_the_hook_does_not_see_is_caught_at_the_next_entry_point() -> None:
+    # uWSGI forks its workers from C and runs Python's at-fork hooks only with
+    # py-call-osafterfork: the pid check, not a counter the hook bumps, is what notices.
+    running = Counter()
+    running.count = 3
+    running.lock.acquire()
+    read, write = os.pipe()
+    pid = ctypes.PyDLL(None).fork()  # libc's fork, the GIL held: no at-fork hook runs
+    if pid == 0:  # the child
+        unseen = running.count == 3 and running.restarted == 0
+        running._check_pid()  # what submit() and the other entry points call first
+        ok = unseen and running.count == 0 and running.lock.acquire(timeout=1)
+        os.write(write, b"1" if ok and running.restarted == 1 else b"0")
         os._exit(0)
     os.close(write)
     assert os.read(read, 1) == b"1"
