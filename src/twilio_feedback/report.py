@@ -47,6 +47,7 @@ __all__ = [
     "to_html",
     "to_json",
     "to_text",
+    "within_bound",
 ]
 
 DEFAULT_MARGIN = 0.10
@@ -580,7 +581,9 @@ tfoot td { font-weight: 600; border-top: 1px solid var(--line); }
 """
 
 
-def _within_bound(seconds: float | None) -> str:
+def within_bound(seconds: float | None) -> str:
+    """A time-to-confirm bucket's upper bound as the report prints it: ``≤ 2 min``,
+    ``> 1 day`` for the last bucket, ``-`` when unknown."""
     if seconds is None or math.isinf(seconds):
         return duration(seconds)
     return f"≤ {duration(seconds)}"
@@ -791,8 +794,8 @@ def to_html(report: Report, *, top: int = TOP_COUNTRIES) -> str:
             ("sent", _count(total.sent)),
             ("confirmed", _count(total.confirmed)),
             ("conversion", _percent(total.conversion)),
-            ("half confirmed within", _within_bound(total.ttc_p50)),
-            ("90% confirmed within", _within_bound(total.ttc_p90)),
+            ("half confirmed within", within_bound(total.ttc_p50)),
+            ("90% confirmed within", within_bound(total.ttc_p90)),
         ]
         body.append(
             '<ul class="cards">'

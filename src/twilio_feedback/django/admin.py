@@ -1,16 +1,19 @@
-"""A read-only admin of the ``django://`` store's records: states at a glance."""
+"""Read-only admins of the ``django://`` store: the records, states at a glance, and the
+conversion insights' counts per day, country and sender."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
 
-from .models import FeedbackRecord
+from ..insights import TTC_BUCKETS
+from ..report import within_bound
+from .models import FeedbackDaily, FeedbackRecord
 
-__all__ = ["FeedbackRecordAdmin"]
+__all__ = ["FeedbackDailyAdmin", "FeedbackRecordAdmin"]
 
 
 @admin.register(FeedbackRecord)
@@ -60,4 +63,72 @@ class FeedbackRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """The purge deletes records, once they expire."""
+        return False
+
+
+@admin.register(FeedbackDaily)
+class FeedbackDailyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The conversion insights' counts, one row per day (UTC), country and sender, with
+    their conversion rate and time to confirm; read-only: the store counts in the
+    statement of each change, and ``manage.py twilio_feedback report`` reads the same
+    figures grouped as you ask."""
+
+    list_display = (
+        "sent_on",
+        "country",
+        "sender",
+        "sent",
+        "confirmed",
+        "conversion",
+        "reported",
+        "failed",
+        "ttc_p50",
+        "ttc_p90",
+    )
+    list_filter = ("country",)
+    search_fields = ("=country", "sender")
+    ordering = ("-day", "country", "sender")
+    show_full_result_count = False
+    fields = (*list_display, "time_to_confirm")
+    readonly_fields = fields
+
+    @admin.display(description="day (UTC)", ordering="day")
+    def sent_on(self, cell: FeedbackDaily) -> date:
+        """The day the messages were sent."""
+        return cell.sent_on
+
+    @admin.display(description="conversion")
+    def conversion(self, cell: FeedbackDaily) -> str:
+        """Share of the messages sent that were confirmed."""
+        rate = cell.row.conversion
+        return "-" if rate is None else f"{rate * 100:.1f}%"
+
+    @admin.display(description="ttc p50")
+    def ttc_p50(self, cell: FeedbackDaily) -> str:
+        """Median time to confirm (a bucket's upper bound)."""
+        return within_bound(cell.row.ttc_p50)
+
+    @admin.display(description="ttc p90")
+    def ttc_p90(self, cell: FeedbackDaily) -> str:
+        """90th percentile of the time to confirm (a bucket's upper bound)."""
+        return within_bound(cell.row.ttc_p90)
+
+    @admin.display(description="time to confirm")
+    def time_to_confirm(self, cell: FeedbackDaily) -> str:
+        """Confirmations per time-to-confirm bucket."""
+        return ", ".join(
+            f"{within_bound(bound)}: {count}"
+            for bound, count in zip(TTC_BUCKETS, cell.row.ttc, strict=True)
+        )
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """The counts come from the store's changes only."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """The counts change with the records they count only."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """The counts outlive the records: nothing deletes them."""
         return False

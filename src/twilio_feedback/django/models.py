@@ -6,11 +6,19 @@ see :mod:`twilio_feedback.django.store`); the model is not a way to change recor
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from django.db import models
 
-from ..insights import EPOCH, MAX_SENDER_LENGTH
+from ..insights import (
+    CELL_COLUMNS,
+    EPOCH,
+    GROUPS,
+    MAX_SENDER_LENGTH,
+    InsightRow,
+    cell_from_counts,
+    summarize,
+)
 from ..records import State
 from ..stores.base import ERROR_MESSAGE_LENGTH
 from .store import DAILY_TABLE, TABLE
@@ -127,4 +135,16 @@ class FeedbackDaily(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{EPOCH + timedelta(days=self.day)} {self.country} {self.sender}"
+        return f"{self.sent_on} {self.country} {self.sender}"
+
+    @property
+    def sent_on(self) -> date:
+        """The day (UTC) the messages were sent."""
+        return EPOCH + timedelta(days=self.day)
+
+    @property
+    def row(self) -> InsightRow:
+        """These counts as an :class:`~twilio_feedback.insights.InsightRow`: with their
+        conversion rate and time-to-confirm percentiles."""
+        counts = [getattr(self, name) for name in CELL_COLUMNS]
+        return summarize([cell_from_counts(self.day, self.country, self.sender, counts)], GROUPS)[0]
