@@ -228,6 +228,37 @@ def test_flask_twilio_feedback_commands(
     assert runner.invoke(args=["twilio-feedback"]).exit_code == 2
 
 
+def cli_commands() -> list[str]:
+    """Every command of ``twilio-feedback``, read from its parser."""
+    import argparse
+
+    from twilio_feedback import cli
+
+    parser = cli._parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return list(commands.choices)
+
+
+def lists_every_command(text: str) -> bool:
+    """Whether ``text`` names every command, in order, as one comma-separated list (lines
+    joined again where help wrapped them, at a space or after a hyphen)."""
+    flat = " ".join(re.sub(r"-\n\s*", "-", text).split())
+    return ", ".join(cli_commands()) in flat
+
+
+def test_the_flask_command_lists_every_command(
+    apps: list[Flask], twilio_feedback_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    runner = _app(apps, twilio_feedback_env).test_cli_runner()
+    overview = runner.invoke(args=["--help"])  # as `flask --help` lists the app's commands
+    assert overview.exit_code == 0, overview.output
+    assert lists_every_command(overview.output), overview.output
+    usage = runner.invoke(args=["twilio-feedback", "--help"])
+    assert usage.exit_code == 0, usage.output
+    assert all(f"\n    {name} " in usage.output for name in cli_commands()), usage.output
+
+
 def test_memory_store_commands_say_what_to_do(
     apps: list[Flask], twilio_feedback_env: dict[str, str]
 ) -> None:

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .settings import Settings
     from .stores.base import AdminStore, Store
 
-__all__ = ["Progress", "main"]
+__all__ = ["Progress", "command_names", "main"]
 
 PROG = "twilio-feedback"
 STORE_ENV = "TWILIO_FEEDBACK_STORE"
@@ -249,6 +249,13 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="run the Twilio emulator for local development (see emulator --help)",
     )
     return parser
+
+
+def command_names() -> list[str]:
+    """The commands, in the order ``--help`` lists them: what ``flask twilio-feedback``
+    and ``manage.py twilio_feedback`` name in their one-line help."""
+    [commands] = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return list(commands.choices)
 
 
 def _drain_options(parser: argparse.ArgumentParser) -> None:

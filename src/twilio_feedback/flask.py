@@ -16,10 +16,10 @@
 builds the app's :class:`~twilio_feedback.FeedbackTracker` (``app.extensions
 ["twilio_feedback"]``), wraps ``app.wsgi_app`` in the WSGI
 :class:`~twilio_feedback.wsgi.FeedbackMiddleware`, and adds ``flask twilio-feedback``
-(``status``, ``drain``, ``retry-failed``, ``purge``: :mod:`twilio_feedback.cli` on the
-app's own settings). Nothing lives on a module global: app factories and several apps per
-process work. In a view, :func:`confirm_result` is the request's
-:class:`~twilio_feedback.ConfirmResult` and :func:`get_tracker` the app's tracker.
+(every command of :mod:`twilio_feedback.cli`, on the app's own settings). Nothing lives on
+a module global: app factories and several apps per process work. In a view,
+:func:`confirm_result` is the request's :class:`~twilio_feedback.ConfirmResult` and
+:func:`get_tracker` the app's tracker.
 """
 
 from __future__ import annotations
@@ -161,10 +161,18 @@ def confirm_result() -> ConfirmResult | None:
     return result if isinstance(result, ConfirmResult) else None
 
 
+class _Command(click.Command):
+    def get_short_help_str(self, limit: int = 45) -> str:
+        # Named from the command line's own parser, read when `flask --help` shows it.
+        from .cli import command_names
+
+        return f"twilio-feedback on this app's store: {', '.join(command_names())}."
+
+
 @click.command(
     COMMAND,
+    cls=_Command,
     context_settings={"ignore_unknown_options": True, "help_option_names": []},
-    short_help="Operate on this app's store: status, drain, retry-failed, purge.",
 )
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @with_appcontext

@@ -64,3 +64,21 @@ def test_purge() -> None:
     out, _ = _run("purge")
     assert out == "purged 1 expired record(s)\n"
     assert store.get("old") is None
+
+
+def test_the_help_lists_every_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.core.management import load_command_class
+
+    from ..test_flask import cli_commands, lists_every_command
+
+    monkeypatch.setenv("COLUMNS", "80")
+    command = load_command_class("twilio_feedback.django", "twilio_feedback")
+    command.print_help("manage.py", "twilio_feedback")  # `manage.py help twilio_feedback`
+    assert lists_every_command(capsys.readouterr().out)
+    with pytest.raises(SystemExit) as done:  # `manage.py twilio_feedback --help`
+        command.run_from_argv(["manage.py", "twilio_feedback", "--help"])
+    assert done.value.code == 0
+    usage = capsys.readouterr().out
+    assert all(f"\n    {name} " in usage for name in cli_commands()), usage

@@ -8,8 +8,8 @@ and the ``django://`` store in the project's own database.
     TWILIO_FEEDBACK = {"STORE": "django://", "CONFIRM_PATHS": ["/confirm"]}
 
 Views read ``request.twilio_feedback`` (or :func:`confirm_result`) and send with
-:func:`get_tracker`; ``python manage.py twilio_feedback status|drain|retry-failed|purge``
-runs the operator commands on the project's settings. See the Django quickstart.
+:func:`get_tracker`; ``python manage.py twilio_feedback status|drain|report|...``
+runs the command line's commands on the project's settings. See the Django quickstart.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""``python manage.py twilio_feedback status|drain|retry-failed|purge``: the
-``twilio-feedback`` command's store operations, on the project's own settings."""
+"""``python manage.py twilio_feedback COMMAND``: the ``twilio-feedback`` command (status,
+drain, worker, report, ...), on the project's own settings."""
 
 from __future__ import annotations
 
@@ -52,11 +52,15 @@ class _Stream:
 
 
 class Command(BaseCommand):
-    help = (
-        "Operate on the twilio-feedback store of this project: status, drain, "
-        "retry-failed, purge. 'manage.py twilio_feedback --help' lists them."
-    )
     requires_system_checks: list[str] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Named from the command line's own parser (`manage.py help twilio_feedback`).
+        self.help = (
+            f"twilio-feedback on this project's store: {', '.join(cli.command_names())}. "
+            "'manage.py twilio_feedback --help' tells more."
+        )
 
     def _settings(self) -> Settings:
         try:
