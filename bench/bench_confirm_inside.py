@@ -73,7 +73,6 @@ def issue(server: Any, store_url: str, secret_key: str, count: int, twilio: Any)
         issued = list(
             fill.records(
                 count,
-                account=twilio.account_sid,
                 token_signer=fill.signer(secret_key),
                 sids=twilio.sids,
                 start=time.time(),

@@ -91,14 +91,14 @@ def _timed_confirms(store: Any, ids: list[str]) -> list[float]:
     return times
 
 
-def _fresh(store: Any, account: str, count: int, **kind: Any) -> list[str]:
-    issued = list(fill.records(count, account=account, **kind))
+def _fresh(store: Any, count: int, **kind: Any) -> list[str]:
+    issued = list(fill.records(count, **kind))
     fill.bulk_add(store, issued)
     return [item.record.tracking_id for item in issued]
 
 
-def _claims(store: Any, account: str, calls: int) -> list[float]:
-    _fresh(store, account, calls * CLAIM_BATCH, state="confirmed")
+def _claims(store: Any, calls: int) -> list[float]:
+    _fresh(store, calls * CLAIM_BATCH, state="confirmed")
     times = []
     for _ in range(calls):
         now = time.time()
@@ -133,7 +133,6 @@ def _backend(
     small_url, large_url = _stores(backend, *servers) if backend != "memory" else ("", "")
     key = secrets.token_urlsafe(32)
     signer = fill.signer(key)
-    account = fake.account_sid
     sids = fake.add_messages(1_000)  # so that the startup's confirm is reported, not refused
     small, large = _open(backend, small_url, SMALL), _open(backend, large_url, sizes.large)
     try:
@@ -141,7 +140,7 @@ def _backend(
         tokens: dict[str, list[str]] = {}
         started = time.perf_counter()
         for name, store, count in (("small", small, SMALL), ("large", large, sizes.large)):
-            issued = fill.records(count, account=account, token_signer=signer, sids=sids)
+            issued = fill.records(count, token_signer=signer, sids=sids)
             ids: list[str] = []
             kept: list[str] = []
 
@@ -166,8 +165,8 @@ def _backend(
         samples: dict[str, list[list[float]]] = {"small": [], "large": [], "old": []}
         for r in range(sizes.rounds):
             cases: list[tuple[str, Callable[[], list[float]]]] = [
-                ("small", lambda: _timed_confirms(small, _fresh(small, account, sizes.confirms))),
-                ("large", lambda: _timed_confirms(large, _fresh(large, account, sizes.confirms))),
+                ("small", lambda: _timed_confirms(small, _fresh(small, sizes.confirms))),
+                ("large", lambda: _timed_confirms(large, _fresh(large, sizes.confirms))),
                 (
                     "old",
                     lambda r=r: _timed_confirms(
@@ -210,12 +209,12 @@ def _backend(
         for r in range(sizes.rounds):
             pair = [("small", small), ("large", large)]
             for name, store in pair if r % 2 == 0 else pair[::-1]:
-                claims[name].append(_claims(store, account, sizes.claims))
-        _fresh(large, account, sizes.backlog, state="confirmed")
+                claims[name].append(_claims(store, sizes.claims))
+        _fresh(large, sizes.backlog, state="confirmed")
         for r in range(sizes.rounds):
             pair = [("small2", small), ("backlog", large)]
             for name, store in pair if r % 2 == 0 else pair[::-1]:
-                claims[name].append(_claims(store, account, sizes.claims))
+                claims[name].append(_claims(store, sizes.claims))
         _ratio_figure(
             section,
             f"{backend}: claim of {CLAIM_BATCH}, {size} / {SMALL:,} records, outbox empty",
@@ -238,7 +237,7 @@ def _backend(
             ("small", small, sizes.purge_small),
             ("large", large, sizes.purge_large),
         ):
-            _fresh(store, account, count, state="confirmed", expired=True)
+            _fresh(store, count, state="confirmed", expired=True)
             start = time.perf_counter()
             purged = store.purge(now=time.time())
             elapsed = time.perf_counter() - start
@@ -253,7 +252,7 @@ def _backend(
                 "batched, flat",
             )
         )
-        _stall(backend, large, account, sizes, section)
+        _stall(backend, large, sizes, section)
         section.notes.append(
             f"{backend}: {SMALL:,} and {sizes.large:,} records filled in {fill_seconds:.0f} s "
             f"by {how}."
@@ -263,15 +262,15 @@ def _backend(
         large.close()
 
 
-def _stall(backend: str, store: Any, account: str, sizes: Sizes, section: Section) -> None:
+def _stall(backend: str, store: Any, sizes: Sizes, section: Section) -> None:
     """Confirms every 2 ms from a thread while a purge of a large expired set runs."""
-    targets = _fresh(store, account, 30_000 if sizes.stall_set > 100_000 else 8_000)
+    targets = _fresh(store, 30_000 if sizes.stall_set > 100_000 else 8_000)
     if backend == "redis":
-        expiring = _fresh(store, account, sizes.stall_set, state="confirmed")
+        expiring = _fresh(store, sizes.stall_set, state="confirmed")
         client = store.client
         base = client.dbsize() - len(expiring)
     else:
-        _fresh(store, account, sizes.stall_set, state="confirmed", expired=True)
+        _fresh(store, sizes.stall_set, state="confirmed", expired=True)
     log: list[tuple[float, float]] = []
     failed: list[tuple[float, str]] = []
     stop = threading.Event()

@@ -170,7 +170,7 @@ def _redis_variants(client: Any, count: int) -> list[tuple[str, float]]:
     now = time.time()
 
     def shapes() -> Iterator[dict[str, Any]]:
-        for issued in fill.records(count, account=account, start=now):
+        for issued in fill.records(count, subaccount=account, start=now):
             r = issued.record
             yield {
                 "id": r.tracking_id,
@@ -316,7 +316,7 @@ def _redis_fill(
     client.flushall()
     base = _used(client)
     started = time.perf_counter()
-    issued = fill.records(count, account=account)
+    issued = fill.records(count, subaccount=account)
     if insights:  # as send() writes them with Settings.insights on (the default)
         issued = (
             fill.Issued(item.record.replace(country="US", sender=SENDER), item.token)
@@ -414,7 +414,7 @@ def _pg(count: int, section: Section) -> None:
     try:
         store = SQLStore(pg_server.fresh_database())
         started = time.perf_counter()
-        how = fill.bulk_add(store, fill.records(count, account=None))
+        how = fill.bulk_add(store, fill.records(count))
         seconds = time.perf_counter() - started
         name = store.table.name
         auto = store.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -570,7 +570,7 @@ def _sqlite(count: int, section: Section) -> None:
     path = f"{tempfile.mkdtemp(prefix='tf-size-')}/size.db"
     store = SQLStore(f"sqlite:///{path}")
     started = time.perf_counter()
-    how = fill.bulk_add(store, fill.records(count, account=None))
+    how = fill.bulk_add(store, fill.records(count))
     seconds = time.perf_counter() - started
     name = store.table.name
     with store.engine.connect() as conn:

@@ -1,9 +1,11 @@
 """Realistic records, and filling a store with them fast (size and scale benchmarks).
 
 A record is what :meth:`FeedbackTracker.bind` writes: a tracking id from the token
-signer, a message SID, the settings' account SID, ``created_at`` now and ``expires_at``
-the token's maximum age (3 days here) ahead. Records are spread over time as a sender of
-1M messages a day would make them (86.4 ms apart), so timestamps are distinct, as in life.
+signer, a message SID, no account SID (a message of the settings' own account: records
+keep ``None`` for it, ``Settings.record_account``) unless a subaccount sent it,
+``created_at`` now and ``expires_at`` the token's maximum age (3 days here) ahead. Records
+are spread over time as a sender of 1M messages a day would make them (86.4 ms apart), so
+timestamps are distinct, as in life.
 
 :func:`bulk_add` writes records exactly as ``store.add`` does, batched:
 
@@ -38,7 +40,7 @@ class Issued:
 
 
 def account_sid() -> str:
-    """A settings-like account SID."""
+    """A random account SID (a subaccount's)."""
     return "AC" + secrets.token_hex(16)
 
 
@@ -52,7 +54,7 @@ def signer(secret_key: str | None = None) -> Any:
 def records(
     count: int,
     *,
-    account: str | None,
+    subaccount: str | None = None,
     token_signer: Any = None,
     state: str = "pending",
     expired: bool = False,
@@ -61,7 +63,8 @@ def records(
 ) -> Iterator[Issued]:
     """``count`` realistic records, the newest created now.
 
-    ``account=None`` is the settings' own account, as the tracker writes it.
+    Sent from the settings' own account unless ``subaccount`` is given: the records keep
+    no account SID then, as the tracker writes them (``Settings.record_account``).
     ``state="confirmed"`` gives outbox entries (a SID, ``confirmed_at`` set, lease ended);
     ``expired=True`` puts ``expires_at`` in the past (records a purge removes). ``sids``
     are cycled through instead of fresh random SIDs (FakeTwilio knows only its own).
@@ -81,7 +84,7 @@ def records(
             tracking_id,
             expires_at=expires,
             message_sid=sid,
-            account_sid=account,
+            account_sid=subaccount,
             created_at=created,
         )
         if wanted is State.CONFIRMED:
