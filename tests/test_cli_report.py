@@ -295,9 +295,16 @@ def _seconds(value: float | None) -> float | None:
 def test_known_traffic_through_the_command(
     traffic_store: Store, fake_twilio: FakeTwilio, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    known_traffic_through_the_command(traffic_store, fake_twilio, capsys)
+
+
+def known_traffic_through_the_command(
+    traffic_store: Store, fake_twilio: FakeTwilio, capsys: pytest.CaptureFixture[str]
+) -> None:
     """tests/insights_traffic.py's four days, played into the store (past days) and through
     a tracker and FakeTwilio (today), come out of the table, --json and --csv with the
-    figures worked out by hand; purging every record changes none of them."""
+    figures worked out by hand; purging every record changes none of them. (The
+    ``django://`` store runs it in tests/django/test_insights.py.)"""
     settings = Settings(
         account_sid=fake_twilio.account_sid,
         auth_token=fake_twilio.auth_token,

@@ -2,7 +2,8 @@
 keeps them, through ``tracker.insights()``; purging and expiring records changes nothing.
 
 A store joins by implementing :class:`~twilio_feedback.stores.InsightsStore`; until then its
-case is skipped, saying so.
+case is skipped, saying so. The ``django://`` store runs the same acceptance in
+tests/django/test_insights.py (Django is set up there).
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ def wait_gone(store: Store, tracking_ids: list[str], timeout: float) -> None:
 
 
 def test_known_traffic_gives_known_insights(store: Store, fake_twilio: FakeTwilio) -> None:
+    known_traffic_gives_known_insights(store, fake_twilio)
+
+
+def known_traffic_gives_known_insights(store: Store, fake_twilio: FakeTwilio) -> None:
+    """The acceptance on ``store`` (empty, keeping insights); the Django store's test in
+    tests/django runs it on the project's databases."""
     settings = Settings(
         account_sid=fake_twilio.account_sid,
         auth_token=fake_twilio.auth_token,
