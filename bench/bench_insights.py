@@ -1,6 +1,7 @@
-"""Insights: what the per-day counts cost per send (``add``) and per confirm, on each store,
-side by side with records that carry no country (``Settings.insights=False``: nothing is
-counted), and the round trips of a counted confirm."""
+"""Insights: what the per-day counts cost per send (``add``) and per confirm, on each store
+(the ``django://`` store on SQLite and PostgreSQL included), side by side with records that
+carry no country (``Settings.insights=False``: nothing is counted), and the round trips of a
+counted confirm."""
 
 from __future__ import annotations
 
@@ -59,6 +60,44 @@ def _confirm_case(store: Any, count: int, counted: bool) -> Callable[[], float]:
     return case
 
 
+def _django_stores(pg_url: str) -> dict[str, Any]:
+    """The ``django://`` store on a SQLite file (WAL, as the Django quickstart advises) and
+    on PostgreSQL, Django configured here and both databases migrated."""
+    from urllib.parse import urlsplit
+
+    from django.conf import settings
+    from django.core.management import call_command
+
+    import django
+    from twilio_feedback.django.store import DjangoStore
+
+    pg = urlsplit(pg_url)
+    if settings.configured:  # pragma: no cover - another section set Django up first
+        raise RuntimeError("the insights bench configures Django itself; run it alone")
+    settings.configure(
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": f"{tempfile.mkdtemp()}/django.db",
+                "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+            },
+            "pg": {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": pg.path.lstrip("/"),
+                "USER": pg.username or "",
+                "HOST": pg.hostname or "",
+                "PORT": str(pg.port or ""),
+            },
+        },
+        INSTALLED_APPS=["twilio_feedback.django"],
+        USE_TZ=True,
+    )
+    django.setup()
+    for alias in ("default", "pg"):
+        call_command("migrate", database=alias, verbosity=0)
+    return {"django-sqlite": DjangoStore("default"), "django-postgresql": DjangoStore("pg")}
+
+
 def run(quick: bool = False) -> Section:
     """Measure and return the section."""
     from twilio_feedback.stores import InsightsStore, store_from_url
@@ -70,6 +109,7 @@ def run(quick: bool = False) -> Section:
         "sqlite": store_from_url(f"sqlite:///{tempfile.mkdtemp()}/bench.db"),
         "postgresql": store_from_url(pg_server.fresh_database()),
         "redis": store_from_url(redis_server.url),
+        **_django_stores(pg_server.fresh_database()),
     }
     count = 200 if quick else 1_000
     repeats = 3 if quick else 9
@@ -104,7 +144,7 @@ def run(quick: bool = False) -> Section:
                     )
                 )
             trips = _round_trips_counted(name, store)
-            if trips and name == "sqlite":
+            if trips and name.endswith("sqlite"):
                 # In process: statements of one transaction, no network between them.
                 section.figures.append(
                     Figure(
@@ -151,4 +191,17 @@ def _round_trips_counted(name: str, store: Any) -> int:
         country="US",
         sender=SENDER,
     )
+    if name.startswith("django"):
+        from django.db import connections
+
+        store.add(record)
+        seen: list[str] = []
+
+        def count(execute: Any, sql: str, *args: Any) -> Any:
+            seen.append(sql)
+            return execute(sql, *args)
+
+        with connections[store.alias].execute_wrapper(count):
+            store.confirm("rt", now=now, lease_until=now + 60, keep_until=now + 60)
+        return len(seen)
     return _round_trips(name, store, record)
