@@ -31,6 +31,7 @@ from typing import Any
 
 from .bench_confirm_inside import issue, store_urls
 from .common import Figure, Section, median, spread
+from .serve import PURE_PYTHON, STANDARD
 
 CONNECTIONS = 20
 BACKENDS = ["memory", "sqlite", "postgresql", "redis"]
@@ -50,6 +51,18 @@ if os.environ.get("BENCH_VARIANTS"):
     REPORTER_VARIANTS = os.environ["BENCH_VARIANTS"].split(",")
 SCALING = [b for b in SCALING if b in BACKENDS and os.environ.get("BENCH_SCALING") != "0"]
 PROFILED = [b for b in PROFILED if b in BACKENDS]
+
+# uvicorn's HTTP parser and event loop: the pure-Python pair (its default without extras)
+# and uvicorn[standard]'s (httptools and uvloop: what most deployments install), each server
+# configuration measured on its own lines. BENCH_STACKS=h11 or BENCH_STACKS=httptools runs
+# one of them.
+STACKS = {"h11 + asyncio": PURE_PYTHON, "httptools + uvloop": STANDARD}
+if os.environ.get("BENCH_STACKS"):
+    STACKS = {
+        name: args
+        for name, args in STACKS.items()
+        if any(name.startswith(wanted) for wanted in os.environ["BENCH_STACKS"].split(","))
+    }
 
 # BENCH_BASELINE=<git ref> (e.g. main): each backend also runs a server with that ref's
 # twilio_feedback, its rounds interleaved with this tree's: before and after in one run.
@@ -394,6 +407,7 @@ def run(quick: bool = False) -> Section:
     started = time.perf_counter()
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     tool = "wrk" if shutil.which("wrk") else "bench.loadgen (Python; wrk is missing)"
+    stacks, missing = _stacks()
     redis_server, pg_server = _servers()
     profiles: dict[str, Any] = {}
     baseline = baseline_env(BASELINE) if BASELINE else {}
@@ -410,40 +424,48 @@ def run(quick: bool = False) -> Section:
                     codes: list[tuple[str | None, dict[str, str]]] = [(None, {})]
                     if BASELINE:
                         codes.insert(0, (BASELINE, baseline))
-                    benches: list[tuple[str | None, Bench, str]] = []
+                    benches: list[tuple[tuple[str | None, str], Bench, str]] = []
                     try:
                         for code, env in codes:
-                            key = secrets.token_urlsafe(32)
-                            server = AppServer(
-                                twilio, url, key, cpus="0", extra_env={**extra, **env}
-                            )
-                            stores = _store_pids(backend, redis_server, pg_server)
-                            benches.append((code, Bench(server, stores, twilio, "1"), key))
+                            for stack, args in stacks.items():
+                                key = secrets.token_urlsafe(32)
+                                server = AppServer(
+                                    twilio,
+                                    url,
+                                    key,
+                                    cpus="0",
+                                    extra_env={**extra, **env},
+                                    stack=args,
+                                )
+                                stores = _store_pids(backend, redis_server, pg_server)
+                                bench = Bench(server, stores, twilio, "1")
+                                benches.append(((code, stack), bench, key))
                         results = _single(benches, url, twilio, seconds, rounds)
                         if backend in PROFILED and variant == "thread":
-                            for code, bench, key in benches:
-                                name = backend if code is None else f"{backend}, {code}"
+                            for (code, stack), bench, key in benches:
+                                name = f"{backend}, {stack}" + (f", {code}" if code else "")
                                 profiles[name] = _profiled(bench, url, key, twilio, seconds)
                     finally:
                         for _, bench, _ in benches:
                             bench.server.stop()
-                    for (code, _, _), result in zip(benches, results, strict=True):
-                        _report_single(section, backend, variant, result, code)
+                    for ((code, stack), _, _), result in zip(benches, results, strict=True):
+                        _report_single(section, backend, variant, result, code, stack)
             for backend in SCALING:
-                pin([redis_server.process.pid, *postgres_pids(pg_server)], "0,1")
-                url = store_urls(redis_server, pg_server)[backend]
-                rows = []
-                for workers in worker_counts:
-                    key = secrets.token_urlsafe(32)
-                    server = AppServer(twilio, url, key, workers=workers)
-                    try:
-                        bench = Bench(
-                            server, _store_pids(backend, redis_server, pg_server), twilio, None
-                        )
-                        rows.append((workers, *_scaled(bench, url, key, twilio, seconds)))
-                    finally:
-                        server.stop()
-                _report_scaling(section, backend, rows)
+                for stack, args in stacks.items():
+                    pin([redis_server.process.pid, *postgres_pids(pg_server)], "0,1")
+                    url = store_urls(redis_server, pg_server)[backend]
+                    rows = []
+                    for workers in worker_counts:
+                        key = secrets.token_urlsafe(32)
+                        server = AppServer(twilio, url, key, workers=workers, stack=args)
+                        try:
+                            bench = Bench(
+                                server, _store_pids(backend, redis_server, pg_server), twilio, None
+                            )
+                            rows.append((workers, *_scaled(bench, url, key, twilio, seconds)))
+                        finally:
+                            server.stop()
+                    _report_scaling(section, f"{backend}, {stack}", rows)
     finally:
         redis_server.stop()
         pg_server.stop()
@@ -491,8 +513,12 @@ def run(quick: bool = False) -> Section:
         "much less.",
         "Scaling runs: nothing pinned; wrk with 2 threads; CPU of every party in % of the "
         "machine's 2 cores (200% = both full).",
-        "uvicorn's default HTTP and loop here: h11 and asyncio (uvloop and httptools are not "
-        "installed); redis-py without hiredis.",
+        "Server configurations (uvicorn's HTTP parser and event loop), each on lines of its "
+        f"own: {'; '.join(name + ': ' + ' '.join(args) for name, args in stacks.items())} "
+        "(h11 + asyncio: uvicorn's default without extras; httptools + uvloop: its default "
+        "with uvicorn[standard], what most deployments install). Both servers of a backend "
+        "run at once, their rounds interleaved. redis-py without hiredis.",
+        *missing,
         f"{time.perf_counter() - started:.0f} s for this section; load average {load_before} "
         f"before, {' '.join(f'{x:.1f}' for x in os.getloadavg())} after (other work on this "
         "machine shares its cores).",
@@ -511,6 +537,22 @@ def run(quick: bool = False) -> Section:
             "REPORTER_VARIANTS in bench/bench_throughput.py picks it up when it lands."
         )
     return section
+
+
+def _stacks() -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """The server configurations this machine can run, and notes on those it cannot."""
+    import importlib.util
+
+    stacks, missing = {}, []
+    for name, args in STACKS.items():
+        absent = [
+            m for m in ("httptools", "uvloop") if m in args and not importlib.util.find_spec(m)
+        ]
+        if absent:
+            missing.append(f"{name}: not measured ({' and '.join(absent)} not installed).")
+        else:
+            stacks[name] = args
+    return stacks, missing
 
 
 def post_cpu(twilio: Any, posts: int = 1000, rounds: int = 7) -> list[Figure]:
@@ -568,7 +610,7 @@ def post_cpu(twilio: Any, posts: int = 1000, rounds: int = 7) -> list[Figure]:
 
 
 def _single(
-    benches: list[tuple[str | None, Bench, str]],
+    benches: list[tuple[Any, Bench, str]],
     url: str,
     twilio: Any,
     seconds: float,
@@ -641,13 +683,19 @@ def _profiled(bench: Bench, url: str, key: str, twilio: Any, seconds: float) -> 
 
 
 def _report_single(
-    section: Section, backend: str, variant: str, result: dict[str, Any], code: str | None = None
+    section: Section,
+    backend: str,
+    variant: str,
+    result: dict[str, Any],
+    code: str | None = None,
+    stack: str | None = None,
 ) -> None:
     bare, confirm = result["phases"]["bare"], result["phases"]["confirm"]
     ratios = [c.rate / b.rate for b, c in zip(bare, confirm, strict=True)]
     lo, hi = spread([c.rate for c in confirm])
     blo, bhi = spread([b.rate for b in bare])
-    label = backend if variant == "thread" else f"{backend}, reporter={variant}"
+    label = backend + (f", {stack}" if stack else "")
+    label += "" if variant == "thread" else f", reporter={variant}"
     label += f" (baseline: {code})" if code else ""
     bare_cpu = median([b.cpu_per_request() for b in bare])
     confirm_cpu = median([c.cpu_per_request() for c in confirm])

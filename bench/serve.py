@@ -12,12 +12,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 TICK = os.sysconf("SC_CLK_TCK")
+
+PURE_PYTHON = ("--http", "h11", "--loop", "asyncio")
+"""uvicorn's pure-Python HTTP parser and event loop: its default without ``uvicorn[standard]``."""
+STANDARD = ("--http", "httptools", "--loop", "uvloop")
+"""What ``uvicorn[standard]`` (httptools and uvloop installed) makes uvicorn's default."""
 
 
 def taskset(cpus: str | None) -> list[str]:
@@ -155,7 +160,9 @@ def baseline_env(ref: str) -> dict[str, str]:
 
 
 class AppServer:
-    """``bench.inside_app`` under uvicorn in a subprocess, on ``cpus`` if given."""
+    """``bench.inside_app`` under uvicorn in a subprocess, on ``cpus`` if given, with the
+    HTTP parser and event loop of ``stack`` (:data:`PURE_PYTHON` unless told: uvicorn's
+    default would change with what is installed)."""
 
     def __init__(
         self,
@@ -167,6 +174,7 @@ class AppServer:
         cpus: str | None = None,
         timing: bool = False,
         extra_env: dict[str, str] | None = None,
+        stack: Sequence[str] = PURE_PYTHON,
     ) -> None:
         self.port = free_port()
         env = {
@@ -198,6 +206,7 @@ class AppServer:
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                *stack,
             ],
             env=env,
         )
