@@ -38,7 +38,24 @@ from ..insights import TTC_COLUMNS as _TTC
 from ..records import RECORD_FIELDS as _COLUMNS
 from ..records import Record, State
 from ..settings import redact_url
-from .base import ERROR_MESSAGE_LENGTH, BaseStore, InsightsStore, clip_error_message
+from ._sqlraw import (
+    RawPool,
+    SASession,
+    Session,
+    Statements,
+    StoreThread,
+    StoreThreadAsyncStore,
+    instrumented,
+    raw_driver,
+)
+from .base import (
+    ERROR_MESSAGE_LENGTH,
+    AsyncStore,
+    BaseStore,
+    InsightsStore,
+    ThreadedAsyncStore,
+    clip_error_message,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine, Table
@@ -130,6 +147,10 @@ def _execute(statement: Any, params: Mapping[str, Any], conn: Connection) -> Any
     return conn.execute(statement, params)
 
 
+def _rowcount(statement: Any, params: Mapping[str, Any], s: Session) -> int:
+    return s.rowcount(statement, params)
+
+
 class SQLStore(BaseStore, InsightsStore):
     """A :class:`~twilio_feedback.stores.Store` in one SQL table, on SQLite or PostgreSQL.
 
@@ -150,8 +171,11 @@ class SQLStore(BaseStore, InsightsStore):
     statement), each outcome and :meth:`requeue_failed` a conditional ``UPDATE``;
     :meth:`renew` takes one per 500 records held. A change the insights count
     (:class:`~twilio_feedback.stores.InsightsStore`) upserts its row of ``<table>_daily``
-    in the same statement on PostgreSQL, in the same transaction on SQLite. The async
-    twin runs these in a worker thread. Expired records stay until :meth:`purge` deletes
+    in the same statement on PostgreSQL, in the same transaction on SQLite. These run on
+    the driver's own connections (sqlite3, psycopg), compiled once, rather than through
+    SQLAlchemy's ``Connection.execute`` each time (which other drivers, and engines with
+    statement listeners, keep); the async twin runs them in threads of the store's
+    (:meth:`as_async`). Expired records stay until :meth:`purge` deletes
     them, ``purge_batch`` at most a transaction, pausing between two as long as a batch
     took: a purge of a million records never holds SQLite's one write lock (or a
     PostgreSQL server's attention) for more than a few milliseconds at a time, so
@@ -249,7 +273,14 @@ class SQLStore(BaseStore, InsightsStore):
             *(sa.Column(name, sa.Integer, nullable=False, default=0) for name in _CELL),
         )
         self._sql = self._statements(sa)
+        self._sql.update(self._lookups(sa))
         self._prepared: dict[Hashable, Any] = {}
+        self._statements_raw = Statements(self.engine.dialect)
+        self._raw: RawPool | None = None
+        if raw_driver(self.engine):
+            self._raw = RawPool(self.engine, self._statements_raw)
+        threads = 1 if self.dialect == "sqlite" or self._raw is None else self._raw.size
+        self._threads = StoreThread(threads)
         self._created = not create
         self._create_lock = threading.Lock()
 
@@ -531,6 +562,19 @@ class SQLStore(BaseStore, InsightsStore):
             "purge": purge,
         }
 
+    def _lookups(self, sa: Any) -> dict[str, Any]:
+        """The statements of :meth:`get` and :meth:`attach_sid`, built once like the rest."""
+        t = self.table
+        c = t.c
+        p = sa.bindparam
+        return {
+            "get": sa.select(t).where(c.tracking_id == p("id")),
+            "attach_sid": t.update()
+            .where(c.tracking_id == p("id"))
+            .values(message_sid=p("sid"), account_sid=p("account"))
+            .returning(*t.c),
+        }
+
     def _tally(
         self, changed: Any, column: str, by: int, *, ttc: bool = False, where: Any = None
     ) -> Any:
@@ -587,7 +631,7 @@ class SQLStore(BaseStore, InsightsStore):
         *,
         unsent: bool = False,
         params: Mapping[str, Any] | None = None,
-    ) -> Callable[[Connection], list[Any]]:
+    ) -> list[Any]:
         """Run the statement ``build()`` makes (``... RETURNING`` the rows it changed,
         built once per ``key``) and add ``by`` to ``column`` in their cells (with
         ``unsent``, of those without a message SID only), atomically: on PostgreSQL in the
@@ -602,19 +646,19 @@ class SQLStore(BaseStore, InsightsStore):
                 statement = self._sa.select(*changed.c).add_cte(tally)
             self._prepared[key] = statement
         if self.dialect == "postgresql":
-            return lambda conn: list(conn.execute(statement, params).mappings().all())
+            return self._call(lambda s: s.all(statement, params))
 
-        def work(conn: Connection) -> list[Any]:
-            rows = list(conn.execute(statement, params).mappings().all())
+        def work(s: Session) -> list[Any]:
+            rows = s.all(statement, params)
             counted = [row for row in rows if not unsent or row["message_sid"] is None]
-            self._count_rows(conn, counted, column, by)
+            self._count_rows(s, counted, column, by)
             return rows
 
-        return work
+        return self._call(work, transaction=True)
 
     def _count_rows(
         self,
-        conn: Connection,
+        s: Session,
         rows: Sequence[Any],
         column: str,
         by: int,
@@ -634,7 +678,7 @@ class SQLStore(BaseStore, InsightsStore):
             if ttc is not None:
                 cell[_TTC[ttc_bucket(ttc - row["created_at"])]] += 1
         if cells:
-            conn.execute(self._sql["count"], list(cells.values()))
+            s.many(self._sql["count"], list(cells.values()))
 
     # -- execution -------------------------------------------------------------------
 
@@ -673,16 +717,30 @@ class SQLStore(BaseStore, InsightsStore):
         with self._connect() as conn:
             return work(conn)
 
-    def _one(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
-        return self._run(lambda conn: conn.execute(statement, params).mappings().first())
+    def _call(
+        self, work: Callable[[Session], _T], *, transaction: bool = False, write: bool = True
+    ) -> _T:
+        """``work`` on a session: the driver's own connection (``stores._sqlraw``) where it
+        can, else a SQLAlchemy ``Connection`` (another driver, or an engine whose
+        statements someone listens to). ``transaction``: the work's statements commit
+        together (SQLite; on PostgreSQL every operation is one statement). ``write``: on
+        SQLite, inside this process's write lock (:meth:`_writing`)."""
+        self._ensure_created()
+        if write and self._write_key is not None:
+            with self._writing():
+                return self._session(work, transaction)
+        return self._session(work, transaction)
 
-    def _update(self, tracking_id: str, **values: Any) -> Record | None:
-        t = self.table
-        return _row(
-            self._one(
-                t.update().where(t.c.tracking_id == tracking_id).values(**values).returning(*t.c)
-            )
-        )
+    def _session(self, work: Callable[[Session], _T], transaction: bool) -> _T:
+        raw = self._raw
+        if raw is not None and not instrumented(self.engine):
+            return raw.run(work, transaction=transaction)
+        return self._run(lambda conn: work(SASession(conn)))
+
+    def _one(
+        self, statement: Any, params: Mapping[str, Any] | None = None, *, write: bool = True
+    ) -> Any:
+        return self._call(lambda s: s.first(statement, params), write=write)
 
     # -- the Store protocol ----------------------------------------------------------
 
@@ -690,29 +748,25 @@ class SQLStore(BaseStore, InsightsStore):
         values = {k: v for k, v in record.to_dict().items() if k in _COLUMNS}
         values["error_message"] = clip_error_message(values["error_message"])
         if record.country is None:
-            with self._writing():
-                self._run(lambda conn: conn.execute(self._sql["add"], values))
+            self._call(functools.partial(_rowcount, self._sql["add"], values))
             return
         c = self.table.c
-        counted = self._counted(
+        self._counted(
             "add",
             lambda: self._sql["add"].returning(c.created_at, c.country, c.sender),
             "sent",
             1,
             params=values,
         )
-        with self._writing():
-            self._run(counted)
 
     def get(self, tracking_id: str) -> Record | None:
-        t = self.table
-        return _row(self._one(self._sa.select(t).where(t.c.tracking_id == tracking_id)))
+        return _row(self._one(self._sql["get"], {"id": tracking_id}, write=False))
 
     def attach_sid(
         self, tracking_id: str, message_sid: str, account_sid: str | None
     ) -> Record | None:
-        with self._writing():
-            return self._update(tracking_id, message_sid=message_sid, account_sid=account_sid)
+        params = {"id": tracking_id, "sid": message_sid, "account": account_sid}
+        return _row(self._one(self._sql["attach_sid"], params))
 
     def delete(self, tracking_id: str) -> None:
         t = self.table
@@ -726,10 +780,7 @@ class SQLStore(BaseStore, InsightsStore):
             )
 
         # A record Twilio refused (no message SID) was never sent: its send is uncounted.
-        with self._writing():
-            self._run(
-                self._counted("delete", build, "sent", -1, unsent=True, params={"id": tracking_id})
-            )
+        self._counted("delete", build, "sent", -1, unsent=True, params={"id": tracking_id})
 
     def confirm(
         self, tracking_id: str, *, now: float, lease_until: float, keep_until: float
@@ -739,52 +790,39 @@ class SQLStore(BaseStore, InsightsStore):
             row = self._one(self._sql["confirm"], params)
             return (bool(row["won"]), _row(row)) if row is not None else (False, None)
 
-        def work(conn: Connection) -> Any:
-            row = conn.execute(self._sql["confirm"], params).mappings().first()
+        def work(s: Session) -> Any:
+            row = s.first(self._sql["confirm"], params)
             if row is not None:
-                self._count_rows(conn, [row], "confirmed", 1, ttc=now)
+                self._count_rows(s, [row], "confirmed", 1, ttc=now)
             return row
 
-        with self._writing():
-            row = self._run(work)
+        row = self._call(work, transaction=True)
         if row is not None:
             return True, _row(row)
         return False, self.get(tracking_id)
 
     def claim(self, *, now: float, lease_until: float, limit: int) -> list[Record]:
         params = {"now": now, "lease": lease_until, "limit": limit}
-        with self._writing():
-            rows = self._run(lambda conn: conn.execute(self._sql["claim"], params).mappings().all())
-        return _rows(rows)
+        return _rows(self._call(lambda s: s.all(self._sql["claim"], params)))
 
     def renew(self, held: Sequence[tuple[str, str]], *, lease_until: float) -> int:
         pairs = [(tracking_id, message_sid) for tracking_id, message_sid in held]
         count = 0
         for first in range(0, len(pairs), RENEW_BATCH):
             params = {"held": pairs[first : first + RENEW_BATCH], "lease": lease_until}
-            with self._writing():
-                result = self._run(functools.partial(_execute, self._sql["renew"], params))
-            count += int(result.rowcount)
+            count += self._call(functools.partial(_rowcount, self._sql["renew"], params))
         return count
 
     def _outcome(self, tracking_id: str, message_sid: str, changes: Mapping[str, Any]) -> bool:
         c = self.table.c
-        statement = (
-            self.table.update()
-            .where(
-                c.tracking_id == tracking_id,
-                c.message_sid == message_sid,
-                c.state == State.CONFIRMED.value,
-            )
-            .values(**changes)
-        )
-        state = changes.get("state")
-        if state is None:  # defer: counts nothing
-            with self._writing():
-                result = self._run(lambda conn: conn.execute(statement))
-            return bool(result.rowcount)
-        column = "reported" if State(state) is State.REPORTED else "failed"
         p = self._sa.bindparam
+        params = {"id": tracking_id, "sid": message_sid}
+        params.update(
+            {
+                f"new_{name}": value.value if isinstance(value, State) else value
+                for name, value in changes.items()
+            }
+        )
 
         def build() -> Any:
             return (
@@ -795,14 +833,21 @@ class SQLStore(BaseStore, InsightsStore):
                     c.state == State.CONFIRMED.value,
                 )
                 .values({name: p(f"new_{name}") for name in changes})
-                .returning(c.created_at, c.country, c.sender)
             )
 
-        params = {"id": tracking_id, "sid": message_sid}
-        params.update({f"new_{name}": value for name, value in changes.items()})
-        counted = self._counted((column, *changes), build, column, 1, params=params)
-        with self._writing():
-            return bool(self._run(counted))
+        state = changes.get("state")
+        if state is None:  # defer: counts nothing
+            key = ("defer", *changes)
+            statement = self._prepared.get(key)
+            if statement is None:
+                statement = self._prepared[key] = build()
+            return bool(self._call(functools.partial(_rowcount, statement, params)))
+        column = "reported" if State(state) is State.REPORTED else "failed"
+        returning = (c.created_at, c.country, c.sender)
+        rows = self._counted(
+            (column, *changes), lambda: build().returning(*returning), column, 1, params=params
+        )
+        return bool(rows)
 
     def purge(self, *, now: float) -> int:
         """Delete the records whose ``expires_at`` is at or before ``now``; return how
@@ -866,9 +911,24 @@ class SQLStore(BaseStore, InsightsStore):
         return None if found is None else float(found)
 
     def close(self) -> None:
-        """Dispose of the engine if this store created it."""
+        """Close the store's connections, and dispose of the engine if this store created
+        it."""
+        self._threads.stop()
+        if self._raw is not None:
+            self._raw.dispose()
         if self._owns_engine:
             self.engine.dispose()
+
+    # -- async -----------------------------------------------------------------------
+
+    def as_async(self) -> AsyncStore:
+        """The async twin: the sync operations off the event loop, in threads of the
+        store's fed by a queue (one on SQLite, which takes one writer at a time; as many
+        as the engine's pool keeps on PostgreSQL). With another driver, or an engine with
+        statement listeners, in a worker thread (``asyncio.to_thread``)."""
+        if self._raw is not None and not instrumented(self.engine):
+            return StoreThreadAsyncStore(self, self._threads)
+        return ThreadedAsyncStore(self)
 
     # -- operator commands (AdminStore) ------------------------------------------------
 
@@ -886,15 +946,14 @@ class SQLStore(BaseStore, InsightsStore):
     def requeue_failed(self, *, now: float, keep_until: float) -> int:
         params = {"now": now, "keep": keep_until}
         c = self.table.c
-        counted = self._counted(
+        rows = self._counted(
             "requeue",
             lambda: self._sql["requeue"].returning(c.created_at, c.country, c.sender),
             "failed",
             -1,
             params=params,
         )
-        with self._writing():
-            return len(self._run(counted))
+        return len(rows)
 
     # -- conversion insights (InsightsStore) -------------------------------------------
 
