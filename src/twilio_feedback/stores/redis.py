@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     import redis as redis_lib
     import redis.asyncio as redis_async
 
+    from ._resp import RespClient
+
 __all__ = [
     "AsyncRedisStore",
     "RedisStore",
@@ -540,42 +542,77 @@ class RedisStore(BaseStore, InsightsStore):
         return AsyncRedisStore(self)
 
 
-def _queue_add(pipe: Any, store: RedisStore, record: Record) -> None:
+def _add_commands(store: RedisStore, record: Record) -> list[tuple[Any, ...]]:
+    """The commands :meth:`RedisStore.add` runs in one ``MULTI``."""
     key = store.key(record.tracking_id)
     at = int(record.expires_at * 1000)
+    commands: list[tuple[Any, ...]] = []
     if at > 0:
-        pipe.set(key, pack_record(record), pxat=at)
+        commands.append(("SET", key, pack_record(record), "PXAT", at))
     else:  # expired long ago (SET refuses a time <= 0)
-        pipe.delete(key)
+        commands.append(("DEL", key))
     if record.state is State.CONFIRMED and record.message_sid:
-        pipe.zadd(store.outbox, {record.tracking_id: record.lease_until})
+        commands.append(("ZADD", store.outbox, repr(record.lease_until), record.tracking_id))
     else:
-        pipe.zrem(store.outbox, record.tracking_id)
+        commands.append(("ZREM", store.outbox, record.tracking_id))
     if record.country is not None:
         field = f"{_SENT}:{record.country}:{record.sender or UNKNOWN_SENDER}"
-        pipe.hincrby(f"{store.insights_prefix}{day_number(record.created_at)}", field, 1)
+        day = f"{store.insights_prefix}{day_number(record.created_at)}"
+        commands.append(("HINCRBY", day, field, 1))
+    return commands
+
+
+def _queue_add(pipe: Any, store: RedisStore, record: Record) -> None:
+    for command in _add_commands(store, record):
+        pipe.execute_command(*command)
+
+
+def _lean_client(store: RedisStore) -> RespClient | None:
+    """The lean client for the store's URL (see ``stores/_resp.py``), or ``None`` where
+    redis-py's asyncio client serves: hiredis missing, a URL other than a plain
+    ``redis://`` one, or options only redis-py knows."""
+    try:
+        from ._resp import RespClient, lean_options
+    except ImportError:  # hiredis is not installed
+        return None
+    options = lean_options(store.url) if store.url is not None else None
+    if options is None:
+        return None
+    return RespClient(options, timeout=store.socket_timeout, connect_timeout=store.connect_timeout)
 
 
 class AsyncRedisStore(AsyncStore):
-    """The async operations the tracker needs, on ``redis.asyncio``, sharing the sync
-    store's keys and scripts. Built by :meth:`RedisStore.as_async`."""
+    """The async operations the tracker needs, sharing the sync store's keys and scripts.
+    Built by :meth:`RedisStore.as_async`.
+
+    On a store built from a plain ``redis://`` URL with hiredis installed, the calls go
+    through a lean pipelined connection (``stores/_resp.py``); with ``async_client=``,
+    another kind of URL or without hiredis, through ``redis.asyncio``.
+    """
 
     def __init__(self, store: RedisStore) -> None:
         import redis.asyncio
 
         self.store = store
+        self._lean: RespClient | None = None
+        self._redis: redis_async.Redis | None = None
         if store.async_client is not None:
-            self.client: redis_async.Redis = store.async_client
+            self._redis = store.async_client
             self._owns_client = False
         elif store.url is None:
             raise ValueError("the store was given a client: pass async_client= as well")
         else:
-            self.client = redis.asyncio.Redis.from_url(
-                store.url,
-                socket_timeout=store.socket_timeout,
-                socket_connect_timeout=store.connect_timeout,
-            )
+            self._lean = _lean_client(store)
+            if self._lean is None:
+                self._redis = redis.asyncio.Redis.from_url(
+                    store.url,
+                    socket_timeout=store.socket_timeout,
+                    socket_connect_timeout=store.connect_timeout,
+                )
             self._owns_client = True
+        client = self._lean or self._redis
+        assert client is not None
+        self.client: redis_async.Redis | RespClient = client
         self._connection_error: type[Exception] = redis.exceptions.ConnectionError
         self._confirm = self.client.register_script(_CONFIRM)
         self._delete = self.client.register_script(_DELETE)
@@ -589,16 +626,25 @@ class AsyncRedisStore(AsyncStore):
             # server closed, and each fails its next command: its pool check is skipped
             # while maintenance notifications are "auto" (redis-py's default), and cannot
             # see an EOF the event loop has not read yet. The sync client reconnects by
-            # itself. Drop the idle connections and try once more on fresh ones: every
-            # operation here can be repeated (a confirm that did run the first time finds
-            # its record confirmed, a duplicate, and the sweep reports it).
-            await self.client.connection_pool.disconnect(inuse_connections=False)
+            # itself. Drop the idle connections and try once more on fresh ones (the lean
+            # client has dropped its failed connection already): every operation here
+            # can be repeated (a confirm that did run the first time finds its record
+            # confirmed, a duplicate, and the sweep reports it).
+            if self._redis is not None:
+                await self._redis.connection_pool.disconnect(inuse_connections=False)
             return await operation()
 
     async def add(self, record: Record) -> None:
+        lean = self._lean
+        if lean is not None:
+            commands = _add_commands(self.store, record)
+            await self._run(lambda: lean.transaction(commands))
+            return
+        client = self._redis
+        assert client is not None
 
         async def add() -> None:
-            async with self.client.pipeline(transaction=True) as pipe:
+            async with client.pipeline(transaction=True) as pipe:
                 _queue_add(pipe, self.store, record)
                 await pipe.execute()
 
@@ -632,6 +678,6 @@ class AsyncRedisStore(AsyncStore):
         return bool(reply[0]), _unpack(tracking_id, reply[1]) if len(reply) > 1 else None
 
     async def aclose(self) -> None:
-        """Close the async pool if this twin created it."""
+        """Close the async connections if this twin made them."""
         if self._owns_client:
             await self.client.aclose()
