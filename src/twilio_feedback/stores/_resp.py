@@ -45,6 +45,12 @@ def lean_options(url: str) -> dict[str, Any] | None:
     return options if _LEAN_OPTIONS.issuperset(options) else None
 
 
+def _copy(error: Exception) -> Exception:
+    # Each waiting call raises its own exception: one instance raised in many tasks
+    # would collect all their tracebacks.
+    return type(error)(*error.args)
+
+
 class _Connection(asyncio.Protocol):
     """One TCP connection: requests written in order, replies matched in order."""
 
@@ -100,7 +106,7 @@ class _Connection(asyncio.Protocol):
         """Write ``packed`` (``replies`` commands); the future gets the last reply."""
         future: asyncio.Future[Any] = self.loop.create_future()
         if self.failure is not None:
-            future.set_exception(self.failure)
+            future.set_exception(_copy(self.failure))
             return future
         deadline = self.loop.time() + timeout if timeout is not None else float("inf")
         pending = self.pending
@@ -135,7 +141,7 @@ class _Connection(asyncio.Protocol):
         while self.pending:
             future = self.pending.popleft()[0]
             if future is not None and not future.done():
-                future.set_exception(error)
+                future.set_exception(_copy(error))
         if self.transport is not None:
             self.transport.abort()
 
