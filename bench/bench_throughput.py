@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -94,6 +95,10 @@ class Phase:
     def cpu_per_request(self) -> float:
         """Server CPU seconds per request, its reports included."""
         return (self.server + self.drain) / max(self.requests, 1)
+
+
+def _hiredis() -> bool:
+    return importlib.util.find_spec("hiredis") is not None
 
 
 def _wrk(
@@ -517,7 +522,9 @@ def run(quick: bool = False) -> Section:
         f"own: {'; '.join(name + ': ' + ' '.join(args) for name, args in stacks.items())} "
         "(h11 + asyncio: uvicorn's default without extras; httptools + uvloop: its default "
         "with uvicorn[standard], what most deployments install). Both servers of a backend "
-        "run at once, their rounds interleaved. redis-py without hiredis.",
+        f"run at once, their rounds interleaved. hiredis "
+        f"{'installed' if _hiredis() else 'not installed'} (the Redis store's async twin on "
+        "its lean connection with it, on redis.asyncio without).",
         *missing,
         f"{time.perf_counter() - started:.0f} s for this section; load average {load_before} "
         f"before, {' '.join(f'{x:.1f}' for x in os.getloadavg())} after (other work on this "
