@@ -72,6 +72,34 @@ async def test_concurrent_calls_share_one_connection_each_with_its_own_answer(
     await twin.aclose()
 
 
+async def test_calls_cancelled_while_waiting_leave_the_others_their_answers(
+    store: RedisStore,
+) -> None:
+    twin = _lean(store)
+    ids = [f"t{n}" for n in range(20)]
+    now = _add(store, *ids)
+    assert await twin.confirm("unknown", now=now, lease_until=now, keep_until=now) == (False, None)
+    calls = [
+        asyncio.ensure_future(twin.confirm(t, now=now, lease_until=now, keep_until=now))
+        for t in ids
+    ]
+    await asyncio.sleep(0)  # one turn of the loop, not a wait: each call written, none read
+    for call in calls[::2]:
+        call.cancel()
+    answers = await asyncio.gather(*calls[1::2])
+    assert [record.tracking_id for _, record in answers if record] == ids[1::2]
+    # The next calls read their own replies, not the cancelled calls'.
+    won, record = await twin.confirm("t0", now=now, lease_until=now, keep_until=now)
+    assert won is False  # the cancelled call did run in Redis
+    assert record is not None
+    assert record.tracking_id == "t0"
+    assert (await twin.confirm("unknown", now=now, lease_until=now, keep_until=now)) == (
+        False,
+        None,
+    )
+    await twin.aclose()
+
+
 async def test_scripts_flushed_from_redis_are_loaded_again(store: RedisStore) -> None:
     twin = _lean(store)
     now = _add(store, "a", "b")
