@@ -212,7 +212,7 @@ def unpack_record(tracking_id: str, value: bytes) -> Record:
         data["sender"] = value[pos : pos + 2].decode() + value[pos + 2 : pos + 18].hex()
     elif flags & _SENDER_TEXT:
         data["sender"] = text(2)
-    return Record.from_dict(data)
+    return Record(**data)
 
 
 def _pairs(reply: Any) -> list[tuple[Any, Any]]:
