@@ -246,9 +246,11 @@ class RespClient:
         except OSError as exc:
             raise redis.exceptions.ConnectionError(f"Error connecting to {where}: {exc}") from exc
         setup: list[tuple[Any, ...]] = []
-        if self._password is not None:
-            auth = (self._password,) if self._username is None else (self._username, self._password)
-            setup.append(("AUTH", *auth))
+        if self._username or self._password:  # as redis-py does
+            password = self._password or ""
+            setup.append(
+                ("AUTH", self._username, password) if self._username else ("AUTH", password)
+            )
         if self.db:
             setup.append(("SELECT", self.db))
         for command in setup:
