@@ -248,3 +248,19 @@ async def main():
 asyncio.run(main())
 """
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+def test_the_lean_connection_runs_on_uvloop(store: RedisStore) -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def confirm() -> tuple[bool, Record | None]:
+        twin = _lean(store)
+        try:
+            return await twin.confirm("a", now=now, lease_until=now, keep_until=now)
+        finally:
+            await twin.aclose()
+
+    now = _add(store, "a")
+    won, record = uvloop.run(confirm())
+    assert won
+    assert record is not None
