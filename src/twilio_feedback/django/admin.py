@@ -13,11 +13,29 @@ from ..insights import TTC_BUCKETS
 from ..report import within_bound
 from .models import FeedbackDaily, FeedbackRecord
 
-__all__ = ["FeedbackDailyAdmin", "FeedbackRecordAdmin"]
+__all__ = ["FeedbackDailyAdmin", "FeedbackRecordAdmin", "ReadOnlyAdmin"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """An admin that shows and never writes: the store's own statements change these rows
+    (records come from sent messages and go with the purge; the insights' counts change
+    with the records they count and outlive them)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Nothing is added here."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Nothing is changed here."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Nothing is deleted here."""
+        return False
 
 
 @admin.register(FeedbackRecord)
-class FeedbackRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class FeedbackRecordAdmin(ReadOnlyAdmin):
     """Lists records with their state; nothing can be added, changed or deleted here
     (``manage.py twilio_feedback retry-failed`` and ``purge`` do what an operator may)."""
 
@@ -53,21 +71,9 @@ class FeedbackRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """When the record goes."""
         return record.expires
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        """Records come from sent messages only."""
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        """States change through the store's own statements only."""
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        """The purge deletes records, once they expire."""
-        return False
-
 
 @admin.register(FeedbackDaily)
-class FeedbackDailyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class FeedbackDailyAdmin(ReadOnlyAdmin):
     """The conversion insights' counts, one row per day (UTC), country and sender, with
     their conversion rate and time to confirm; read-only: the store counts in the
     statement of each change, and ``manage.py twilio_feedback report`` reads the same
@@ -120,15 +126,3 @@ class FeedbackDailyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             f"{within_bound(bound)}: {count}"
             for bound, count in zip(TTC_BUCKETS, cell.row.ttc, strict=True)
         )
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        """The counts come from the store's changes only."""
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        """The counts change with the records they count only."""
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        """The counts outlive the records: nothing deletes them."""
-        return False
