@@ -113,8 +113,9 @@ def test_create_false_leaves_the_schema_to_you(url: str) -> None:
     store.close()
 
 
-def test_many_processes_creating_the_table_at_once(url: str) -> None:
-    stores = [SQLStore(url) for _ in range(8)]
+def _first_use_at_once(stores: list[SQLStore]) -> list[BaseException]:
+    """Use every store for the first time at once, each in its thread (as processes
+    starting together do); the errors they raised."""
     errors: list[BaseException] = []
     barrier = threading.Barrier(len(stores))
 
@@ -130,6 +131,12 @@ def test_many_processes_creating_the_table_at_once(url: str) -> None:
         thread.start()
     for thread in threads:
         thread.join(30)
+    return errors
+
+
+def test_many_processes_creating_the_table_at_once(url: str) -> None:
+    stores = [SQLStore(url) for _ in range(8)]
+    errors = _first_use_at_once(stores)
     for store in stores:
         store.close()
     assert errors == []
@@ -454,21 +461,7 @@ def test_an_older_schema_is_upgraded_in_place(url: str, version: int) -> None:
 def test_many_processes_upgrading_an_older_table_at_once(url: str, version: int) -> None:
     _make_old(url, version)
     stores = [SQLStore(url) for _ in range(8)]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(stores))
-
-    def first_use(store: SQLStore) -> None:
-        try:
-            barrier.wait(10)
-            store.get("x")
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=first_use, args=(s,)) for s in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    errors = _first_use_at_once(stores)
     names = {ix["name"] for ix in sa.inspect(stores[0].engine).get_indexes(stores[0].table.name)}
     for store in stores:
         store.close()
