@@ -132,14 +132,16 @@ def _statements(vendor: str, table: str, daily: str) -> dict[str, str]:
     )
     if vendor == "postgresql":
         # One round trip whatever the outcome: the losing branch reads the row the loser
-        # needs to say why. It reads the statement's snapshot, so a row a concurrent
-        # winner just confirmed may still show as pending there: a duplicate all the same.
+        # needs to say why. It locks what it reads (FOR SHARE), so under READ COMMITTED
+        # it reads the row's newest committed version: a loser that raced a concurrent
+        # winner's commit sees the row confirmed, not pending as the statement's snapshot
+        # has it. Nothing is locked when the update won.
         confirm = (
             f"WITH updated AS ({confirm}), "
             + _tally(daily, "updated", "confirmed", 1, ttc=True, unsent=False)
-            + f" SELECT {cols}, TRUE FROM updated UNION ALL "
-            f"SELECT {cols}, FALSE FROM {table} "
-            "WHERE tracking_id = %s AND NOT EXISTS (SELECT 1 FROM updated)"
+            + f", current AS (SELECT {cols} FROM {table} "
+            "WHERE tracking_id = %s AND NOT EXISTS (SELECT 1 FROM updated) FOR SHARE)"
+            f" SELECT {cols}, TRUE FROM updated UNION ALL SELECT {cols}, FALSE FROM current"
         )
         # Materialized, so the LIMIT and the row locks are taken once; SKIP LOCKED lets
         # concurrent sweeps take disjoint batches instead of waiting on each other.

@@ -116,8 +116,10 @@ class Store(Protocol):
         set ``confirmed_at=now``, ``lease_until`` (the confirming process owns the report
         for that long) and ``expires_at=max(expires_at, keep_until)`` (so the outbox
         outlives the retry window), and return ``(True, new_record)``. Otherwise change
-        nothing and return ``(False, record_or_None)``: exactly one caller across every
-        process sharing the store may ever get ``True`` for one tracking id.
+        nothing and return ``(False, record_or_None)``, the record as it is once the
+        confirmation lost (a loser to a concurrent winner gets it ``confirmed``): exactly
+        one caller across every process sharing the store may ever get ``True`` for one
+        tracking id.
         """
 
     @abc.abstractmethod

@@ -455,14 +455,20 @@ class SQLStore(BaseStore, InsightsStore):
             .returning(*t.c)
         )
         if self.dialect == "postgresql":
-            # The losing branch reads the statement's snapshot: a row a concurrent winner
-            # just confirmed may still show as pending there, which the tracker reports
-            # as a duplicate all the same.
+            # The losing branch locks the row it reads (FOR SHARE): under READ COMMITTED
+            # a locking read follows the row to its newest committed version, so a loser
+            # whose snapshot predates a concurrent winner's commit still reads the row as
+            # the winner left it (confirmed), not the statement's snapshot (pending). The
+            # lock is taken only when nothing was updated: a winner writes nothing more.
             updated = confirm.cte("updated")
-            won = sa.select(*updated.c, sa.literal(True).label("won"))
-            lost = sa.select(*t.c, sa.literal(False).label("won")).where(
-                c.tracking_id == p("id"), ~sa.exists(sa.select(updated.c.tracking_id))
+            current = (
+                sa.select(*t.c)
+                .where(c.tracking_id == p("id"), ~sa.exists(sa.select(updated.c.tracking_id)))
+                .with_for_update(read=True)
+                .cte("current")
             )
+            won = sa.select(*updated.c, sa.literal(True).label("won"))
+            lost = sa.select(*current.c, sa.literal(False).label("won"))
             # The winner's count, in the same statement (one round trip still).
             confirm = sa.union_all(won, lost).add_cte(
                 self._tally(updated, "confirmed", 1, ttc=True)
