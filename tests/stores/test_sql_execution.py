@@ -22,7 +22,7 @@ from twilio_feedback.stores import AsyncStores
 from twilio_feedback.stores._sqlraw import StoreThreadAsyncStore
 from twilio_feedback.stores.sql import SQLStore
 
-from ..servers import PostgresServer
+from ..servers import PostgresServer, wait_until
 
 SID = "SM" + "a" * 32
 postgres = pytest.mark.postgres
@@ -151,6 +151,84 @@ async def test_postgres_async_twin_under_concurrency_on_one_loop(
         assert opened <= pg_store.engine.pool.size() + 1  # type: ignore[attr-defined]
     finally:
         await twin.aclose()
+
+
+def _burst(store: SQLStore, tracking_id: str, now: float, awaited: int, threads: int) -> None:
+    """``awaited`` confirms of the async twin on one loop and ``threads`` sync ones (the
+    reporter's workers, its scheduler and heartbeat), all holding a connection at once."""
+    twin = store.as_async()
+
+    async def on_the_loop() -> None:
+        await asyncio.gather(
+            *(twin.confirm(tracking_id, **_confirm_args(now)) for _ in range(awaited))
+        )
+
+    callers = [threading.Thread(target=asyncio.run, args=(on_the_loop(),))]
+    callers += [
+        threading.Thread(target=store.confirm, args=(tracking_id,), kwargs=_confirm_args(now))
+        for _ in range(threads)
+    ]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(30)
+
+
+@postgres
+def test_postgres_a_burst_keeps_its_connections_for_the_next(
+    pg_store: SQLStore, postgres_url: str
+) -> None:
+    # The async twin's 5 threads and the reporter's (4 workers, its scheduler and
+    # heartbeat) may all hold a connection at once: a connection is a PostgreSQL process
+    # forked and milliseconds of handshake, so the store keeps up to the engine's
+    # pool_size + max_overflow of them for the next burst (and no more).
+    import psycopg
+
+    now = time.time()
+    rounds = [f"r{n}" for n in range(4)]
+    _pending(pg_store, *rounds, now=now)
+    opened: list[int] = []
+    sa.event.listen(pg_store.engine, "connect", lambda *_: opened.append(1))
+    watcher = psycopg.connect(postgres_url, autocommit=True)
+    locker = psycopg.connect(postgres_url)
+
+    def sessions(waiting: bool) -> int:
+        query = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid NOT IN (pg_backend_pid(), %s)"
+            + (" AND wait_event_type = 'Lock'" if waiting else "")
+        )
+        found = watcher.execute(query, (locker.info.backend_pid,)).fetchone()
+        return int(found[0]) if found else 0
+
+    table = pg_store.table.name
+    per_round: list[int] = []
+    try:
+        for n, (tracking_id, held) in enumerate(zip(rounds, (11, 11, 11, 20), strict=True)):
+            before = len(opened)
+            locker.execute(
+                f"SELECT 1 FROM {table} WHERE tracking_id = %s FOR UPDATE", (tracking_id,)
+            )
+            burst = threading.Thread(target=_burst, args=(pg_store, tracking_id, now, 5, held - 5))
+            burst.start()
+            wait_until(lambda held=held: sessions(True) >= held, 10, f"{held} waiting, round {n}")
+            locker.commit()
+            burst.join(30)
+            assert not burst.is_alive()
+            per_round.append(len(opened) - before)
+            assert pg_store.get(tracking_id) is not None
+        pool: Any = pg_store.engine.pool
+        bound = pool.size() + pool._max_overflow
+        assert bound == 15
+        # The first burst opened what it needed, the next two none; 20 at once open 9 more,
+        # and the store keeps no more than the bound of them.
+        assert per_round[1:3] == [0, 0], per_round
+        assert sum(per_round[:3]) <= bound, per_round
+        assert per_round[3] == 20 - 11, per_round
+        wait_until(lambda: sessions(False) == bound, 10, f"{bound} sessions left")
+    finally:
+        locker.close()
+        watcher.close()
 
 
 @postgres

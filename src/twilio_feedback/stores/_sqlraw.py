@@ -50,6 +50,9 @@ __all__ = [
 _T = TypeVar("_T")
 RAW_DRIVERS = ("pysqlite", "psycopg")
 """The drivers whose connections the store uses directly; others go through SQLAlchemy."""
+POOL_SIZE = 5
+MAX_OVERFLOW = 10
+"""SQLAlchemy's defaults, for a pool without them (and an unbounded ``max_overflow``)."""
 
 
 def raw_driver(engine: Engine) -> bool:
@@ -236,7 +239,14 @@ class _Connection:
 
 class RawPool(ProcessLocal):
     """DBAPI connections of one engine, for this process: the connections are made by
-    the engine's pool (its ``connect`` events run) and detached from it."""
+    the engine's pool (its ``connect`` events run) and detached from it.
+
+    It keeps up to the engine's ``pool_size + max_overflow`` idle connections (15 by
+    default), the most its pool would hold open at once: the store's async threads (one
+    per ``pool_size``) and the reporter's (its workers, scheduler and heartbeat) may all
+    hold one at the same time, and each connection a burst had to open and then close
+    would be a new server session for the next (on PostgreSQL a process forked, and
+    milliseconds of handshake)."""
 
     def __init__(self, engine: Engine, statements: Statements) -> None:
         self.engine = engine
@@ -244,8 +254,12 @@ class RawPool(ProcessLocal):
         self.dialect = engine.dialect
         self.sqlite = self.dialect.name == "sqlite"
         pool: Any = engine.pool
-        size = pool.size() if hasattr(pool, "size") else 5
+        size = pool.size() if hasattr(pool, "size") else POOL_SIZE
         self.size = max(1, int(size))
+        """The engine's ``pool_size``: how many threads the async twin runs."""
+        overflow = int(getattr(pool, "_max_overflow", MAX_OVERFLOW))
+        self.keep = self.size + (overflow if overflow >= 0 else MAX_OVERFLOW)
+        """The most idle connections kept (``pool_size + max_overflow``)."""
         self.recycle = float(getattr(pool, "_recycle", -1))
         self.pre_ping = bool(getattr(pool, "_pre_ping", False))
         self.hide_parameters = bool(getattr(engine, "hide_parameters", False))
@@ -287,7 +301,7 @@ class RawPool(ProcessLocal):
         return conn
 
     def _checkin(self, conn: _Connection) -> None:
-        if len(self._idle) < self.size:
+        if len(self._idle) < self.keep:
             self._idle.append(conn)
         else:
             self._close(conn)
