@@ -5,6 +5,7 @@ busy SQLite."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import sqlite3
 import threading
@@ -289,6 +290,53 @@ def test_postgres_restart_mid_run_then_recovery_on_the_async_twin() -> None:
         store.close()
     finally:
         server.stop()
+
+
+REQUEST: contextvars.ContextVar[str | None] = contextvars.ContextVar("request", default=None)
+
+
+def test_the_async_twin_runs_in_the_awaiting_tasks_context(tmp_path: Path) -> None:
+    # As asyncio.to_thread does: an OpenTelemetry span, a request-scoped variable, an
+    # engine event's handler see the awaiting task's context in the store's thread, and
+    # what a call sets there stays there.
+    store = SQLStore(f"sqlite:///{tmp_path}/feedback.db")
+    on_connect: list[str | None] = []
+    sa.event.listen(store.engine, "connect", lambda *_: on_connect.append(REQUEST.get()))
+    seen: dict[str, str | None] = {}
+    confirm, delete = store.confirm, store.delete
+
+    def confirming(tracking_id: str, **kwargs: Any) -> Any:
+        seen[tracking_id] = REQUEST.get()
+        REQUEST.set("set in the store's thread")
+        return confirm(tracking_id, **kwargs)
+
+    def deleting(tracking_id: str) -> None:
+        seen[f"delete {tracking_id}"] = REQUEST.get()
+        delete(tracking_id)
+
+    store.confirm = confirming  # type: ignore[method-assign]
+    store.delete = deleting  # type: ignore[method-assign]
+    now = time.time()
+    twin = store.as_async()
+    assert isinstance(twin, StoreThreadAsyncStore)
+
+    async def request(n: int) -> bool:
+        REQUEST.set(f"request {n}")
+        await twin.add(Record(f"t{n}", expires_at=now + 600, message_sid=SID))
+        won, _ = await twin.confirm(f"t{n}", **_confirm_args(now))
+        assert REQUEST.get() == f"request {n}"
+        return won
+
+    async def run() -> list[bool]:
+        wins = await asyncio.gather(*(request(n) for n in range(10)))
+        await twin.delete("t0")  # from a task that set nothing
+        return wins
+
+    assert asyncio.run(run()) == [True] * 10
+    assert seen == {**{f"t{n}": f"request {n}" for n in range(10)}, "delete t0": None}
+    assert on_connect, "the store's first call opens a connection"
+    assert set(on_connect) <= {f"request {n}" for n in range(10)}, on_connect
+    store.close()
 
 
 # -- forks ----------------------------------------------------------------------------

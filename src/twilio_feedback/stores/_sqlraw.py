@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import queue
 import threading
 import time
@@ -394,8 +395,10 @@ class _Lost(Exception):
 class StoreThread(ProcessLocal):
     """Threads of a store's own that run its calls for async callers, fed by one queue:
     less CPU a call than ``asyncio.to_thread`` (no executor, no ``concurrent.futures``
-    hand-over). Like an executor's, they run only what a caller awaits: started on first
-    use (again in a forked child), idle otherwise, ended by :meth:`stop`."""
+    hand-over). Like ``asyncio.to_thread``, a call runs in a copy of the caller's
+    context (its contextvars: a tracing span, a request's id), and like an executor's
+    threads they run only what a caller awaits: started on first use (again in a forked
+    child), idle otherwise, ended by :meth:`stop`."""
 
     def __init__(self, count: int = 1) -> None:
         self.count = max(1, count)
@@ -412,7 +415,7 @@ class StoreThread(ProcessLocal):
         calls = self._queue if self._threads else self._start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
-        calls.put((loop, future, fn, args, kwargs))
+        calls.put((contextvars.copy_context(), loop, future, fn, args, kwargs))
         return await future
 
     def _start(self) -> queue.SimpleQueue[Any]:
@@ -435,10 +438,10 @@ class StoreThread(ProcessLocal):
             item = calls.get()
             if item is None:
                 return
-            loop, future, fn, args, kwargs = item
+            context, loop, future, fn, args, kwargs = item
             outcome: tuple[Any, BaseException | None]
             try:
-                outcome = (fn(*args, **kwargs), None)
+                outcome = (context.run(fn, *args, **kwargs), None)
             except BaseException as exc:
                 outcome = (None, exc)
             with contextlib.suppress(RuntimeError):  # the caller's loop is closed

@@ -929,9 +929,10 @@ class SQLStore(BaseStore, InsightsStore):
 
     def as_async(self) -> AsyncStore:
         """The async twin: the sync operations off the event loop, in threads of the
-        store's fed by a queue (one on SQLite, which takes one writer at a time; as many
-        as the engine's pool keeps on PostgreSQL). With another driver, or an engine with
-        statement listeners, in a worker thread (``asyncio.to_thread``)."""
+        store's fed by a queue (one on SQLite, which takes one writer at a time;
+        ``pool_size`` on PostgreSQL), each call in a copy of the awaiting task's context
+        as with ``asyncio.to_thread``. With another driver, or an engine with statement
+        listeners, in a worker thread (``asyncio.to_thread``)."""
         if self._raw is not None and not instrumented(self.engine):
             return StoreThreadAsyncStore(self, self._threads)
         return ThreadedAsyncStore(self)
