@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import signal
 import socket
@@ -46,14 +47,27 @@ class Lines:
                 return line
 
 
+@contextlib.contextmanager
+def ctrl_c_reaches_children() -> Iterator[None]:
+    """Children started here take SIGINT as a terminal's Ctrl-C. A run started in the
+    background of a non-interactive shell (``pytest &``) ignores SIGINT, and a child
+    inherits an ignored signal: Python would then install no KeyboardInterrupt handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture
 def emulator() -> Iterator[Lines]:
-    process = subprocess.Popen(
-        [COMMAND, "emulator", "--account-sid", "AC" + "ab" * 16, "--auth-token", "tok"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    with ctrl_c_reaches_children():
+        process = subprocess.Popen(
+            [COMMAND, "emulator", "--account-sid", "AC" + "ab" * 16, "--auth-token", "tok"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     lines = Lines(process)
     try:
         yield lines
