@@ -53,12 +53,15 @@ def _missing(what: str, package: str | None = None) -> None:
     pytest.skip(f"{what} is missing ({install}; bash scripts/test does it)")
 
 
-def _accepts(port: int) -> bool:
+def _pongs(port: int) -> bool:
+    # Redis accepts connections while it loads its data (an append-only file after a
+    # restart) and answers LOADING to every command until it is done: ready is a PONG.
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
     except OSError:
         return False
-    return True
 
 
 class _Server:
@@ -149,7 +152,7 @@ class RedisServer(_Server):
                 self.dir,
             ]
         )
-        self._wait_ready(lambda: _accepts(self.port), 10)
+        self._wait_ready(lambda: _pongs(self.port), 10)
 
     def flush(self) -> None:
         """Delete every key."""
