@@ -3,6 +3,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from twilio_feedback import FeedbackTracker, Settings
 from twilio_feedback.stores.memory import MemoryStore
@@ -11,6 +13,14 @@ from twilio_feedback.testing import FakeTwilio
 from .servers import postgres_server, postgres_url, redis_server, redis_url
 
 __all__ = ["postgres_server", "postgres_url", "redis_server", "redis_url"]
+
+# No per-example deadline (hypothesis' default is 200 ms) nor a data-generation speed check:
+# both measure the machine, and a loaded CI runner fails them now and then. Each property's
+# example count bounds its run time; timing goals live in bench/.
+hypothesis_settings.register_profile(
+    "suite", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("suite")
 
 SECRET_KEY = "test-secret-key-0123456789-abcdefghij"
 CHROME = (
