@@ -801,9 +801,16 @@ class Reporter(ProcessLocal):
                 },
             )
 
-    def drain(self, timeout: float, progress: DrainProgress | None = None) -> Drained:
+    def drain(
+        self,
+        timeout: float,
+        progress: DrainProgress | None = None,
+        *,
+        stop: threading.Event | None = None,
+    ) -> Drained:
         """Deliver every due confirmation now: sweep the outbox into the queue and wait for
-        the outcomes, until nothing is due or pending, or ``timeout`` seconds have passed.
+        the outcomes, until nothing is due or pending, or ``timeout`` seconds have passed,
+        or ``stop`` is set (within 0.2 s: no further sweep).
 
         What is left when the time is up stays ``confirmed`` in the store. ``progress``
         is called with ``(done, taken, failed)`` as reports complete. Records another
@@ -818,15 +825,16 @@ class Reporter(ProcessLocal):
             return stats[name] - before[name]
 
         while True:
+            stopped = stop is not None and stop.is_set()
             # A sweep that the scheduler runs at the same time has, once this returns,
             # its records counted as pending.
-            taken = self.sweep()
+            taken = 0 if stopped else self.sweep()
             stats = self.stats()
             reported, failed = since(stats, "reported"), since(stats, "failed")
             if progress is not None:
                 progress(reported + failed, since(stats, "swept"), failed)
             remaining = deadline - time.monotonic()
-            if (taken == 0 and stats["pending"] == 0) or remaining <= 0:
+            if stopped or (taken == 0 and stats["pending"] == 0) or remaining <= 0:
                 return Drained(since(stats, "swept"), reported, failed, stats["pending"])
             self.flush(timeout=min(0.2, remaining))
 

@@ -104,7 +104,7 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 try:
-                    taken = reporter.drain(self.poll_interval).taken
+                    taken = reporter.drain(self.poll_interval, stop=self._stopping).taken
                 except StorageError:
                     taken = 0  # the store is down (the boundary logged it): try again later
                 except Exception:
