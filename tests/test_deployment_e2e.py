@@ -202,16 +202,20 @@ def test_reporter_off_web_processes_then_two_workers_report_each_message_once(
         fake_twilio.wait_for_feedback(COUNT // 4, timeout=60)
         first.send_signal(signal.SIGTERM)
         stopping = time.monotonic()
-        assert first.wait(15) == 0, processes.logs()
-        assert time.monotonic() - stopping < 5  # only its posts in flight (20 ms each)
+        first_log = tmp_path / "worker-1.log"
+        wait_until(lambda: "worker stopped" in first_log.read_text(), 30, "the first's stop")
+        # Its posts in flight (20 ms each) finished and its queue handed back, not the drain.
+        # Taken at its last log line: the interpreter's exit after it only measures how
+        # loaded the machine is.
+        assert time.monotonic() - stopping < 10
         assert len(fake_twilio.feedback) < COUNT, "the SIGTERM came after the drain"
+        assert first.wait(30) == 0, processes.logs()
         fake_twilio.wait_for_feedback(COUNT, timeout=90)
         wait_until(lambda: store.counts()["reported"] == COUNT, 30, "every outcome recorded")
         second.send_signal(signal.SIGTERM)
-        assert second.wait(15) == 0, processes.logs()
+        assert second.wait(30) == 0, processes.logs()
     finally:
         store.close()
     posts = Counter(post.message_sid for post in fake_twilio.feedback)
     assert posts == Counter(sids)  # every message, each exactly once
-    first_log = (tmp_path / "worker-1.log").read_text()
-    assert "worker stopped:" in first_log
+    assert "worker stopped:" in first_log.read_text()
