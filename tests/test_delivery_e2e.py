@@ -305,7 +305,7 @@ def test_asgi_app_under_uvicorn_never_waits_for_twilio(
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/?k{n}", timeout=10) as resp:
                 assert resp.read() == b"confirmed"
             timings.append(time.perf_counter() - started)
-        assert max(timings) < 0.25  # Twilio takes 2 s per post
+        assert max(timings) < 1.0  # Twilio takes 2 s per post
         posts = fake_twilio.wait_for_feedback(4, timeout=15)
         assert sorted(p.message_sid for p in posts) == sorted(sids)
         assert tracker.flush(5) == 0

@@ -42,17 +42,18 @@ def _check_story(out: str) -> None:
 def test_python_m_demo_runs_the_whole_loop_in_a_few_seconds() -> None:
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "twilio_feedback.demo", "--twilio-latency", "0.5"],
+        [sys.executable, "-m", "twilio_feedback.demo", "--twilio-latency", "2"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=90,
         env=_env(),
     )
     assert done.returncode == 0, done.stdout + done.stderr
     _check_story(done.stdout)
-    assert time.monotonic() - started < 20
+    # Generous: its imports alone took 17 s once on a loaded 2-core machine.
+    assert time.monotonic() - started < 60
     response_ms = int(re.search(r"response +(\d+) ms", done.stdout).group(1))  # type: ignore[union-attr]
-    assert response_ms < 500  # the emulator took 500 ms; the person's page did not wait
+    assert response_ms < 1000  # the emulator took 2 s; the person's page did not wait
 
 
 def test_the_console_script_runs_it() -> None:

@@ -77,7 +77,7 @@ def test_confirm_does_not_wait_for_a_slow_twilio(
         result = tracker.confirm(key=f"slow{n}")
         timings.append(time.perf_counter() - started)
         assert result.confirmed
-    assert max(timings) < 0.05  # Twilio takes 2 s per post
+    assert max(timings) < 1.0  # Twilio takes 2 s per post
     assert fake_twilio.feedback == []
     posts = fake_twilio.wait_for_feedback(5, timeout=15)
     assert sorted(p.message_sid for p in posts) == sorted(sids)
@@ -239,10 +239,10 @@ def test_flush_returns_on_time_while_twilio_hangs(
     pending = tracker.flush(timeout=0.5)
     elapsed = time.monotonic() - started
     assert pending == 1
-    assert 0.45 <= elapsed < 0.7
+    assert 0.45 <= elapsed < 5  # the timeout, not the hang (up to request_timeout, 20 s)
     started = time.monotonic()
     assert tracker.close(timeout=0.3) == 1  # and close too: the record stays confirmed
-    assert time.monotonic() - started < 0.6
+    assert time.monotonic() - started < 5
     assert record_of(tracker, "k").state is State.CONFIRMED
     fake_twilio.release()
 
@@ -448,7 +448,7 @@ def test_full_queue_drops_are_counted_and_swept_later(
     tracker.confirm(key="k1")  # fills the queue
     started = time.perf_counter()
     assert tracker.confirm(key="k2").confirmed  # cannot be queued
-    assert time.perf_counter() - started < 0.05
+    assert time.perf_counter() - started < 1.0  # not waiting for room behind the hang
     assert tracker.stats()["dropped"] == 1
     assert "left in the store" in caplog.text
     assert record_of(tracker, "k2").state is State.CONFIRMED
