@@ -233,7 +233,7 @@ def test_a_worker_killed_mid_task_loses_nothing(
     sids, tokens = app.links(20)
     fake_twilio.fail_next(Hang(), Hang())  # both pool processes stuck in a post...
     assert app.click(tokens) == Counter({"confirmed": 20})
-    assert fake_twilio.wait_for(lambda: fake_twilio.in_flight == 2, 20), app.logs()
+    assert fake_twilio.wait_for(lambda: fake_twilio.in_flight == 2, 60), app.logs()
     os.killpg(first.pid, signal.SIGKILL)  # ... when the worker dies
     first.wait(10)
     fake_twilio.release()  # the hung posts end unanswered: Twilio never took them

@@ -118,7 +118,7 @@ async def test_outage_confirmations_are_deferred_then_applied_and_reported_once(
 
         outage.up()
         _replayed(tracker, len(results) + 1)
-        posts = fake_twilio.wait_for_feedback(16, timeout=20)
+        posts = fake_twilio.wait_for_feedback(16, timeout=60)
         assert tracker.flush(10) == 0
         assert tracker.stats()["deferred_pending"] == 0
         # Every message reported exactly once: the earlier one was not posted again.
@@ -154,7 +154,7 @@ def test_a_replay_that_finds_the_record_confirmed_changes_nothing(
         outage.down()
         assert tracker.confirm_token(ticket.token).status == "deferred"
         outage.up()
-        wait_until(lambda: other.confirm_token(ticket.token).confirmed, 10, "other confirms")
+        wait_until(lambda: other.confirm_token(ticket.token).confirmed, 30, "other confirms")
         assert other.flush(5) == 0
         before = tracker.store.get(ticket.tracking_id)
         assert tracker.close(timeout=5) == 0
@@ -193,7 +193,7 @@ def test_a_full_buffer_answers_error_counts_and_logs_once(
 
         outage.up()
         _replayed(tracker, 3)
-        fake_twilio.wait_for_feedback(3, timeout=10)
+        fake_twilio.wait_for_feedback(3, timeout=30)
         assert tracker.store.counts()["pending"] == 3  # the refused ones were not confirmed
         assert tracker.confirm(key="k5").confirmed  # and still can be
     finally:
@@ -299,7 +299,7 @@ def test_a_forked_child_starts_with_an_empty_buffer(fake_twilio: FakeTwilio) -> 
         assert tracker.stats()["deferred_pending"] == 1
         outage.up()
         _replayed(tracker, 1)
-        assert [p.message_sid for p in fake_twilio.wait_for_feedback(1, timeout=10)] == [sids[0]]
+        assert [p.message_sid for p in fake_twilio.wait_for_feedback(1, timeout=30)] == [sids[0]]
     finally:
         tracker.close(timeout=2)
         outage.server.stop()
@@ -333,7 +333,7 @@ def test_a_confirmation_applied_whose_answer_was_lost_is_reported_at_once(
         assert tracker.confirm_token(ticket.token).status == "deferred"
         # The replay finds the record confirmed at this confirmation's own time: it was
         # this one, so it is reported now, not when the lease (15 s) ends.
-        assert [p.message_sid for p in fake_twilio.wait_for_feedback(1, timeout=5)] == [sid]
+        assert [p.message_sid for p in fake_twilio.wait_for_feedback(1, timeout=10)] == [sid]
         assert tracker.flush(5) == 0
         assert tracker.stats()["reported"] == 1
         assert tracker.confirm_token(ticket.token).status == "duplicate"

@@ -297,7 +297,7 @@ def test_asgi_app_under_uvicorn_never_waits_for_twilio(
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     try:
-        assert wait_until(lambda: server.started, 10)
+        assert wait_until(lambda: server.started, 30)
         fake_twilio.latency = 2.0
         timings = []
         for n in range(4):
@@ -306,7 +306,7 @@ def test_asgi_app_under_uvicorn_never_waits_for_twilio(
                 assert resp.read() == b"confirmed"
             timings.append(time.perf_counter() - started)
         assert max(timings) < 1.0  # Twilio takes 2 s per post
-        posts = fake_twilio.wait_for_feedback(4, timeout=15)
+        posts = fake_twilio.wait_for_feedback(4, timeout=30)
         assert sorted(p.message_sid for p in posts) == sorted(sids)
         assert tracker.flush(5) == 0
         assert tracker.stats()["reported"] == 4

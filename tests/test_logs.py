@@ -159,7 +159,7 @@ def test_a_scripted_run_logs_json_with_its_fields(
         assert tracker.confirm_token(waiting[0].token).status == "deferred"
         assert tracker.confirm_token(waiting[1].token).status == "error"
         store.down = False
-        wait_until(lambda: tracker.stats()["replayed"] == 1, 10, "the deferred confirmation")
+        wait_until(lambda: tracker.stats()["replayed"] == 1, 30, "the deferred confirmation")
         assert tracker.flush(10) == 0
     finally:
         tracker.close(timeout=2)

@@ -215,7 +215,7 @@ def test_killed_processes_confirmations_are_reported_within_30_s(
 def _wait_reported(url: str, count: int) -> None:
     store = store_from_url(url)
     try:
-        wait_until(lambda: store.counts()["reported"] == count, 10, f"{count} reported")
+        wait_until(lambda: store.counts()["reported"] == count, 30, f"{count} reported")
     finally:
         store.close()
 
@@ -361,7 +361,7 @@ async def test_store_down_at_confirm_time_is_deferred_and_loses_nothing(
         for name, sid in zip(("before", "during", "async"), sids, strict=True):
             tracker.bind(key=name, message_sid=sid)
         assert tracker.confirm(key="before").confirmed
-        fake_twilio.wait_for_feedback(1, timeout=10)
+        fake_twilio.wait_for_feedback(1, timeout=30)
         server.halt()
 
         started = time.monotonic()
@@ -371,10 +371,10 @@ async def test_store_down_at_confirm_time_is_deferred_and_loses_nothing(
 
         server.start()
         assert tracker.confirm(key="before").status == "duplicate"  # still confirmed
-        wait_until(lambda: tracker.stats()["replayed"] == 2, 10, "deferred confirmations applied")
+        wait_until(lambda: tracker.stats()["replayed"] == 2, 30, "deferred confirmations applied")
         assert tracker.confirm(key="during").status == "duplicate"
         assert (await tracker.confirm_async(key="async")).status == "duplicate"
-        posts = fake_twilio.wait_for_feedback(3, timeout=10)
+        posts = fake_twilio.wait_for_feedback(3, timeout=30)
         assert sorted(p.message_sid for p in posts) == sorted(sids)
     finally:
         await tracker.aclose(timeout=2)
