@@ -301,25 +301,39 @@ def test_one_sql_statement_per_confirm(backend: str, request: pytest.FixtureRequ
 
 
 @pytest.mark.redis
-def test_one_redis_round_trip_per_confirm(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("client", ["lean", "redis-py"])
+def test_one_redis_round_trip_per_confirm(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, client: str
+) -> None:
     import redis
     import redis.connection
 
-    store = RedisStore(redis_url)
+    # Built from the URL: the lean connections (with hiredis); given a client: redis-py's.
+    if client == "lean":
+        pytest.importorskip("hiredis")
+        from twilio_feedback.stores._resp import _SyncConnection
+
+        store = RedisStore(redis_url)
+        writer: Any = _SyncConnection
+        method = "request"
+    else:
+        store = RedisStore(redis.Redis.from_url(redis_url))
+        writer = redis.connection.Connection
+        method = "send_packed_command"
     now = time.time()
     store.add(Record("x", expires_at=now + 60, message_sid=SID))
     store.confirm("x", now=now, lease_until=now + 60, keep_until=now + 60)  # loads the script
     store.add(Record("y", expires_at=now + 60, message_sid=SID))
     sent: list[object] = []
-    original: Any = redis.connection.Connection.send_packed_command
+    original: Any = getattr(writer, method)
 
-    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+    def counting(self: Any, command: Any, *args: Any, **options: Any) -> Any:
         sent.append(command)
-        original(self, command, check_health)
+        return original(self, command, *args, **options)
 
     with redis.Redis.from_url(redis_url) as observer:
         before = observer.info("commandstats")
-        monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
+        monkeypatch.setattr(writer, method, counting)
         won, _ = store.confirm("y", now=now, lease_until=now + 60, keep_until=now + 60)
         lost, _ = store.confirm("y", now=now, lease_until=now + 60, keep_until=now + 60)
         monkeypatch.undo()
@@ -335,6 +349,8 @@ def test_one_redis_round_trip_per_confirm(redis_url: str, monkeypatch: pytest.Mo
     assert calls["cmdstat_evalsha"] == 2
     assert calls.get("cmdstat_eval", 0) == calls.get("cmdstat_script|load", 0) == 0
     store.close()
+    if client == "redis-py":
+        store.client.close()
 
 
 # -- the store down at confirm time -----------------------------------------------------
@@ -454,6 +470,8 @@ def test_store_urls_carry_timeouts() -> None:
     kwargs = store.client.connection_pool.connection_kwargs
     assert kwargs["socket_timeout"] == 0.25
     assert kwargs["socket_connect_timeout"] == 2.0
+    if store._lean is not None:  # hiredis installed: the lean connections' too
+        assert (store._lean.timeout, store._lean.connect_timeout) == (0.25, 2.0)
     assert store.prefix == "app:"
     store.close()
     sql = SQLStore("postgresql://u@127.0.0.1:1/db?connect_timeout=7")

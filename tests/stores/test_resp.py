@@ -1,11 +1,15 @@
-"""The Redis store's lean async path (stores/_resp.py): one pipelined hiredis connection."""
+"""The Redis store's lean paths (stores/_resp.py): the async twin's one pipelined hiredis
+connection, the sync store's blocking ones."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +17,7 @@ import pytest
 from twilio_feedback import Record
 from twilio_feedback.stores.redis import AsyncRedisStore, RedisStore
 
-from ..servers import RedisServer
+from ..servers import RedisServer, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -215,18 +219,19 @@ async def test_auth_and_a_database_from_the_url() -> None:
         "redis://127.0.0.1:6379/0?protocol=3",
     ],
 )
-async def test_other_urls_stay_on_redis_py(url: str) -> None:
+async def test_other_urls_stay_on_redis_py_sync_and_async(url: str) -> None:
     import redis.asyncio
 
     store = RedisStore(url)
     twin = store.as_async()
     assert isinstance(twin, AsyncRedisStore)
     assert isinstance(twin.client, redis.asyncio.Redis)
+    assert store._lean is None
     await twin.aclose()
     store.close()
 
 
-def test_without_hiredis_the_twin_stays_on_redis_py(redis_url: str) -> None:
+def test_without_hiredis_the_store_and_its_twin_stay_on_redis_py(redis_url: str) -> None:
     # In a process of its own: redis-py picks its parser when it is imported.
     script = f"""
 import asyncio, sys, time
@@ -239,9 +244,12 @@ async def main():
     store = RedisStore({redis_url!r})
     twin = store.as_async()
     assert isinstance(twin.client, redis.asyncio.Redis), twin.client
+    assert store._lean is None
     now = time.time()
     await twin.add(Record("a", expires_at=now + 60, message_sid="SM" + "a" * 32))
     assert (await twin.confirm("a", now=now, lease_until=now, keep_until=now))[0]
+    store.add(Record("b", expires_at=now + 60, message_sid="SM" + "a" * 32))
+    assert store.confirm("b", now=now, lease_until=now, keep_until=now)[0]
     await twin.aclose()
     store.close()
 
@@ -264,3 +272,189 @@ def test_the_lean_connection_runs_on_uvloop(store: RedisStore) -> None:
     won, record = uvloop.run(confirm())
     assert won
     assert record is not None
+
+
+# -- the sync store's lean connections -----------------------------------------------
+
+
+def _lean_sync(store: RedisStore) -> None:
+    from twilio_feedback.stores._resp import SyncRespClient
+
+    assert isinstance(store._lean, SyncRespClient)
+
+
+def _client_id(store: RedisStore) -> int:
+    assert store._lean is not None
+    return int(store._lean.call("CLIENT", "ID"))
+
+
+def test_sync_threads_share_the_store_each_call_with_its_own_answer(store: RedisStore) -> None:
+    _lean_sync(store)
+    ids = [f"t{n}" for n in range(320)]
+    now = _add(store, *ids[:240])  # the last 80 are unknown
+    before = _connections(store)
+    barrier = threading.Barrier(8)
+    answers: dict[int, list[tuple[str, bool, str | None]]] = {}
+
+    def run(worker: int) -> None:
+        barrier.wait()
+        mine = answers.setdefault(worker, [])
+        for tracking_id in ids[worker::8]:
+            won, record = store.confirm(tracking_id, now=now, lease_until=now, keep_until=now)
+            mine.append((tracking_id, won, record.tracking_id if record else None))
+
+    threads = [threading.Thread(target=run, args=(worker,)) for worker in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    known = set(ids[:240])
+    for worker in range(8):
+        assert answers[worker] == [
+            (t, t in known, t if t in known else None) for t in ids[worker::8]
+        ]
+    assert 1 <= _connections(store) - before <= 8  # reused, not one per call
+    # A second pass on the same threads' pool opens no connection.
+    before = _connections(store)
+    assert store.confirm("t0", now=now, lease_until=now, keep_until=now)[0] is False
+    assert _connections(store) == before
+
+
+def test_sync_scripts_flushed_from_redis_are_loaded_again(store: RedisStore) -> None:
+    _lean_sync(store)
+    now = _add(store, "a", "b")
+    assert store.confirm("a", now=now, lease_until=now, keep_until=now)[0]
+    store.client.script_flush()
+    assert store.confirm("b", now=now, lease_until=now, keep_until=now)[0]
+    assert store.mark_reported("b", SID)
+
+
+def _wait_loaded(server: RedisServer) -> None:
+    # A restarted Redis answers LOADING (BusyLoadingError) while it reads its data.
+    import redis
+
+    with redis.Redis.from_url(server.url) as admin:
+        wait_until(lambda: not int(admin.info("persistence")["loading"]), 30, "data loaded")
+
+
+@pytest.mark.slow
+def test_sync_calls_after_a_redis_restart_reconnect() -> None:
+    import redis.exceptions
+
+    server = RedisServer(persistent=True)
+    try:
+        store = RedisStore(server.url)
+        _lean_sync(store)
+        ids = [f"t{n}" for n in range(6)]
+        now = _add(store, *ids)
+        assert store.confirm("t0", now=now, lease_until=now, keep_until=now)[0]
+        server.halt()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            store.confirm("t1", now=now, lease_until=now, keep_until=now)
+        server.start()
+        _wait_loaded(server)
+        assert store.confirm("t1", now=now, lease_until=now, keep_until=now)[0]
+        # Restarted while the connection sat idle: the first call works all the same.
+        server.halt()
+        server.start()
+        _wait_loaded(server)
+        assert store.confirm("t2", now=now, lease_until=now, keep_until=now)[0]
+        assert store.mark_reported("t2", SID)
+        store.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("where", ["url", "argument"])
+def test_a_sync_call_that_times_out_fails_and_later_calls_work(redis_url: str, where: str) -> None:
+    import redis
+    import redis.exceptions
+
+    store = (
+        RedisStore(f"{redis_url}?socket_timeout=0.2")
+        if where == "url"
+        else RedisStore(redis_url, socket_timeout=0.2)
+    )
+    _lean_sync(store)
+    now = _add(store, "a", "b", "c")
+    assert store.confirm("a", now=now, lease_until=now, keep_until=now)[0]
+    admin = redis.Redis.from_url(redis_url)
+    admin.client_pause(10_000, all=False)  # every client's writes (scripts too) wait
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis.exceptions.TimeoutError):
+            store.confirm("b", now=now, lease_until=now, keep_until=now)
+        assert time.monotonic() - started < 5  # not the pause's 10 s
+    finally:
+        admin.client_unpause()
+        admin.close()
+    # The next call reads its own reply, not the late one of the call that timed out.
+    won, record = store.confirm("c", now=now, lease_until=now, keep_until=now)
+    assert won
+    assert record is not None
+    assert record.tracking_id == "c"
+    store.close()
+
+
+@pytest.mark.slow
+def test_sync_auth_and_a_database_from_the_url() -> None:
+    import redis
+    import redis.exceptions
+
+    server = RedisServer()
+    try:
+        with redis.Redis.from_url(server.url) as admin:
+            admin.acl_setuser(
+                "app", enabled=True, passwords=["+s3cret-app"], keys="*", commands=["+@all"]
+            )
+            admin.config_set("requirepass", "s3cret-default")
+        base = f"127.0.0.1:{server.port}"
+        now = time.time()
+        for url, db in (
+            (f"redis://:s3cret-default@{base}/3", 3),
+            (f"redis://app:s3cret-app@{base}/5", 5),
+        ):
+            store = RedisStore(url)
+            _lean_sync(store)
+            store.add(Record("x", expires_at=now + 60, message_sid=SID, created_at=now))
+            assert store.confirm("x", now=now, lease_until=now, keep_until=now)[0]
+            store.close()
+            with redis.Redis.from_url(f"redis://:s3cret-default@{base}/{db}") as check:
+                assert check.exists("twilio_feedback:r:x") == 1
+        wrong = RedisStore(f"redis://app:wrong-pass@{base}/0")
+        _lean_sync(wrong)
+        with pytest.raises(redis.exceptions.AuthenticationError) as failed:
+            wrong.confirm("x", now=now, lease_until=now, keep_until=now)
+        assert "wrong-pass" not in str(failed.value)
+        wrong.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_share_the_parents_connection(store: RedisStore) -> None:
+    _lean_sync(store)
+    now = _add(store, "parent", "child")
+    parent = _client_id(store)
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            won = store.confirm("child", now=now, lease_until=now, keep_until=now)[0]
+            os.write(write, f"{int(won)} {_client_id(store)}".encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        won, child = answer.read().split()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert won == "1"
+    assert int(child) != parent
+    # The child's exit closed nothing of the parent's: same connection, still working.
+    assert store.confirm("parent", now=now, lease_until=now, keep_until=now)[0]
+    assert _client_id(store) == parent

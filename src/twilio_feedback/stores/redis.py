@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import redis as redis_lib
     import redis.asyncio as redis_async
 
-    from ._resp import RespClient
+    from ._resp import RespClient, SyncRespClient
 
 __all__ = [
     "AsyncRedisStore",
@@ -279,6 +279,10 @@ class RedisStore(BaseStore, InsightsStore):
     bound how long a request waits for a Redis that is down or stuck (in a URL,
     ``?socket_connect_timeout=`` and ``?socket_timeout=`` win).
 
+    Built from a plain ``redis://`` URL with hiredis installed, the operations run over
+    lean blocking connections (``stores/_resp.py``); ``client`` serves the operator's
+    scans and the insights, and every operation for another kind of URL or without hiredis.
+
     Every operation is one round trip (a Lua script, or a ``MULTI`` for :meth:`add` and
     :meth:`delete`); :meth:`renew` takes one per 1,000 records held, and :meth:`claim`
     never SCANs. Redis deletes expired records by itself, on its own clock
@@ -319,15 +323,17 @@ class RedisStore(BaseStore, InsightsStore):
         self.connect_timeout = connect_timeout
         self.socket_timeout = socket_timeout
         self.outbox = f"{prefix}outbox"
-        self._confirm = self.client.register_script(_CONFIRM)
-        self._claim = self.client.register_script(_CLAIM)
-        self._attach_sid = self.client.register_script(_ATTACH_SID)
-        self._outcome_script = self.client.register_script(_OUTCOME)
-        self._renew = self.client.register_script(_RENEW)
-        self._purge_outbox = self.client.register_script(_PURGE_OUTBOX)
-        self._requeue = self.client.register_script(_REQUEUE)
-        self._read = self.client.register_script(_READ)
-        self._delete = self.client.register_script(_DELETE)
+        self._lean: SyncRespClient | None = _lean_sync_client(self)
+        scripts: redis_lib.Redis | SyncRespClient = self._lean or self.client
+        self._confirm = scripts.register_script(_CONFIRM)
+        self._claim = scripts.register_script(_CLAIM)
+        self._attach_sid = scripts.register_script(_ATTACH_SID)
+        self._outcome_script = scripts.register_script(_OUTCOME)
+        self._renew = scripts.register_script(_RENEW)
+        self._purge_outbox = scripts.register_script(_PURGE_OUTBOX)
+        self._requeue = scripts.register_script(_REQUEUE)
+        self._read = scripts.register_script(_READ)
+        self._delete = scripts.register_script(_DELETE)
         self.insights_prefix = f"{prefix}i:"
 
     @classmethod
@@ -346,6 +352,9 @@ class RedisStore(BaseStore, InsightsStore):
     # -- the Store protocol ----------------------------------------------------------
 
     def add(self, record: Record) -> None:
+        if self._lean is not None:
+            self._lean.transaction(_add_commands(self, record))
+            return
         with self.client.pipeline(transaction=True) as pipe:
             _queue_add(pipe, self, record)
             pipe.execute()
@@ -484,6 +493,8 @@ class RedisStore(BaseStore, InsightsStore):
         """Close the connection pool if this store created it."""
         if self._owns_client:
             self.client.close()
+        if self._lean is not None:
+            self._lean.close()
 
     # -- operator commands (AdminStore) ------------------------------------------------
 
@@ -567,18 +578,39 @@ def _queue_add(pipe: Any, store: RedisStore, record: Record) -> None:
         pipe.execute_command(*command)
 
 
-def _lean_client(store: RedisStore) -> RespClient | None:
-    """The lean client for the store's URL (see ``stores/_resp.py``), or ``None`` where
-    redis-py's asyncio client serves: hiredis missing, a URL other than a plain
-    ``redis://`` one, or options only redis-py knows."""
+def _lean_options(store: RedisStore) -> dict[str, Any] | None:
+    """The lean clients' options for the store's URL (see ``stores/_resp.py``), or
+    ``None`` where redis-py serves: a client given, hiredis missing, a URL other than a
+    plain ``redis://`` one, or options only redis-py knows."""
+    if store.url is None:
+        return None
     try:
-        from ._resp import RespClient, lean_options
+        from ._resp import lean_options
     except ImportError:  # hiredis is not installed
         return None
-    options = lean_options(store.url) if store.url is not None else None
+    return lean_options(store.url)
+
+
+def _lean_client(store: RedisStore) -> RespClient | None:
+    """The async twin's lean client, or ``None`` (see :func:`_lean_options`)."""
+    options = _lean_options(store)
     if options is None:
         return None
+    from ._resp import RespClient
+
     return RespClient(options, timeout=store.socket_timeout, connect_timeout=store.connect_timeout)
+
+
+def _lean_sync_client(store: RedisStore) -> SyncRespClient | None:
+    """The sync store's lean client, or ``None`` (see :func:`_lean_options`)."""
+    options = _lean_options(store)
+    if options is None:
+        return None
+    from ._resp import SyncRespClient
+
+    return SyncRespClient(
+        options, timeout=store.socket_timeout, connect_timeout=store.connect_timeout
+    )
 
 
 class AsyncRedisStore(AsyncStore):
