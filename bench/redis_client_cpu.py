@@ -1,11 +1,13 @@
-"""CPU per call of the Redis store's confirm (async twin) and mark_reported (sync), by client.
+"""CPU per call of the Redis store's confirm (async twin, sync) and mark_reported, by client.
 
 ``python -m bench.redis_client_cpu``: one throwaway redis-server; in a process of its own
 each, the async twin on redis.asyncio without hiredis, on redis.asyncio with hiredis, and
 on the lean connection (stores/_resp.py); ``time.process_time`` over thousands of calls,
-awaited one at a time and twenty at once, then the sync store's ``mark_reported`` on the
-confirmed records. Prints the medians of 5 rounds (CPU of this process only: Redis runs
-in its own). Not part of ``python -m bench``: a tool for work on the store's client.
+awaited one at a time and twenty at once, then the sync store's ``confirm`` on other
+records and ``mark_reported`` on the confirmed ones (on redis-py's sync client, with or
+without hiredis, in the first two; on the lean blocking connections in the third). Prints
+the medians of 5 rounds (CPU of this process only: Redis runs in its own). Not part of
+``python -m bench``: a tool for work on the store's client.
 """
 
 from __future__ import annotations
@@ -70,12 +72,19 @@ def _measure(url: str, variant: str) -> dict[str, list[float]]:
         store.client.flushall()
         now = time.time()
         with store.client.pipeline(transaction=False) as pipe:
-            for n in range(2 * CALLS):
-                record = Record(f"t{n}", expires_at=now + 600, message_sid=SID, created_at=now)
+            for tracking_id in [
+                *(f"t{n}" for n in range(2 * CALLS)),
+                *(f"s{n}" for n in range(CALLS)),
+            ]:
+                record = Record(tracking_id, expires_at=now + 600, message_sid=SID, created_at=now)
                 pipe.set(store.key(record.tracking_id), pack_record(record))
             pipe.execute()
 
         one, twenty, client = asyncio.run(_confirms(store, now))
+        started = time.process_time()
+        for n in range(CALLS):
+            assert store.confirm(f"s{n}", now=now, lease_until=now, keep_until=now + 900)[0]
+        sync_confirm = (time.process_time() - started) / CALLS
         store.mark_reported("t0", SID)
         started = time.process_time()
         for n in range(1, CALLS):
@@ -84,6 +93,7 @@ def _measure(url: str, variant: str) -> dict[str, list[float]]:
         for name, value in (
             (f"async confirm, one at a time ({client})", one),
             (f"async confirm, twenty at once ({client})", twenty),
+            ("sync confirm", sync_confirm),
             ("sync mark_reported", reported),
         ):
             figures.setdefault(name, []).append(value * 1e6)
