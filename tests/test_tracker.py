@@ -14,6 +14,7 @@ from twilio_feedback.tokens import TokenSigner
 from twilio_feedback.tracker import key_tracking_id
 
 from .conftest import SECRET_KEY
+from .servers import wait_until
 
 PHONE = "+15558675310"
 SENDER = "+15017122661"
@@ -86,13 +87,13 @@ def test_click_racing_the_send_is_reported_once_sid_known(
 ) -> None:
     # The emulator answers the create slowly; the link is "clicked" before it returns.
     fake_twilio.latency = 0.5
-    captured: list[str] = []
+    captured: list[Ticket] = []
     issued = threading.Event()
     original = tracker.ticket
 
     def spy() -> Ticket:
         ticket = original()
-        captured.append(ticket.token)
+        captured.append(ticket)
         issued.set()
         return ticket
 
@@ -104,7 +105,13 @@ def test_click_racing_the_send_is_reported_once_sid_known(
     )
     sender.start()
     assert issued.wait(5)
-    results = [tracker.confirm_token(captured[0])]
+    # The click comes once the record is stored (send() stores it before calling Twilio)
+    # and while Twilio's answer is still on its way.
+    wait_until(
+        lambda: tracker.store.get(captured[0].tracking_id) is not None, 5, "the record stored"
+    )
+    results = [tracker.confirm_token(captured[0].token)]
+    assert sender.is_alive()
     sender.join(5)
     fake_twilio.latency = 0
     assert results[0].status == "confirmed"
