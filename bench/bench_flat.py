@@ -1,6 +1,7 @@
 """Costs stay flat as the store grows: 1,000 vs 1,000,000 records in each store.
 
-For PostgreSQL, SQLite and Redis (and the memory store, for the confirm only), a small
+For PostgreSQL, SQLite, Redis and the ``django://`` store on SQLite (and the memory store,
+for the confirm only), a small
 store (1,000 records) and a large one (1,000,000; 100,000 with --quick) side by side:
 
 - confirm latency (``store.confirm``), on records just written and, in the large store,
@@ -27,13 +28,13 @@ from collections.abc import Callable
 from typing import Any
 
 from . import fill
-from .common import Figure, Section, median, percentile, spread
+from .common import Figure, Section, django_databases, median, percentile, spread
 
 SMALL = 1_000
 CLAIM_BATCH = 100
 RATIO = 1.5
 STALL_MS = 10.0
-DURABLE = ["postgresql", "sqlite", "redis"]
+DURABLE = ["postgresql", "sqlite", "redis", "django-sqlite"]
 ONLY = os.environ.get("BENCH_FLAT_BACKENDS", "")
 """A comma list of backends to run (``sqlite,postgresql``); empty: all of them."""
 
@@ -66,6 +67,21 @@ def _stores(backend: str, redis_server: Any, pg_server: Any) -> tuple[str, str]:
     if backend == "sqlite":
         folder = tempfile.mkdtemp(prefix="tf-flat-")
         return f"sqlite:///{folder}/small.db", f"sqlite:///{folder}/large.db"
+    if backend == "django-sqlite":
+        # As the Django quickstart advises: WAL, synchronous=NORMAL.
+        folder = tempfile.mkdtemp(prefix="tf-flat-django-")
+        options = {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        django_databases(
+            {
+                f"flat_{name}": {
+                    "ENGINE": "django.db.backends.sqlite3",
+                    "NAME": f"{folder}/{name}.db",
+                    "OPTIONS": options,
+                }
+                for name in ("small", "large")
+            }
+        )
+        return "django://flat_small", "django://flat_large"
     base = redis_server.url.rsplit("/", 1)[0]
     return f"{base}/1", f"{base}/2"
 
@@ -427,7 +443,8 @@ def run(quick: bool = False) -> Section:
         "`purge()` drops the outbox entries they leave behind. While purging: a thread "
         "confirms every 2 ms on the same store object; in Redis the whole set is made to "
         "expire at one instant (`PEXPIREAT`), and Redis' own deletion of it is timed too.",
-        "PostgreSQL with fsync=off, SQLite in WAL mode with synchronous=NORMAL, Redis "
+        "PostgreSQL with fsync=off, SQLite (the SQL store's and Django's) in WAL mode with "
+        "synchronous=NORMAL, Redis "
         "without persistence; small and large stores are separate databases (Redis: "
         "databases 1 and 2 of one server).",
         f"{time.perf_counter() - started:.0f} s for this section.",

@@ -12,7 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .bench_stores import _round_trips, _servers
-from .common import Figure, Section, interleaved, median, ratio_samples, spread
+from .common import (
+    Figure,
+    Section,
+    django_databases,
+    interleaved,
+    median,
+    ratio_samples,
+    spread,
+)
 
 TARGET = 1.10  # a counted confirm takes at most 10% more time than an uncounted one
 SENDER = "+15017122661"
@@ -62,40 +70,32 @@ def _confirm_case(store: Any, count: int, counted: bool) -> Callable[[], float]:
 
 def _django_stores(pg_url: str) -> dict[str, Any]:
     """The ``django://`` store on a SQLite file (WAL, as the Django quickstart advises) and
-    on PostgreSQL, Django configured here and both databases migrated."""
+    on PostgreSQL, both databases migrated."""
     from urllib.parse import urlsplit
 
-    from django.conf import settings
-    from django.core.management import call_command
-
-    import django
     from twilio_feedback.django.store import DjangoStore
 
     pg = urlsplit(pg_url)
-    if settings.configured:  # pragma: no cover - another section set Django up first
-        raise RuntimeError("the insights bench configures Django itself; run it alone")
-    settings.configure(
-        DATABASES={
-            "default": {
+    django_databases(
+        {
+            "insights": {
                 "ENGINE": "django.db.backends.sqlite3",
                 "NAME": f"{tempfile.mkdtemp()}/django.db",
                 "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
             },
-            "pg": {
+            "insights_pg": {
                 "ENGINE": "django.db.backends.postgresql",
                 "NAME": pg.path.lstrip("/"),
                 "USER": pg.username or "",
                 "HOST": pg.hostname or "",
                 "PORT": str(pg.port or ""),
             },
-        },
-        INSTALLED_APPS=["twilio_feedback.django"],
-        USE_TZ=True,
+        }
     )
-    django.setup()
-    for alias in ("default", "pg"):
-        call_command("migrate", database=alias, verbosity=0)
-    return {"django-sqlite": DjangoStore("default"), "django-postgresql": DjangoStore("pg")}
+    return {
+        "django-sqlite": DjangoStore("insights"),
+        "django-postgresql": DjangoStore("insights_pg"),
+    }
 
 
 def run(quick: bool = False) -> Section:

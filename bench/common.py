@@ -7,6 +7,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -90,3 +91,26 @@ def machine() -> str:
         f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}"
     )
+
+
+def django_databases(databases: dict[str, dict[str, Any]]) -> None:
+    """Configure Django with ``databases`` (``DATABASES`` entries by alias), or add them
+    to the configuration a section before this one made, and migrate each (this app's
+    migrations). Aliases already there are left as they are."""
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connections
+
+    import django
+
+    if not settings.configured:
+        first = dict(databases)
+        first.setdefault("default", {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"})
+        settings.configure(DATABASES=first, INSTALLED_APPS=["twilio_feedback.django"], USE_TZ=True)
+        django.setup()
+    else:
+        for alias, entry in databases.items():
+            settings.DATABASES.setdefault(alias, entry)
+        connections.configure_settings(settings.DATABASES)
+    for alias in databases:
+        call_command("migrate", database=alias, verbosity=0)

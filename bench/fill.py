@@ -14,6 +14,8 @@ timestamps are distinct, as in life.
   records (the library's own encoding; one round trip per batch instead of per record);
 - SQL: one ``INSERT`` of many rows (executemany) on the store's own engine and table,
   with the values ``store.add`` would write (``Record.to_dict()``);
+- Django: the store's own upsert, many rows a transaction (executemany) on Django's
+  connection;
 - anything else (memory, or a store whose internals changed): ``store.add`` per record.
 """
 
@@ -101,6 +103,8 @@ def bulk_add(store: Any, issued: Iterable[Issued], *, batch: int = 2000) -> str:
         return _redis_bulk(store, items, batch)
     if kind == "SQLStore":
         return _sql_bulk(store, items, batch)
+    if kind == "DjangoStore":
+        return _django_bulk(store, items, batch)
     for item in items:
         store.add(item.record)
     return ONE_BY_ONE
@@ -192,3 +196,24 @@ def _sql_bulk(store: Any, items: Iterator[Issued], batch: int) -> str:
                     conn.execute(table.insert(), rows)
         if len(chunk) < batch:
             return batched if not fallback else ONE_BY_ONE
+
+
+def _django_bulk(store: Any, items: Iterator[Issued], batch: int) -> str:
+    from django.db import connections, transaction
+
+    from twilio_feedback.records import RECORD_FIELDS
+
+    batched = f"the store's upsert, {batch:,} rows a transaction (executemany), Django's connection"
+    sql = getattr(store, "_sql", {}).get("add")
+    if sql is None:
+        for item in items:
+            store.add(item.record)
+        return ONE_BY_ONE
+    while True:
+        chunk = list(islice(items, batch))
+        if chunk:
+            rows = [item.record.to_dict() for item in chunk]
+            with transaction.atomic(using=store.alias), connections[store.alias].cursor() as cur:
+                cur.executemany(sql, [[row[name] for name in RECORD_FIELDS] for row in rows])
+        if len(chunk) < batch:
+            return batched
