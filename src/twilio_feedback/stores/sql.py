@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import date
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,6 +38,7 @@ from ..insights import TTC_COLUMNS as _TTC
 from ..records import RECORD_FIELDS as _COLUMNS
 from ..records import Record, State
 from ..settings import redact_url
+from ._sqlite import PURGE_BATCH, WriteTurns, purge_in_batches
 from ._sqlraw import (
     RawPool,
     SASession,
@@ -77,42 +78,6 @@ older one upgraded in place (:meth:`SQLStore.create`).
 _T = TypeVar("_T")
 RENEW_BATCH = 500
 """Records renewed per statement: 1,000 parameters, under every SQLite's limit."""
-PURGE_BATCH = 500
-"""The most expired records a purge deletes per transaction: the default of
-``SQLStore(purge_batch=)``."""
-PURGE_PAUSE = 0.05
-"""The longest pause between two of a purge's batches, in seconds."""
-PURGE_BATCH_TIME = 0.002
-"""SQLite: how long a purge's batch should hold the write lock, in seconds; the batches
-are sized to it, between :data:`PURGE_MIN_BATCH` and ``purge_batch``."""
-PURGE_MIN_BATCH = 50
-"""SQLite: the fewest records a purge's batch deletes (unless ``purge_batch`` is smaller):
-a transaction's own cost, on a busy machine, must not shrink the batches to nothing."""
-PURGE_CHECKPOINT_ROWS = 250
-"""SQLite: a purge checkpoints after deleting this many records (a few hundred pages of
-log in a large table, under the 1,000 of SQLite's automatic checkpoint)."""
-_WRITE_LOCKS: dict[str, threading.RLock] = {}
-_WRITE_LOCKS_LOCK = threading.Lock()
-
-
-def _write_lock(key: str) -> threading.RLock:
-    """The lock this process's writers to the SQLite file ``key`` take in turns."""
-    lock = _WRITE_LOCKS.get(key)
-    if lock is None:
-        with _WRITE_LOCKS_LOCK:
-            lock = _WRITE_LOCKS.setdefault(key, threading.RLock())
-    return lock
-
-
-def _new_write_locks() -> None:
-    # A forked child's copies may be held by threads that do not exist in it.
-    global _WRITE_LOCKS_LOCK
-    _WRITE_LOCKS_LOCK = threading.Lock()
-    _WRITE_LOCKS.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_write_locks)
 
 
 def _sqlalchemy() -> Any:
@@ -217,14 +182,12 @@ class SQLStore(BaseStore, InsightsStore):
         self.dialect = self.engine.dialect.name
         self._busy_timeout = busy_timeout
         self._write_key: str | None = None
+        self._turns = WriteTurns(busy_timeout)
         if self.dialect == "sqlite":
             # SQLite is in process (no round trips) and faster in its own transactions.
             self._connect: Callable[[], Any] = self.engine.begin
             sa.event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout))
-            database = self.engine.url.database or ""
-            self._write_key = (
-                database if database.startswith("file:") else os.path.realpath(database)
-            )
+            self._write_key = self.engine.url.database or ""
         else:
             # Every operation is one statement, atomic by itself: on a server, autocommit
             # spares the BEGIN and COMMIT round trips a transaction would add to each one.
@@ -688,27 +651,15 @@ class SQLStore(BaseStore, InsightsStore):
 
     # -- execution -------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """SQLite: hold this process's write lock on the file around a write transaction.
-
-        SQLite lets one writer in at a time; a writer that finds the file locked sleeps in
-        its busy handler (1, 2, 5, ... up to 100 ms between tries), so it goes in long
-        after the transaction it waited for has ended. Writers of one process wait here
-        instead, and the next goes in as soon as the lock is released. Other processes
-        still queue in the busy handler; past ``busy_timeout`` the writer goes on without
-        the lock and lets SQLite decide.
-        """
+    def _writing(self) -> AbstractContextManager[None]:
+        """SQLite: hold this process's write turn on the file around a write transaction
+        (:class:`~twilio_feedback.stores._sqlite.WriteTurns`): a writer queued behind
+        another of this process goes in as soon as that one commits, instead of sleeping
+        in SQLite's busy handler. Past ``busy_timeout`` the writer goes on without its
+        turn and lets SQLite decide."""
         if self._write_key is None:
-            yield
-            return
-        lock = _write_lock(self._write_key)
-        held = lock.acquire(timeout=self._busy_timeout)
-        try:
-            yield
-        finally:
-            if held:
-                lock.release()
+            return contextlib.nullcontext()
+        return self._turns.held(self._write_key)
 
     def _run(self, work: Callable[[Connection], _T]) -> _T:
         self._ensure_created()
@@ -859,30 +810,21 @@ class SQLStore(BaseStore, InsightsStore):
         """Delete the records whose ``expires_at`` is at or before ``now``; return how
         many. At most ``purge_batch`` records a transaction, with a pause between two (as
         long as the batch took) in which other writers go first. On SQLite a batch is
-        sized to hold the write lock for about :data:`PURGE_BATCH_TIME`, and the purge
-        copies what it wrote back to the database file itself, between two batches, every
-        :data:`PURGE_CHECKPOINT_ROWS` records."""
-        size = self.purge_batch
-        smallest = min(self.purge_batch, PURGE_MIN_BATCH)
-        total = unchecked = 0
-        while True:
-            params = {"now": now, "limit": size}
-            with self._writing():
-                started = time.perf_counter()  # the lock's hold, not the wait for it
-                result = self._run(functools.partial(_execute, self._sql["purge"], params))
-                took = time.perf_counter() - started
-            count = int(result.rowcount)
-            total += count
-            if count < size:
-                return total
-            if self._write_key is not None:
-                unchecked += count
-                if unchecked >= PURGE_CHECKPOINT_ROWS:
-                    self._checkpoint()
-                    unchecked = 0
-                wanted = int(size * PURGE_BATCH_TIME / max(took, 1e-6))
-                size = max(smallest, min(self.purge_batch, wanted, size * 2))
-            time.sleep(min(took, PURGE_PAUSE))
+        sized to hold the write lock about 2 ms, and the purge copies what it wrote back to
+        the database file itself, between two batches, every 250 records
+        (:func:`~twilio_feedback.stores._sqlite.purge_in_batches`)."""
+
+        def delete(limit: int) -> int:
+            params = {"now": now, "limit": limit}
+            return int(self._run(functools.partial(_execute, self._sql["purge"], params)).rowcount)
+
+        sqlite = self._write_key is not None
+        return purge_in_batches(
+            delete,
+            most=self.purge_batch,
+            writing=self._writing if sqlite else None,
+            checkpoint=self._checkpoint,
+        )
 
     def _checkpoint(self) -> None:
         """SQLite: copy the write-ahead log back to the database file, without blocking
