@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from django.db import connections
+from django.db import connections, transaction
 from django.db.utils import ConnectionHandler
 
 from twilio_feedback.django.store import DjangoStore
@@ -121,15 +122,20 @@ def test_a_connection_the_server_dropped_is_replaced(django_project: dict[str, A
     assert store.get("t1") is not None
 
 
-def test_sqlite_claim_updates_only_the_rows_it_picked(django_project: dict[str, Any]) -> None:
-    # As in the SQL store: the outer UPDATE looks the picked ids up by primary key, not
-    # through the outbox index (which would visit every due row).
+@pytest.mark.parametrize(("name", "params"), [("claim", [2.0, 1.0, 100]), ("purge", [1.0, 100])])
+def test_sqlite_claim_and_purge_change_only_the_rows_they_picked(
+    name: str, params: list[float], django_project: dict[str, Any]
+) -> None:
+    # As in the SQL store: the outer statement looks the picked rows up by rowid, read
+    # from the outbox's (the expiry's) index; with the index's predicates repeated, SQLite
+    # would walk every due row, and by the tracking id it would search the primary key's
+    # own index first, a random page of it per row in a large table (bench flat).
     store = DjangoStore("default")
     with connections["default"].cursor() as cursor:
-        cursor.execute(f"EXPLAIN QUERY PLAN {store._sql['claim']}", [2.0, 1.0, 100])
+        cursor.execute(f"EXPLAIN QUERY PLAN {store._sql[name]}", params)
         plan = [row[-1] for row in cursor.fetchall()]
     outer = next(step for step in plan if step.startswith(("SEARCH", "SCAN")))
-    assert "tracking_id=?" in outer or "PRIMARY KEY" in outer, plan
+    assert "USING INTEGER PRIMARY KEY (rowid=?)" in outer, plan
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -155,4 +161,114 @@ def test_purge_deletes_in_short_statements(backend: str, django_project: dict[st
         assert store.purge(now=2.0) == 25
     assert deleted == [10, 10, 5]
     assert store.get("live") is not None
+    store.close()
+
+
+def test_sqlite_purge_sizes_its_batches_by_their_time(django_project: dict[str, Any]) -> None:
+    # As in the SQL store: on SQLite a batch is sized to hold the write lock about 2 ms
+    # (50 records at least), so that a slow disk or a large table shortens the batches
+    # instead of stalling the confirmations queued behind each one.
+    clear("default")
+    store = DjangoStore("default")
+    with transaction.atomic(using="default"):
+        for n in range(700):
+            store.add(Record(f"old{n}", expires_at=1.0))
+    deleted: list[int] = []
+
+    def slow(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not sql.lstrip().upper().startswith("DELETE"):
+            return execute(sql, params, many, context)
+        time.sleep(0.02)  # a disk this slow: every batch takes 10 times too long
+        result = execute(sql, params, many, context)
+        deleted.append(context["cursor"].rowcount)
+        return result
+
+    with connections["default"].execute_wrapper(slow):
+        assert store.purge(now=2.0) == 700
+    assert deleted == [500, 50, 50, 50, 50, 0]
+    store.close()
+
+
+def test_sqlite_a_confirm_behind_a_purge_goes_in_when_the_batch_commits(
+    django_project: dict[str, Any],
+) -> None:
+    # A confirmation queued behind a purge's batch in this process is let in the moment
+    # the batch commits: SQLite's own busy handler would sleep on (1, 2, 5, ... 100 ms
+    # between tries), stalling it up to 100 ms past the commit (bench flat: "confirm while
+    # purging").
+    clear("default")
+    store = DjangoStore("default")
+    store.add(_record("live"))
+    store.add(Record("old", expires_at=1.0))
+    holding, waiting = threading.Event(), threading.Event()
+    committed: list[float] = []
+    confirmed: list[float] = []
+
+    def long_batch(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not sql.lstrip().upper().startswith("DELETE"):
+            return execute(sql, params, many, context)
+        raw = context["connection"].connection
+        raw.execute("BEGIN IMMEDIATE")
+        holding.set()
+        waiting.wait(5)
+        time.sleep(0.24)  # a batch this long, while the confirmation waits
+        result = execute(sql, params, many, context)
+        raw.execute("COMMIT")
+        committed.append(time.perf_counter())
+        return result
+
+    def purge() -> None:
+        with connections["default"].execute_wrapper(long_batch):
+            store.purge(now=2.0)
+
+    def confirm() -> None:
+        waiting.set()
+        won, _ = store.confirm("live", now=2.0, lease_until=62.0, keep_until=600.0)
+        confirmed.append(time.perf_counter() if won else -1.0)
+
+    purging, confirming = threading.Thread(target=purge), threading.Thread(target=confirm)
+    purging.start()
+    assert holding.wait(5)
+    confirming.start()
+    purging.join(10)
+    confirming.join(10)
+    assert len(committed) == 1
+    assert len(confirmed) == 1
+    assert confirmed[0] > 0
+    assert confirmed[0] - committed[0] < 0.05, f"{(confirmed[0] - committed[0]) * 1000:.0f} ms"
+    assert store.get("old") is None
+    store.close()
+
+
+def test_sqlite_a_call_inside_atomic_does_not_wait_for_the_write_turn(
+    django_project: dict[str, Any],
+) -> None:
+    # A store call inside the caller's transaction.atomic() joins that transaction, which
+    # may already hold SQLite's write lock while another writer of this process waits for
+    # it, holding the process's write turn: the call must not wait for the turn (each would
+    # wait on the other until a timeout).
+    clear("default")
+    store = DjangoStore("default")
+    store.add(_record("live"))
+    turn_taken = threading.Event()
+    added: list[bool] = []
+
+    def other_writer() -> None:
+        with store._writing():
+            turn_taken.set()
+            store.add(_record("other"))  # waits for the transaction below to commit
+        added.append(True)
+
+    thread = threading.Thread(target=other_writer)
+    with transaction.atomic(using="default"):
+        store.add(_record("mine"))  # SQLite's write lock, until the block ends
+        thread.start()
+        assert turn_taken.wait(5)
+        started = time.monotonic()
+        won, _ = store.confirm("live", now=2.0, lease_until=62.0, keep_until=600.0)
+        took = time.monotonic() - started
+    thread.join(10)
+    assert won
+    assert took < 1.0, f"{took:.1f} s"
+    assert added == [True]
     store.close()

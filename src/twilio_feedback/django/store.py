@@ -17,11 +17,12 @@ connection, which Django closes when the request ends.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import date
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -45,6 +46,7 @@ from ..insights import (
 )
 from ..lifecycle import ProcessLocal
 from ..records import RECORD_FIELDS, Record, State
+from ..stores._sqlite import PURGE_BATCH, WriteTurns, purge_in_batches
 from ..stores.base import BaseStore, InsightsStore, clip_error_message
 
 if TYPE_CHECKING:
@@ -69,10 +71,9 @@ _CREATED, _COUNTRY, _SENDER, _SID = (
 )
 RENEW_BATCH = 400
 """Records renewed per statement: 802 parameters, under every SQLite's limit (999)."""
-PURGE_BATCH = 500
-"""Expired records a purge deletes per statement (a few milliseconds each)."""
-PURGE_PAUSE = 0.05
-"""The longest pause between two of a purge's batches, in seconds."""
+SQLITE_TIMEOUT = 5.0
+"""The seconds a connection to SQLite waits for the write lock unless ``DATABASES``
+sets ``OPTIONS["timeout"]`` (Python's own default)."""
 
 _T = TypeVar("_T")
 _PENDING = State.PENDING.value
@@ -153,9 +154,11 @@ def _statements(vendor: str, table: str, daily: str) -> dict[str, str]:
         )
     else:
         # SQLite has one writer at a time: the subquery and the update cannot interleave,
-        # so the update names the picked rows by primary key and nothing else (the
-        # outbox's predicates repeated here would have SQLite walk every due row).
-        claim = f"UPDATE {table} SET lease_until = %s WHERE tracking_id IN ({due}) RETURNING {cols}"
+        # so the update names the picked rows by rowid and nothing else (the outbox's
+        # predicates repeated here would have SQLite walk every due row; the tracking id,
+        # a search of the primary key's index per row). The outbox index holds the rowid.
+        picked = due.replace("SELECT tracking_id", "SELECT rowid", 1)
+        claim = f"UPDATE {table} SET lease_until = %s WHERE rowid IN ({picked}) RETURNING {cols}"
     outcome = f"WHERE tracking_id = %s AND message_sid = %s AND state = '{_CONFIRMED}'"
     statements = {
         "add": (
@@ -181,11 +184,14 @@ def _statements(vendor: str, table: str, daily: str) -> dict[str, str]:
         "outcome": f"UPDATE {table} SET {{sets}} {outcome}",
         # A batch a statement; concurrent purges (one per process) take disjoint batches
         # on PostgreSQL. Ordered, so that the expiry index is walked from its start (a
-        # planner may otherwise scan the table from its first page).
+        # planner may otherwise scan the table from its first page). On SQLite by rowid,
+        # as the claim: the expiry index holds it.
         "purge": (
             f"DELETE FROM {table} WHERE tracking_id IN (SELECT tracking_id FROM {table} "
-            "WHERE expires_at <= %s ORDER BY expires_at LIMIT %s"
-            + (" FOR UPDATE SKIP LOCKED)" if vendor == "postgresql" else ")")
+            "WHERE expires_at <= %s ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+            if vendor == "postgresql"
+            else f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
+            "WHERE expires_at <= %s ORDER BY expires_at LIMIT %s)"
         ),
         "counts": f"SELECT state, COUNT(*) FROM {table} GROUP BY state",
         "list": f"SELECT {cols} FROM {table} WHERE state = %s ORDER BY created_at DESC LIMIT %s",
@@ -271,8 +277,12 @@ class DjangoStore(ProcessLocal, BaseStore, InsightsStore):
         quote = connection.ops.quote_name
         self._sql = _statements(vendor, quote(TABLE), quote(DAILY_TABLE))
         self.purge_batch = PURGE_BATCH
-        """Expired records :meth:`purge` deletes per statement."""
+        """The most expired records :meth:`purge` deletes per statement."""
         self._quote = connection.ops.quote_name
+        self._turns: WriteTurns | None = None
+        if vendor == "sqlite":
+            options = connection.settings_dict.get("OPTIONS") or {}
+            self._turns = WriteTurns(float(options.get("timeout", SQLITE_TIMEOUT)))
         super().__init__()
 
     def _init_state(self) -> None:
@@ -297,7 +307,27 @@ class DjangoStore(ProcessLocal, BaseStore, InsightsStore):
 
     # -- execution -------------------------------------------------------------------
 
-    def _run(self, work: Callable[[CursorWrapper], _T]) -> _T:
+    def _writing(self) -> AbstractContextManager[None]:
+        """SQLite: hold this process's write turn on the database file around a write
+        (:class:`~twilio_feedback.stores._sqlite.WriteTurns`, shared with the SQL store):
+        a writer queued behind another of this process goes in as soon as that one
+        commits, instead of sleeping in SQLite's busy handler. Not inside the caller's
+        ``atomic()`` block: that transaction is the caller's to end, and may already hold
+        SQLite's lock that the writer holding the turn waits for."""
+        connection = connections[self.alias]
+        if self._turns is None or connection.in_atomic_block:
+            return contextlib.nullcontext()
+        return self._turns.held(str(connection.settings_dict["NAME"]))
+
+    def _run(self, work: Callable[[CursorWrapper], _T], *, write: bool = True) -> _T:
+        """``work`` on this thread's connection; a ``write`` (the default) on SQLite in
+        this process's write turn (:meth:`_writing`)."""
+        if write and self._turns is not None:
+            with self._writing():
+                return self._attempt(work)
+        return self._attempt(work)
+
+    def _attempt(self, work: Callable[[CursorWrapper], _T]) -> _T:
         connection = connections[self.alias]
         self._connections.use(connection)
         was_open = connection.connection is not None
@@ -318,19 +348,19 @@ class DjangoStore(ProcessLocal, BaseStore, InsightsStore):
         with connection.cursor() as cursor:
             return work(cursor)
 
-    def _one(self, sql: str, params: Sequence[Any]) -> Any:
+    def _one(self, sql: str, params: Sequence[Any], *, write: bool = True) -> Any:
         def work(cursor: CursorWrapper) -> Any:
             cursor.execute(sql, params)
             return cursor.fetchone()
 
-        return self._run(work)
+        return self._run(work, write=write)
 
-    def _all(self, sql: str, params: Sequence[Any]) -> list[Any]:
+    def _all(self, sql: str, params: Sequence[Any], *, write: bool = True) -> list[Any]:
         def work(cursor: CursorWrapper) -> list[Any]:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
 
-        return self._run(work)
+        return self._run(work, write=write)
 
     def _count(self, sql: str, params: Sequence[Any]) -> int:
         def work(cursor: CursorWrapper) -> int:
@@ -409,7 +439,7 @@ class DjangoStore(ProcessLocal, BaseStore, InsightsStore):
 
     def get(self, tracking_id: str) -> Record | None:
         """See :meth:`Store.get`."""
-        return _record(self._one(self._sql["get"], [tracking_id]))
+        return _record(self._one(self._sql["get"], [tracking_id], write=False))
 
     def attach_sid(
         self, tracking_id: str, message_sid: str, account_sid: str | None
@@ -482,23 +512,41 @@ class DjangoStore(ProcessLocal, BaseStore, InsightsStore):
         return bool(self._counted("outcome", params, column, 1, sql=sql))
 
     def purge(self, *, now: float) -> int:
-        """See :meth:`Store.purge`: :data:`PURGE_BATCH` records a statement (each its own
-        transaction, outside ``atomic()``), pausing between two as long as the batch took,
-        so that confirmations are not held up behind a long delete (SQLite has one writer
-        at a time)."""
-        total = 0
-        while True:
-            started = time.perf_counter()
-            count = self._count(self._sql["purge"], [now, self.purge_batch])
-            total += count
-            if count < self.purge_batch:
-                return total
-            time.sleep(min(time.perf_counter() - started, PURGE_PAUSE))
+        """See :meth:`Store.purge`: at most :attr:`purge_batch` records a statement (each
+        its own transaction, outside ``atomic()``), pausing between two as long as the
+        batch took, so that confirmations are not held up behind a long delete. On
+        SQLite, as in the SQL store, a batch is sized to hold the write lock about 2 ms,
+        and the purge checkpoints the write-ahead log every 250 records, between two
+        batches (:func:`~twilio_feedback.stores._sqlite.purge_in_batches`)."""
+        sql = self._sql["purge"]
+
+        def delete(limit: int) -> int:
+            return self._count(sql, [now, limit])
+
+        return purge_in_batches(
+            delete,
+            most=self.purge_batch,
+            writing=self._writing if self._turns is not None else None,
+            checkpoint=self._checkpoint,
+        )
+
+    def _checkpoint(self) -> None:
+        """SQLite: copy the write-ahead log back to the database file, without blocking
+        writers (a passive checkpoint), outside the write turn: otherwise the commit that
+        takes the log past 1,000 pages does it, holding the write lock. Not inside the
+        caller's ``atomic()`` block (SQLite checkpoints nothing there)."""
+        if connections[self.alias].in_atomic_block:
+            return
+
+        def work(cursor: CursorWrapper) -> None:
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+        self._run(work, write=False)
 
     def counts(self) -> dict[str, int]:
         """See :meth:`Store.counts`."""
         result = {state.value: 0 for state in State}
-        for state, count in self._all(self._sql["counts"], []):
+        for state, count in self._all(self._sql["counts"], [], write=False):
             result[state] = int(count)
         return result
 
@@ -511,7 +559,8 @@ class DjangoStore(ProcessLocal, BaseStore, InsightsStore):
 
     def list_records(self, state: State, *, limit: int) -> list[Record]:
         """See :meth:`AdminStore.list_records`."""
-        return _records(self._all(self._sql["list"], [State(state).value, limit]))
+        rows = self._all(self._sql["list"], [State(state).value, limit], write=False)
+        return _records(rows)
 
     def requeue_failed(self, *, now: float, keep_until: float) -> int:
         """See :meth:`AdminStore.requeue_failed`: one statement."""
@@ -521,7 +570,8 @@ class DjangoStore(ProcessLocal, BaseStore, InsightsStore):
 
     def insight_cells(self, since: date, until: date) -> list[Cell]:
         """See :meth:`InsightsStore.insight_cells`: one range read of the daily table."""
-        rows = self._all(self._sql["cells"], [(since - EPOCH).days, (until - EPOCH).days])
+        days = [(since - EPOCH).days, (until - EPOCH).days]
+        rows = self._all(self._sql["cells"], days, write=False)
         return [cell_from_counts(row[0], row[1], row[2], row[3:]) for row in rows]
 
     # -- async -----------------------------------------------------------------------
