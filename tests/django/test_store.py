@@ -3,10 +3,12 @@ own connections, the URL, the databases it refuses, and its connections' lifecyc
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from typing import Any
 
 import psycopg
@@ -240,13 +242,24 @@ def test_sqlite_a_confirm_behind_a_purge_goes_in_when_the_batch_commits(
     store.close()
 
 
-def test_sqlite_a_call_inside_atomic_does_not_wait_for_the_write_turn(
-    django_project: dict[str, Any],
+@contextlib.contextmanager
+def _autocommit_off(using: str) -> Iterator[None]:
+    transaction.set_autocommit(False, using=using)
+    try:
+        yield
+        transaction.commit(using=using)
+    finally:
+        transaction.set_autocommit(True, using=using)
+
+
+@pytest.mark.parametrize("block", [transaction.atomic, _autocommit_off])
+def test_sqlite_a_call_in_the_callers_transaction_does_not_wait_for_the_write_turn(
+    block: Callable[..., ContextManager[Any]], django_project: dict[str, Any]
 ) -> None:
-    # A store call inside the caller's transaction.atomic() joins that transaction, which
-    # may already hold SQLite's write lock while another writer of this process waits for
-    # it, holding the process's write turn: the call must not wait for the turn (each would
-    # wait on the other until a timeout).
+    # A store call inside the caller's transaction (atomic(), or autocommit off) joins
+    # it, and that transaction may already hold SQLite's write lock while another writer
+    # of this process waits for it, holding the process's write turn: the call must not
+    # wait for the turn (each would wait on the other until a timeout).
     clear("default")
     store = DjangoStore("default")
     store.add(_record("live"))
@@ -260,7 +273,7 @@ def test_sqlite_a_call_inside_atomic_does_not_wait_for_the_write_turn(
         added.append(True)
 
     thread = threading.Thread(target=other_writer)
-    with transaction.atomic(using="default"):
+    with block(using="default"):
         store.add(_record("mine"))  # SQLite's write lock, until the block ends
         thread.start()
         assert turn_taken.wait(5)
@@ -271,4 +284,5 @@ def test_sqlite_a_call_inside_atomic_does_not_wait_for_the_write_turn(
     assert won
     assert took < 1.0, f"{took:.1f} s"
     assert added == [True]
+    assert store.get("mine") is not None
     store.close()

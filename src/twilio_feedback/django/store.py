@@ -312,10 +312,10 @@ class DjangoStore(ProcessLocal, BaseStore, InsightsStore):
         (:class:`~twilio_feedback.stores._sqlite.WriteTurns`, shared with the SQL store):
         a writer queued behind another of this process goes in as soon as that one
         commits, instead of sleeping in SQLite's busy handler. Not inside the caller's
-        ``atomic()`` block: that transaction is the caller's to end, and may already hold
-        SQLite's lock that the writer holding the turn waits for."""
+        transaction (an ``atomic()`` block, or autocommit off): it is the caller's to end,
+        and may already hold SQLite's lock that the writer holding the turn waits for."""
         connection = connections[self.alias]
-        if self._turns is None or connection.in_atomic_block:
+        if self._turns is None or _in_transaction(connection):
             return contextlib.nullcontext()
         return self._turns.held(str(connection.settings_dict["NAME"]))
 
@@ -534,8 +534,8 @@ class DjangoStore(ProcessLocal, BaseStore, InsightsStore):
         """SQLite: copy the write-ahead log back to the database file, without blocking
         writers (a passive checkpoint), outside the write turn: otherwise the commit that
         takes the log past 1,000 pages does it, holding the write lock. Not inside the
-        caller's ``atomic()`` block (SQLite checkpoints nothing there)."""
-        if connections[self.alias].in_atomic_block:
+        caller's transaction (SQLite checkpoints nothing there)."""
+        if _in_transaction(connections[self.alias]):
             return
 
         def work(cursor: CursorWrapper) -> None:
@@ -669,6 +669,11 @@ class _ThreadConnections:
             stale = self._take_ended()
         for old in stale:
             _close(old)
+
+
+def _in_transaction(connection: BaseDatabaseWrapper) -> bool:
+    """Whether ``connection`` is in a transaction of the caller's."""
+    return connection.in_atomic_block or not connection.get_autocommit()
 
 
 def _close(connection: BaseDatabaseWrapper) -> None:
