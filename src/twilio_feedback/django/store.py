@@ -323,8 +323,10 @@ class DjangoStore(ProcessLocal, BaseStore, InsightsStore):
         """``work`` on this thread's connection; a ``write`` (the default) on SQLite in
         this process's write turn (:meth:`_writing`)."""
         if write and self._turns is not None:
-            with self._writing():
-                return self._attempt(work)
+            connection = connections[self.alias]
+            if not _in_transaction(connection):
+                with self._turns.held(str(connection.settings_dict["NAME"])):
+                    return self._attempt(work)
         return self._attempt(work)
 
     def _attempt(self, work: Callable[[CursorWrapper], _T]) -> _T:

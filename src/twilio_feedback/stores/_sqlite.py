@@ -18,7 +18,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 PURGE_BATCH = 500
@@ -73,16 +73,28 @@ class WriteTurns:
         """How long a writer waits for its turn before it goes on without it (and lets
         SQLite decide): the connections' busy timeout."""
 
-    @contextlib.contextmanager
-    def held(self, database: str) -> Iterator[None]:
+    def held(self, database: str) -> AbstractContextManager[None]:
         """Hold the turn on the file ``database`` (a path, or a ``file:`` URI)."""
-        lock = _write_lock(_file_key(database))
-        got = lock.acquire(timeout=self.timeout)
-        try:
-            yield
-        finally:
-            if got:
-                lock.release()
+        return _Turn(_write_lock(_file_key(database)), self.timeout)
+
+
+class _Turn:
+    """A write turn, held for a ``with`` block (a class, not a generator: it is taken
+    around every write)."""
+
+    __slots__ = ("_got", "_lock", "_timeout")
+
+    def __init__(self, lock: threading.RLock, timeout: float) -> None:
+        self._lock = lock
+        self._timeout = timeout
+        self._got = False
+
+    def __enter__(self) -> None:
+        self._got = self._lock.acquire(timeout=self._timeout)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._got:
+            self._lock.release()
 
 
 def purge_in_batches(
