@@ -307,14 +307,17 @@ class DjangoStore(ProcessLocal, BaseStore, InsightsStore):
 
     # -- execution -------------------------------------------------------------------
 
-    def _writing(self) -> AbstractContextManager[None]:
+    def _writing(
+        self, connection: BaseDatabaseWrapper | None = None
+    ) -> AbstractContextManager[None]:
         """SQLite: hold this process's write turn on the database file around a write
         (:class:`~twilio_feedback.stores._sqlite.WriteTurns`, shared with the SQL store):
         a writer queued behind another of this process goes in as soon as that one
         commits, instead of sleeping in SQLite's busy handler. Not inside the caller's
         transaction (an ``atomic()`` block, or autocommit off): it is the caller's to end,
         and may already hold SQLite's lock that the writer holding the turn waits for."""
-        connection = connections[self.alias]
+        if connection is None:
+            connection = connections[self.alias]
         if self._turns is None or _in_transaction(connection):
             return contextlib.nullcontext()
         return self._turns.held(str(connection.settings_dict["NAME"]))
@@ -322,15 +325,13 @@ class DjangoStore(ProcessLocal, BaseStore, InsightsStore):
     def _run(self, work: Callable[[CursorWrapper], _T], *, write: bool = True) -> _T:
         """``work`` on this thread's connection; a ``write`` (the default) on SQLite in
         this process's write turn (:meth:`_writing`)."""
-        if write and self._turns is not None:
-            connection = connections[self.alias]
-            if not _in_transaction(connection):
-                with self._turns.held(str(connection.settings_dict["NAME"])):
-                    return self._attempt(work)
-        return self._attempt(work)
-
-    def _attempt(self, work: Callable[[CursorWrapper], _T]) -> _T:
         connection = connections[self.alias]
+        if write and self._turns is not None:
+            with self._writing(connection):
+                return self._attempt(connection, work)
+        return self._attempt(connection, work)
+
+    def _attempt(self, connection: BaseDatabaseWrapper, work: Callable[[CursorWrapper], _T]) -> _T:
         self._connections.use(connection)
         was_open = connection.connection is not None
         try:
@@ -675,7 +676,9 @@ class _ThreadConnections:
 
 def _in_transaction(connection: BaseDatabaseWrapper) -> bool:
     """Whether ``connection`` is in a transaction of the caller's."""
-    return connection.in_atomic_block or not connection.get_autocommit()
+    return connection.in_atomic_block or (
+        connection.connection is not None and not connection.autocommit
+    )
 
 
 def _close(connection: BaseDatabaseWrapper) -> None:
