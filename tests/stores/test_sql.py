@@ -270,9 +270,14 @@ def test_sqlite_writers_of_one_process_queue_on_a_lock_not_in_the_busy_handler(
     # A confirm queued behind a purge's batch (or any write) of this process is let in
     # the moment that transaction commits: SQLite's own busy handler would sleep on
     # (1, 2, 5, ... 100 ms between tries), stalling it up to 100 ms past the commit (bench
-    # flat: confirm while purging). Two stores on one file share the lock.
+    # flat: confirm while purging). Two stores on one file share the lock. The confirming
+    # store's connections have SQLite's busy timeout at 0: had it not waited for the lock,
+    # SQLite would refuse it at once ("database is locked").
     url = f"sqlite:///{tmp_path}/feedback.db"
     store, other = SQLStore(url), SQLStore(url)
+    sa.event.listen(
+        store.engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA busy_timeout = 0")
+    )
     now = time.time()
     store.add(Record("live", expires_at=now + 600, message_sid=SID))
     waiting = threading.Event()
@@ -290,11 +295,9 @@ def test_sqlite_writers_of_one_process_queue_on_a_lock_not_in_the_busy_handler(
         thread.start()
         waiting.wait(5)
         time.sleep(0.24)  # a write transaction this long, while the confirm waits
-    committed = time.perf_counter()
     thread.join(10)
     assert len(confirmed) == 1
-    assert confirmed[0] > 0
-    assert confirmed[0] - committed < 0.05, f"{(confirmed[0] - committed) * 1000:.0f} ms"
+    assert confirmed[0] > 0  # won, after waiting for its turn
     store.close()
     other.close()
 
