@@ -107,6 +107,14 @@ def test_prints_the_settings_then_what_the_app_sends_until_ctrl_c(emulator: Line
     assert emulator.process.wait(10) == 0
 
 
+def test_sigterm_stops_it_as_ctrl_c_does(emulator: Lines) -> None:
+    # docker stop, systemd, a Procfile runner: they send SIGTERM.
+    emulator.until("Messages sent through it")
+    emulator.process.send_signal(signal.SIGTERM)
+    assert emulator.until("stopped") == "stopped"
+    assert emulator.process.wait(30) == 0
+
+
 def test_a_port_in_use_is_a_clear_error() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -1,4 +1,5 @@
-"""``twilio-feedback emulator``: FakeTwilio for local development, until Ctrl-C.
+"""``twilio-feedback emulator``: FakeTwilio for local development, until Ctrl-C (or a
+SIGTERM: ``docker stop``, a process manager).
 
 Serves the emulator on 127.0.0.1, prints the environment variables that point an app at
 it, then one line for every message the app sends through it (the text, tracking link
@@ -8,7 +9,12 @@ included, as the phone would show it) and for every feedback post.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
 from typing import TextIO
 
 from .fake_twilio import FakeTwilio
@@ -29,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Serve until interrupted; return the exit code (0 after Ctrl-C)."""
+    """Serve until interrupted; return the exit code (0 after Ctrl-C or SIGTERM)."""
     out = out or sys.stdout
     try:
         fake = FakeTwilio(args.account_sid, args.auth_token, port=args.port).start()
@@ -42,17 +48,36 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         )
         return 2
     try:
-        _say(out, f"FakeTwilio, the Twilio emulator, serves {fake.base_url} (Ctrl-C stops it).")
-        _say(out, "Point your app at it with these settings:\n")
-        for name, value in fake.environ().items():
-            _say(out, f"export {name}={value}")
-        _say(out, "\nMessages sent through it, and feedback posts, show below.")
-        _watch(fake, out)
+        with _sigterm_interrupts():
+            _say(out, f"FakeTwilio, the Twilio emulator, serves {fake.base_url} (Ctrl-C stops it).")
+            _say(out, "Point your app at it with these settings:\n")
+            for name, value in fake.environ().items():
+                _say(out, f"export {name}={value}")
+            _say(out, "\nMessages sent through it, and feedback posts, show below.")
+            _watch(fake, out)
     except KeyboardInterrupt:
         _say(out, "stopped")
     finally:
         fake.stop()
     return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops the emulator as Ctrl-C does (where signals can be handled: the main
+    thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _watch(fake: FakeTwilio, out: TextIO) -> None:
