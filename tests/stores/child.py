@@ -8,6 +8,30 @@ import signal
 import sys
 import threading
 import time
+import warnings
+from collections.abc import Callable
+
+
+def in_forked_child(work: Callable[[], str]) -> str:
+    """Run ``work`` in a forked child of this process; what it returned (the child must
+    exit cleanly)."""
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.write(write, work().encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        said = answer.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return said
 
 
 def confirm_race(url: str, ids: list[str], threads: int) -> None:

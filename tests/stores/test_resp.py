@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +17,7 @@ from twilio_feedback import Record
 from twilio_feedback.stores.redis import AsyncRedisStore, RedisStore
 
 from ..servers import RedisServer, wait_until
+from .child import in_forked_child
 
 pytestmark = pytest.mark.redis
 
@@ -173,10 +173,11 @@ async def test_a_call_that_times_out_fails_and_later_calls_work(redis_url: str) 
     store.close()
 
 
-@pytest.mark.slow
-async def test_auth_and_a_database_from_the_url() -> None:
+@pytest.fixture
+def acl_redis() -> Iterator[str]:
+    """A Redis with a password for the default user and an ACL user ``app``; its
+    ``host:port``."""
     import redis
-    import redis.exceptions
 
     server = RedisServer()
     try:
@@ -185,29 +186,37 @@ async def test_auth_and_a_database_from_the_url() -> None:
                 "app", enabled=True, passwords=["+s3cret-app"], keys="*", commands=["+@all"]
             )
             admin.config_set("requirepass", "s3cret-default")
-        base = f"127.0.0.1:{server.port}"
-        for url, db in (
-            (f"redis://:s3cret-default@{base}/3", 3),
-            (f"redis://app:s3cret-app@{base}/5", 5),
-        ):
-            store = RedisStore(url)
-            twin = _lean(store)
-            now = time.time()
-            await twin.add(Record("x", expires_at=now + 60, message_sid=SID, created_at=now))
-            assert (await twin.confirm("x", now=now, lease_until=now, keep_until=now))[0]
-            await twin.aclose()
-            store.close()
-            with redis.Redis.from_url(f"redis://:s3cret-default@{base}/{db}") as check:
-                assert check.exists("twilio_feedback:r:x") == 1
-        wrong = RedisStore(f"redis://app:wrong-pass@{base}/0")
-        twin = _lean(wrong)
-        with pytest.raises(redis.exceptions.AuthenticationError) as failed:
-            await twin.confirm("x", now=now, lease_until=now, keep_until=now)
-        assert "wrong-pass" not in str(failed.value)
-        await twin.aclose()
-        wrong.close()
+        yield f"127.0.0.1:{server.port}"
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+async def test_auth_and_a_database_from_the_url(acl_redis: str) -> None:
+    import redis
+    import redis.exceptions
+
+    base = acl_redis
+    for url, db in (
+        (f"redis://:s3cret-default@{base}/3", 3),
+        (f"redis://app:s3cret-app@{base}/5", 5),
+    ):
+        store = RedisStore(url)
+        twin = _lean(store)
+        now = time.time()
+        await twin.add(Record("x", expires_at=now + 60, message_sid=SID, created_at=now))
+        assert (await twin.confirm("x", now=now, lease_until=now, keep_until=now))[0]
+        await twin.aclose()
+        store.close()
+        with redis.Redis.from_url(f"redis://:s3cret-default@{base}/{db}") as check:
+            assert check.exists("twilio_feedback:r:x") == 1
+    wrong = RedisStore(f"redis://app:wrong-pass@{base}/0")
+    twin = _lean(wrong)
+    with pytest.raises(redis.exceptions.AuthenticationError) as failed:
+        await twin.confirm("x", now=now, lease_until=now, keep_until=now)
+    assert "wrong-pass" not in str(failed.value)
+    await twin.aclose()
+    wrong.close()
 
 
 @pytest.mark.parametrize(
@@ -397,38 +406,29 @@ def test_a_sync_call_that_times_out_fails_and_later_calls_work(redis_url: str, w
 
 
 @pytest.mark.slow
-def test_sync_auth_and_a_database_from_the_url() -> None:
+def test_sync_auth_and_a_database_from_the_url(acl_redis: str) -> None:
     import redis
     import redis.exceptions
 
-    server = RedisServer()
-    try:
-        with redis.Redis.from_url(server.url) as admin:
-            admin.acl_setuser(
-                "app", enabled=True, passwords=["+s3cret-app"], keys="*", commands=["+@all"]
-            )
-            admin.config_set("requirepass", "s3cret-default")
-        base = f"127.0.0.1:{server.port}"
-        now = time.time()
-        for url, db in (
-            (f"redis://:s3cret-default@{base}/3", 3),
-            (f"redis://app:s3cret-app@{base}/5", 5),
-        ):
-            store = RedisStore(url)
-            _lean_sync(store)
-            store.add(Record("x", expires_at=now + 60, message_sid=SID, created_at=now))
-            assert store.confirm("x", now=now, lease_until=now, keep_until=now)[0]
-            store.close()
-            with redis.Redis.from_url(f"redis://:s3cret-default@{base}/{db}") as check:
-                assert check.exists("twilio_feedback:r:x") == 1
-        wrong = RedisStore(f"redis://app:wrong-pass@{base}/0")
-        _lean_sync(wrong)
-        with pytest.raises(redis.exceptions.AuthenticationError) as failed:
-            wrong.confirm("x", now=now, lease_until=now, keep_until=now)
-        assert "wrong-pass" not in str(failed.value)
-        wrong.close()
-    finally:
-        server.stop()
+    base = acl_redis
+    now = time.time()
+    for url, db in (
+        (f"redis://:s3cret-default@{base}/3", 3),
+        (f"redis://app:s3cret-app@{base}/5", 5),
+    ):
+        store = RedisStore(url)
+        _lean_sync(store)
+        store.add(Record("x", expires_at=now + 60, message_sid=SID, created_at=now))
+        assert store.confirm("x", now=now, lease_until=now, keep_until=now)[0]
+        store.close()
+        with redis.Redis.from_url(f"redis://:s3cret-default@{base}/{db}") as check:
+            assert check.exists("twilio_feedback:r:x") == 1
+    wrong = RedisStore(f"redis://app:wrong-pass@{base}/0")
+    _lean_sync(wrong)
+    with pytest.raises(redis.exceptions.AuthenticationError) as failed:
+        wrong.confirm("x", now=now, lease_until=now, keep_until=now)
+    assert "wrong-pass" not in str(failed.value)
+    wrong.close()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -436,25 +436,14 @@ def test_a_forked_child_does_not_share_the_parents_connection(store: RedisStore)
     _lean_sync(store)
     now = _add(store, "parent", "child")
     parent = _client_id(store)
-    read, write = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            won = store.confirm("child", now=now, lease_until=now, keep_until=now)[0]
-            os.write(write, f"{int(won)} {_client_id(store)}".encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read) as answer:
-        won, child = answer.read().split()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> str:
+        won = store.confirm("child", now=now, lease_until=now, keep_until=now)[0]
+        return f"{int(won)} {_client_id(store)}"
+
+    won, child_id = in_forked_child(child).split()
     assert won == "1"
-    assert int(child) != parent
+    assert int(child_id) != parent
     # The child's exit closed nothing of the parent's: same connection, still working.
     assert store.confirm("parent", now=now, lease_until=now, keep_until=now)[0]
     assert _client_id(store) == parent

@@ -10,7 +10,6 @@ import os
 import sqlite3
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from twilio_feedback.stores._sqlraw import StoreThreadAsyncStore
 from twilio_feedback.stores.sql import SQLStore
 
 from ..servers import PostgresServer, wait_until
+from .child import in_forked_child
 
 SID = "SM" + "a" * 32
 postgres = pytest.mark.postgres
@@ -353,25 +353,14 @@ def test_a_forked_child_does_not_share_the_parents_connections(pg_store: SQLStor
     now = time.time()
     _pending(pg_store, "parent", "child", now=now)
     parent = _backend_pid(pg_store)
-    read, write = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            won = pg_store.confirm("child", **_confirm_args(now))[0]
-            os.write(write, f"{int(won)} {_backend_pid(pg_store)}".encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read) as answer:
-        won, child = answer.read().split()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> str:
+        won = pg_store.confirm("child", **_confirm_args(now))[0]
+        return f"{int(won)} {_backend_pid(pg_store)}"
+
+    won, child_id = in_forked_child(child).split()
     assert won == "1"
-    assert int(child) != parent
+    assert int(child_id) != parent
     # The child's exit closed nothing of the parent's: same session, still working.
     assert pg_store.confirm("parent", **_confirm_args(now))[0]
     assert _backend_pid(pg_store) == parent
